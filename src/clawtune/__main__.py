@@ -1,0 +1,5 @@
+import sys
+
+from clawtune.cli import main
+
+sys.exit(main())

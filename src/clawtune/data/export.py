@@ -1,0 +1,329 @@
+"""`clawtune agent export-training-data`: an agent's OpenClaw sessions -> scrubbed, split OpenAI chat JSONL.
+
+The story: find sources -> read sessions one at a time -> active branch -> segments at compactions -> OpenAI messages
+-> system-prompt policy -> pieces under max tokens -> date filter -> scrub -> dedup -> spool -> split -> write + report.
+Only the spool file and small per-session counters grow with the input.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from clawtune.chat import Example, is_trained
+from clawtune.data.examples import approx_tokens, called_tools, chunk_messages, duplicate_keys, infer_tool_schema
+from clawtune.data.scrub import Scrubber
+from clawtune.data.split import SPLITS, assign_splits
+from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, iso
+from clawtune.logs.sessions import (
+    RawSession,
+    agent_sources,
+    default_state_dirs,
+    expand_paths,
+    iter_sessions,
+    load_index,
+)
+from clawtune.logs.tree import active_branch, segments
+from clawtune.problems import InputError, Problems
+
+SPLIT_FILES = {"train": "raw.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
+
+
+@dataclass
+class ExportOptions:
+    """Everything `export-training-data` takes; defaults follow the seed."""
+
+    agent_id: str
+    output: Path
+    state_dirs: list[Path] = field(default_factory=list)
+    sessions: list[Path] = field(default_factory=list)
+    date_range: tuple[date, date] | None = None
+    session_key: str | None = None
+    channel: str | None = None
+    min_samples: int = 1
+    system_prompt: str = "short"  # keep | drop | short | a path to a file
+    max_tokens: int = 4096
+    scrub: bool = True
+    keep_thinking: bool = False
+    keep_images: bool = False
+    drop_failures: bool = False
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 42
+    strict: bool = False
+    progress: bool = False
+
+
+def parse_date_range(text: str) -> tuple[date, date]:
+    """`FROM:TO` (ISO dates, both inclusive)."""
+    try:
+        start, end = (date.fromisoformat(p.strip()) for p in text.split(":"))
+    except ValueError as exc:
+        raise InputError(f"--date-range {text!r}: expected FROM:TO as ISO dates, e.g. 2026-04-01:2026-05-20") from exc
+    if end < start:
+        raise InputError(f"--date-range {text!r}: the end is before the start")
+    return start, end
+
+
+def short_system_prompt(agent_id: str) -> str:
+    """The generated one-liner that replaces OpenClaw's ~48,000-character generic prompt by default."""
+    return (
+        f"You are {agent_id}, a specialist agent. Use the provided tools when a request needs data, answer concisely, "
+        "and politely decline requests outside your scope."
+    )
+
+
+def resolve_system_prompt(options: ExportOptions) -> tuple[str, str | None]:
+    """(policy, replacement text) from `--system-prompt keep|drop|short|FILE`."""
+    choice = options.system_prompt
+    if choice in ("keep", "drop"):
+        return choice, None
+    if choice == "short":
+        return "replace", short_system_prompt(options.agent_id)
+    path = Path(choice)
+    if not path.is_file():
+        raise InputError(f"--system-prompt {choice!r}: expected keep, drop, short or an existing file")
+    return "replace", path.read_text(encoding="utf-8").strip()
+
+
+class Exporter:
+    """Holds the counters of one export run; `run()` is the whole command."""
+
+    def __init__(self, options: ExportOptions) -> None:
+        self.options = options
+        self.problems = Problems(strict=options.strict)
+        self.stats: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.scrubber = Scrubber()
+        self.session_examples: Counter[str] = Counter()
+        self.seen_exact: set[bytes] = set()
+        self.seen_near: set[bytes] = set()
+        self.policy, self.replacement = resolve_system_prompt(options)
+        self.splits: dict[str, str] = {}
+
+    def run(self) -> dict[str, Any]:
+        """Export, write the three split files and the report, and return the report."""
+        options = self.options
+        options.output.mkdir(parents=True, exist_ok=True)
+        sources, index = self.find_sources()
+        spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False)
+        try:
+            with spool:
+                for session in self.read(sources, index):
+                    for example in self.examples(session):
+                        spool.write(json.dumps(example, ensure_ascii=False) + "\n")
+            written = sum(self.session_examples.values())
+            if written < options.min_samples:
+                raise InputError(self.too_few_message(written))
+            self.splits = assign_splits(self.session_examples, options.ratios, options.seed)
+            counts = self.write_splits(Path(spool.name), self.splits)
+        finally:
+            Path(spool.name).unlink(missing_ok=True)
+        report = self.report(counts, len(sources))
+        (options.output / "export-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return report
+
+    def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
+        """Explicit `--sessions` paths, or the agent's stores under each state folder."""
+        options = self.options
+        if options.sessions:
+            return expand_paths(options.sessions, self.problems), {}
+        sources: list[Path] = []
+        index: dict[str, dict[str, Any]] = {}
+        state_dirs = options.state_dirs or default_state_dirs()
+        for state_dir in state_dirs:
+            sources += agent_sources(state_dir, options.agent_id)
+            index.update(load_index(state_dir, options.agent_id, self.problems))
+        if not sources:
+            looked = ", ".join(str(d / "agents" / options.agent_id) for d in state_dirs)
+            raise InputError(f"no sessions found for agent {options.agent_id!r} (looked in {looked})")
+        return sources, index
+
+    def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
+        """Sessions that pass the agent, key and channel filters, with a progress bar over the sources."""
+        from rich.progress import Progress
+
+        options = self.options
+        with Progress(transient=True, disable=not options.progress) as progress:
+            task = progress.add_task("reading sessions", total=len(sources))
+            done_sources: set[str] = set()
+            for session in iter_sessions(sources, self.problems, index):
+                self.stats["sessions_read"] += 1
+                if session.source not in done_sources:
+                    done_sources.add(session.source)
+                    progress.update(task, completed=len(done_sources))
+                if session.agent_id and session.agent_id != options.agent_id:
+                    self.dropped["other_agent"] += 1
+                elif options.session_key and not fnmatch.fnmatchcase(session.session_key or "", options.session_key):
+                    self.dropped["session_key_filter"] += 1
+                elif options.channel and (session.channel or "") != options.channel:
+                    self.dropped["channel_filter"] += 1
+                else:
+                    yield session
+
+    def examples(self, session: RawSession) -> Any:
+        """The examples one session yields, filtered, scrubbed and deduplicated."""
+        options = self.options
+        convert = ConvertOptions(keep_thinking=options.keep_thinking, keep_images=options.keep_images)
+        branch = active_branch(session, self.problems)
+        self.stats["entries_off_branch"] += len(session.entries) - len(branch)
+        parts = segments(branch)
+        self.stats["compactions"] += sum(1 for s in parts if s.summary is not None)
+        used = False
+        for part in parts:
+            conv = convert_segment(session, part, convert, self.problems, self.stats)
+            for example in self.pieces(session, conv):
+                if self.keep(example):
+                    used = True
+                    self.session_examples[session.session_id] += 1
+                    yield example
+        self.stats["sessions_used"] += used
+
+    def pieces(self, session: RawSession, conv: Conversation) -> Any:
+        """Split a conversation under max tokens and dress each piece as an example with its metadata."""
+        options = self.options
+        system = self.system_message(session)
+        tools = self.tools_for(session, conv)
+        fixed = (approx_tokens(json.dumps(tools)) if tools else 0) + (approx_tokens(system["content"]) if system else 0)
+        where = {id(m): (t, line) for m, t, line in zip(conv.messages, conv.times, conv.lines, strict=True)}
+        pieces, oversized = chunk_messages(conv.messages, max(options.max_tokens - fixed, 256))
+        self.stats["turns_over_max_tokens"] += oversized
+        self.stats["sessions_split"] += len(pieces) > 1
+        for piece in pieces:
+            trained = [m for m in piece if is_trained(m)]
+            if not trained:
+                self.dropped["no_trained_turn"] += 1
+                continue
+            times = [where[id(m)][0] for m in piece if id(m) in where and where[id(m)][0] is not None]
+            lines = [where[id(m)][1] for m in piece if id(m) in where and where[id(m)][1] is not None]
+            first_trained = next((where[id(m)][0] for m in trained if id(m) in where), None)
+            example: Example = {"messages": ([system] if system else []) + piece}
+            if tools:
+                example["tools"] = tools
+            example["metadata"] = {
+                "agent_id": session.agent_id or options.agent_id,
+                "session_id": session.session_id,
+                "session_key": session.session_key,
+                "channel": session.channel,
+                "start": iso(min(times)) if times else None,
+                "end": iso(max(times)) if times else None,
+                "trained_at": iso(first_trained),
+                "source": f"{session.where(min(lines))}-{max(lines)}" if lines else session.where(None),
+                "signals": [s for s in conv.signals if lines and min(lines) <= (s.get("line") or 0) <= max(lines)],
+                "system_prompt": self.policy,
+            }
+            yield example
+
+    def tools_for(self, session: RawSession, conv: Conversation) -> list[dict[str, Any]] | None:
+        """The recorded tool catalog; where OpenClaw truncated it, only the tools called. Schemas of called tools
+        that were not recorded are inferred from their arguments, so every call names a tool the example offers."""
+        recorded = session.tools or []
+        calls = called_tools(conv.messages)
+        tools = [t for t in recorded if t["function"]["name"] in calls] if session.tools_truncated else list(recorded)
+        known = {t["function"]["name"] for t in tools}
+        for name, args in calls.items():
+            if name not in known:
+                tools.append(infer_tool_schema(name, args))
+                self.stats["tool_schemas_inferred"] += 1
+        return tools or None
+
+    def system_message(self, session: RawSession) -> dict[str, Any] | None:
+        if self.policy == "drop":
+            return None
+        if self.policy == "keep":
+            if session.system_prompt:
+                return {"role": "system", "content": session.system_prompt}
+            self.stats["system_prompt_unknown"] += 1
+            return None
+        return {"role": "system", "content": self.replacement}
+
+    def keep(self, example: Example) -> bool:
+        """Date range, failure and duplicate filters; scrubbing happens here, after filtering, before keys."""
+        options = self.options
+        meta = example["metadata"]
+        if options.date_range:
+            stamp = meta.get("trained_at") or meta.get("start")
+            if stamp is None:
+                self.dropped["no_timestamp"] += 1
+                return False
+            day = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).date()
+            if not options.date_range[0] <= day <= options.date_range[1]:
+                self.dropped["outside_date_range"] += 1
+                return False
+        if options.drop_failures and meta["signals"]:
+            self.dropped["failure_signals"] += 1
+            return False
+        if options.scrub:
+            example["messages"] = self.scrubber.scrub_example(example)["messages"]
+        exact, near = duplicate_keys(example["messages"])
+        if exact in self.seen_exact:
+            self.dropped["exact_duplicate"] += 1
+            return False
+        if near in self.seen_near:
+            self.dropped["near_duplicate"] += 1
+            return False
+        self.seen_exact.add(exact)
+        self.seen_near.add(near)
+        self.stats["examples_with_tool_calls"] += any(m.get("tool_calls") for m in example["messages"])
+        return True
+
+    def write_splits(self, spool: Path, splits: dict[str, str]) -> dict[str, int]:
+        """Stream the spool into the three split files, each written to a temp name and renamed when complete."""
+        out = self.options.output
+        temps = {s: out / f".{SPLIT_FILES[s]}.tmp" for s in SPLITS}
+        counts = dict.fromkeys(SPLITS, 0)
+        handles = {s: open(p, "w", encoding="utf-8") for s, p in temps.items()}  # noqa: SIM115 - closed below
+        try:
+            with open(spool, encoding="utf-8") as fh:
+                for line in fh:
+                    session_id = json.loads(line)["metadata"]["session_id"]
+                    split = splits[session_id]
+                    handles[split].write(line)
+                    counts[split] += 1
+        finally:
+            for handle in handles.values():
+                handle.close()
+        for split, temp in temps.items():
+            os.replace(temp, out / SPLIT_FILES[split])
+        return counts
+
+    def too_few_message(self, written: int) -> str:
+        why = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in self.dropped.most_common()) or "none dropped"
+        return (
+            f"only {written} examples for agent {self.options.agent_id!r} after filtering, fewer than "
+            f"--min-samples {self.options.min_samples} (sessions read: {self.stats['sessions_read']}; dropped: {why}; "
+            f"bad input: {len(self.problems)})"
+        )
+
+    def report(self, counts: dict[str, int], n_sources: int) -> dict[str, Any]:
+        total = sum(counts.values())
+        return {
+            "agent_id": self.options.agent_id,
+            "sources": n_sources,
+            "sessions_read": self.stats["sessions_read"],
+            "sessions_used": self.stats["sessions_used"],
+            "examples_written": total,
+            "splits": {s: {"file": SPLIT_FILES[s], "examples": counts[s]} for s in SPLITS},
+            "sessions_by_split": dict(Counter(self.splits.values())),
+            "dropped": dict(self.dropped.most_common()),
+            "skipped_input": self.problems.summary(),
+            "redactions": dict(self.scrubber.counts.most_common()) if self.options.scrub else "disabled (--no-scrub)",
+            "tool_call_share": round(self.stats["examples_with_tool_calls"] / total, 4) if total else 0.0,
+            "system_prompt": {"policy": self.policy, "prompt": self.replacement},
+            "conversion": {k: v for k, v in sorted(self.stats.items()) if k not in ("sessions_read", "sessions_used")},
+            "date_range": [d.isoformat() for d in self.options.date_range] if self.options.date_range else None,
+            "max_tokens": self.options.max_tokens,
+            "seed": self.options.seed,
+        }
+
+
+def export_training_data(options: ExportOptions) -> dict[str, Any]:
+    """Run one export; raises `InputError` (printed without a traceback) when it cannot produce enough data."""
+    return Exporter(options).run()
+

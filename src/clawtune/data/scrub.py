@@ -1,0 +1,119 @@
+"""Secrets and PII out of training data before anything is written: typed, numbered placeholders, counted by type.
+
+The same value gets the same placeholder within one example (`<EMAIL_1>` twice), so the model still learns that the
+address in the question is the one in the tool call. Patterns are ordered from most to least specific; each match is
+replaced before the next pattern runs, so a key inside a URL is not also counted as a password.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from clawtune.chat import Example
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum every payment card number satisfies."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+# (type, pattern, group to replace or 0, validator)
+PATTERNS: list[tuple[str, re.Pattern[str], int, Callable[[str], bool] | None]] = [
+    ("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----"), 0, None),
+    ("ANTHROPIC_KEY", re.compile(r"\bsk-ant-[A-Za-z0-9]{2,10}-[A-Za-z0-9_\-]{20,}"), 0, None),
+    ("OPENAI_KEY", re.compile(r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}"), 0, None),
+    ("AWS_ACCESS_KEY", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 0, None),
+    ("AWS_SECRET_KEY", re.compile(r"(?i)(aws_secret_access_key|aws_secret|secret_access_key)([\"'\s:=]+)([A-Za-z0-9/+=]{40})\b"), 3, None),
+    ("GITHUB_TOKEN", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"), 0, None),
+    ("SLACK_TOKEN", re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]+"), 0, None),
+    ("GOOGLE_API_KEY", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b|\bya29\.[0-9A-Za-z_\-]{20,}"), 0, None),
+    ("JWT", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"), 0, None),
+    ("BEARER_TOKEN", re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/\-]{16,}=*)"), 2, None),
+    ("URL_PASSWORD", re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)"), 2, None),
+    ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), 0, None),
+    ("CARD", re.compile(r"(?<![\d.])(?:\d[ \-]?){12,18}\d(?![\d.])"), 0, lambda s: luhn_ok(re.sub(r"\D", "", s))),
+    # International (+CC ...), (NNN) NNN-NNNN, NNN-NNN-NNNN, and Chinese mobiles; bare digit runs are left alone so
+    # amounts and ids (1234567) survive.
+    ("PHONE", re.compile(
+        r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?\(?\d{1,4}\)?(?:[\s.\-]?\d{2,4}){2,4}|\(\d{3}\)\s?\d{3}[\s.\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4})(?![\w\-]|\s\d)"
+        r"|(?<!\d)1[3-9]\d{9}(?!\d)"
+    ), 0, None),
+]
+
+
+class Scrubber:
+    """Replaces secrets and PII in every string of an example; `counts` accumulates over all examples."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def scrub_example(self, example: Example) -> Example:
+        """A scrubbed copy of an example: message contents, tool-call arguments, tool results, tools' text."""
+        mapping: dict[tuple[str, str], str] = {}
+        out = dict(example)
+        out["messages"] = [self._message(m, mapping) for m in example.get("messages", [])]
+        return out
+
+    def scrub_text(self, text: str, mapping: dict[tuple[str, str], str] | None = None) -> str:
+        """Scrub one string (placeholders numbered within `mapping`)."""
+        mapping = {} if mapping is None else mapping
+        for kind, pattern, group, check in PATTERNS:
+            text = pattern.sub(lambda m, k=kind, g=group, c=check: self._replace(m, k, g, c, mapping), text)
+        return text
+
+    def _replace(self, match: re.Match[str], kind: str, group: int, check: Callable[[str], bool] | None, mapping: dict[tuple[str, str], str]) -> str:
+        value = match.group(group)
+        if check is not None and not check(value):
+            return match.group(0)
+        key = (kind, value)
+        if key not in mapping:
+            mapping[key] = f"<{kind}_{sum(1 for k in mapping if k[0] == kind) + 1}>"
+        self.counts[kind] += 1
+        if group == 0:
+            return mapping[key]
+        start, end = match.span(group)
+        whole_start = match.start(0)
+        whole = match.group(0)
+        return whole[: start - whole_start] + mapping[key] + whole[end - whole_start :]
+
+    def _message(self, message: dict[str, Any], mapping: dict[tuple[str, str], str]) -> dict[str, Any]:
+        out = dict(message)
+        if isinstance(out.get("content"), str):
+            out["content"] = self.scrub_text(out["content"], mapping)
+        if isinstance(out.get("reasoning_content"), str):
+            out["reasoning_content"] = self.scrub_text(out["reasoning_content"], mapping)
+        if isinstance(out.get("tool_calls"), list):
+            out["tool_calls"] = [self._call(c, mapping) for c in out["tool_calls"]]
+        return out
+
+    def _call(self, call: dict[str, Any], mapping: dict[tuple[str, str], str]) -> dict[str, Any]:
+        fn = dict(call.get("function") or {})
+        try:
+            args = json.loads(fn.get("arguments") or "{}")
+        except ValueError:
+            fn["arguments"] = self.scrub_text(str(fn.get("arguments")), mapping)
+        else:
+            # Scrub values, not the JSON text: a placeholder must never break the arguments' JSON.
+            fn["arguments"] = json.dumps(self._walk(args, mapping), ensure_ascii=False)
+        return {**call, "function": fn}
+
+    def _walk(self, value: Any, mapping: dict[tuple[str, str], str]) -> Any:
+        if isinstance(value, str):
+            return self.scrub_text(value, mapping)
+        if isinstance(value, list):
+            return [self._walk(v, mapping) for v in value]
+        if isinstance(value, dict):
+            return {k: self._walk(v, mapping) for k, v in value.items()}
+        return value

@@ -1,0 +1,450 @@
+"""Find an agent's sessions in every store OpenClaw has used and read each one into a `RawSession`.
+
+Stores (see shared/reference/openclaw-formats.md): per-session JSONL files (v1-v4) with `.trajectory.jsonl` siblings and
+a `sessions.json` index; cold `.jsonl.zst` archives; the per-agent SQLite store of current releases; trajectory bundles
+written by `openclaw sessions export-trajectory`. Each session is read whole (one transcript is small) and the stream of
+sessions is lazy, so memory stays flat however many there are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawtune.logs.lines import ZSTD_MAGIC, iter_json_lines, parse_json_line
+from clawtune.problems import Problems
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+STORE_NAME = "openclaw-agent.sqlite"
+LEGACY_STATE_DIRS = (".openclaw", ".clawdbot", ".moltbot")
+# Files that live beside transcripts but are not transcripts.
+NOT_TRANSCRIPT = re.compile(
+    r"(\.trajectory\.jsonl|\.trajectory-path\.json|\.lock|\.reset\.[^/]*|\.jsonl\.deleted\.[^/]*)$|^\.checkpoint\."
+)
+
+
+@dataclass
+class Entry:
+    """One transcript event and where it came from (a file line, or an SQLite row's seq)."""
+
+    obj: dict[str, Any]
+    line: int | None
+
+
+@dataclass
+class RawSession:
+    """One stored session: its transcript entries in storage order, plus what the store knows around them."""
+
+    session_id: str
+    source: str
+    entries: list[Entry]
+    agent_id: str | None = None
+    session_key: str | None = None
+    channel: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    system_prompt: str | None = None
+    # OpenClaw's own resolution of the active branch (SQLite store, bundles): entry seqs / ids in order.
+    active_seqs: list[int] | None = None
+    leaf_id: str | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+    # OpenClaw cuts long lists in its stores with "[Truncated]" items: the recorded tool catalog may be partial.
+    tools_truncated: bool = False
+
+    def where(self, line: int | None) -> str:
+        """A location a user can open: `file:line`, or `store.sqlite#session:seq`."""
+        if self.source.endswith(".sqlite") or "#" in self.source:
+            return f"{self.source}#{self.session_id}:seq {line}"
+        return f"{self.source}:{line}" if line is not None else self.source
+
+
+# --- discovery ---------------------------------------------------------------------------------------------------
+
+
+def default_state_dirs() -> list[Path]:
+    """`$OPENCLAW_STATE_DIR`, else `~/.openclaw` and the older `~/.clawdbot`, `~/.moltbot` that exist."""
+    env = os.environ.get("OPENCLAW_STATE_DIR")
+    if env:
+        return [Path(env).expanduser()]
+    home = Path.home()
+    found = [home / name for name in LEGACY_STATE_DIRS if (home / name).is_dir()]
+    return found or [home / ".openclaw"]
+
+
+def agent_sources(state_dir: Path, agent_id: str) -> list[Path]:
+    """Every session source of one agent under a state folder: JSONL files, cold archives, the SQLite store."""
+    agent_dir = state_dir / "agents" / agent_id
+    sources: list[Path] = []
+    sessions_dir = agent_dir / "sessions"
+    if sessions_dir.is_dir():
+        sources += sorted(p for p in sessions_dir.iterdir() if p.is_file() and is_transcript_name(p.name))
+        cold = sessions_dir / "cold"
+        if cold.is_dir():
+            sources += sorted(p for p in cold.iterdir() if p.name.endswith(".jsonl.zst"))
+    store = agent_dir / "agent" / STORE_NAME
+    if store.is_file():
+        sources.append(store)
+    return sources
+
+
+def is_transcript_name(name: str) -> bool:
+    """Whether a file name in a sessions folder is a transcript (`<id>.jsonl`, `<id>-topic-<t>.jsonl`, `.jsonl.zst`)."""
+    if NOT_TRANSCRIPT.search(name):
+        return False
+    return name.endswith(".jsonl") or name.endswith(".jsonl.zst")
+
+
+def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
+    """Explicit `--sessions` arguments: files as they are, folders searched for transcripts, stores and bundles."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            problems.add(str(path), None, "missing-path", "no such file or folder")
+        elif path.is_file():
+            out.append(path)
+        elif (path / "session-branch.json").is_file():
+            out.append(path)
+        else:
+            for root, dirs, files in os.walk(path):
+                root_path = Path(root)
+                bundles = sorted(d for d in dirs if (root_path / d / "session-branch.json").is_file())
+                out += [root_path / d for d in bundles]
+                dirs[:] = sorted(d for d in dirs if d not in bundles)
+                for name in sorted(files):
+                    if is_transcript_name(name) or name == STORE_NAME or name.endswith(".sqlite"):
+                        out.append(root_path / name)
+    return out
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+
+def iter_sessions(sources: Iterable[Path], problems: Problems, index: dict[str, dict[str, Any]] | None = None) -> Iterator[RawSession]:
+    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions."""
+    for source in sources:
+        if source.is_dir():
+            session = read_bundle(source, problems)
+            if session:
+                yield session
+            continue
+        head = _head(source, problems)
+        if head is None:
+            continue
+        if head.startswith(SQLITE_MAGIC):
+            yield from read_sqlite_store(source, problems)
+        elif not head.strip():
+            problems.add(str(source), None, "empty-file", "empty file")
+        elif head.startswith(ZSTD_MAGIC) or head.lstrip()[:1] == b"{":
+            session = read_jsonl_session(source, problems, index or {})
+            if session:
+                yield session
+        else:
+            problems.add(str(source), 1, "unknown-format", "neither a JSONL transcript, a zstd archive nor an SQLite store")
+
+
+def _head(path: Path, problems: Problems) -> bytes | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(64)
+    except OSError as exc:
+        problems.add(str(path), None, "unreadable-file", f"cannot open: {exc.strerror or exc}")
+        return None
+
+
+def session_id_from_name(path: Path) -> str:
+    """`<sessionId>.jsonl`, `<sessionId>-topic-<t>.jsonl` and `<sha>.jsonl.zst` all name their session."""
+    name = path.name
+    for suffix in (".jsonl.zst", ".jsonl"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def read_jsonl_session(path: Path, problems: Problems, index: dict[str, dict[str, Any]]) -> RawSession | None:
+    """One JSONL transcript (header line first in v2+, v1 may have none) plus its `.trajectory.jsonl` sibling."""
+    entries: list[Entry] = []
+    header: dict[str, Any] = {}
+    for lineno, obj in iter_json_lines(path, problems):
+        if obj.get("type") == "session" and not header and not entries:
+            header = obj
+            continue
+        entries.append(Entry(obj, lineno))
+    if not entries:
+        if header or path.stat().st_size:
+            problems.add(str(path), None, "no-entries", "transcript has no readable entries")
+        return None
+    session_id = str(header.get("id") or session_id_from_name(path))
+    info = index.get(session_id, {})
+    session = RawSession(
+        session_id=session_id,
+        source=str(path),
+        entries=entries,
+        agent_id=_agent_from_path(path),
+        session_key=info.get("sessionKey"),
+        channel=info.get("channel") or info.get("lastChannel"),
+        header=header,
+    )
+    sibling = path.with_name(session_id_from_name(path) + ".trajectory.jsonl")
+    if sibling.is_file():
+        apply_runtime_events((obj for _, obj in iter_json_lines(sibling, problems)), session)
+    return session
+
+
+def _agent_from_path(path: Path) -> str | None:
+    parts = path.resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i] == "agents":
+            return parts[i + 1]
+    return None
+
+
+def load_index(state_dir: Path, agent_id: str, problems: Problems) -> dict[str, dict[str, Any]]:
+    """`sessions.json` (sessionKey -> {sessionId, ...}) turned into sessionId -> entry with its key."""
+    path = state_dir / "agents" / agent_id / "sessions" / "sessions.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.add(str(path), None, "bad-index", f"session index unreadable: {exc}")
+        return {}
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(data, dict):
+        for key, entry in data.items():
+            if isinstance(entry, dict) and entry.get("sessionId"):
+                out[str(entry["sessionId"])] = {**entry, "sessionKey": key}
+    return out
+
+
+def apply_runtime_events(events: Iterable[dict[str, Any]], session: RawSession) -> None:
+    """Take the tool schemas and system prompt from the latest `context.compiled` runtime event, and the key."""
+    for event in events:
+        if event.get("type") != "context.compiled":
+            if event.get("sessionKey") and not session.session_key:
+                session.session_key = event["sessionKey"]
+            continue
+        data = event.get("data") or {}
+        session.session_key = session.session_key or event.get("sessionKey")
+        tools = sanitize_tools(data.get("tools"))
+        if tools:
+            session.tools = tools
+            session.tools_truncated = is_truncated_list(data.get("tools"))
+        prompt = data.get("systemPrompt")
+        if isinstance(prompt, str) and prompt:
+            session.system_prompt = prompt
+
+
+def is_truncated_list(raw: Any) -> bool:
+    """Whether OpenClaw cut this stored list (it replaces dropped items with "[Truncated]" strings)."""
+    return isinstance(raw, list) and any(isinstance(x, str) and x.startswith("[Truncated") for x in raw)
+
+
+def sanitize_tools(raw: Any) -> list[dict[str, Any]] | None:
+    """Tool schemas in OpenAI's `{type: function, function: {...}}` form, with OpenClaw's truncation stubs removed.
+
+    OpenClaw's trajectories write tools flat (`{name, description, parameters}`) and cut deep schemas with
+    `{"truncated": true, "reason": "trajectory-depth-limit"}` objects: those become `{}` (any value), so the schema
+    stays valid JSON Schema rather than describing a field that must equal the stub.
+    """
+    if not isinstance(raw, list):
+        return None
+    tools = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        fn = item.get("function") if isinstance(item.get("function"), dict) else item
+        name = fn.get("name")
+        if not isinstance(name, str) or not name:
+            continue
+        spec: dict[str, Any] = {"name": name}
+        if isinstance(fn.get("description"), str):
+            spec["description"] = fn["description"]
+        params = _strip_truncated(fn.get("parameters"))
+        spec["parameters"] = params if isinstance(params, dict) else {"type": "object", "properties": {}}
+        tools.append({"type": "function", "function": spec})
+    return tools or None
+
+
+def _strip_truncated(value: Any) -> Any:
+    if isinstance(value, dict):
+        if value.get("truncated") is True and "reason" in value:
+            return {}
+        return {k: _strip_truncated(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_truncated(v) for v in value if not (isinstance(v, str) and v.startswith("[Truncated"))]
+    return value
+
+
+def read_bundle(folder: Path, problems: Problems) -> RawSession | None:
+    """A trajectory bundle: `session-branch.json` {header, leafId, entries}, `tools.json`, `events.jsonl`, prompts."""
+    branch_path = folder / "session-branch.json"
+    try:
+        branch = json.loads(branch_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problems.add(str(branch_path), None, "bad-bundle", f"session-branch.json unreadable: {exc}")
+        return None
+    raw_entries = branch.get("entries") if isinstance(branch, dict) else branch
+    if not isinstance(raw_entries, list):
+        problems.add(str(branch_path), None, "bad-bundle", "session-branch.json has no `entries` list", key="entries")
+        return None
+    header = branch.get("header") if isinstance(branch, dict) and isinstance(branch.get("header"), dict) else {}
+    entries = []
+    for i, obj in enumerate(raw_entries):
+        if isinstance(obj, dict):
+            entries.append(Entry(obj, i + 1))
+        elif isinstance(obj, str) and obj.startswith("[Truncated"):
+            problems.add(
+                str(branch_path), None, "truncated-by-openclaw",
+                f"entry {i} was cut by OpenClaw's bundle size limit; export the SQLite store for the whole session",
+                key=f"entries[{i}]",
+            )
+        else:
+            problems.add(str(branch_path), None, "not-an-object", f"entry {i} is not an object", key=f"entries[{i}]")
+    session = RawSession(
+        session_id=str(header.get("id") or folder.name),
+        source=str(branch_path),
+        entries=entries,
+        header=header,
+        leaf_id=branch.get("leafId") if isinstance(branch, dict) else None,
+    )
+    events_path = folder / "events.jsonl"
+    if events_path.is_file():
+        apply_runtime_events((obj for _, obj in iter_json_lines(events_path, problems)), session)
+    tools_path = folder / "tools.json"
+    if tools_path.is_file():
+        try:
+            raw_tools = json.loads(tools_path.read_text(encoding="utf-8"))
+            if sanitize_tools(raw_tools):
+                session.tools = sanitize_tools(raw_tools)
+                session.tools_truncated = is_truncated_list(raw_tools)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            problems.add(str(tools_path), None, "bad-bundle", f"tools.json unreadable: {exc}")
+    prompt_path = folder / "system-prompt.txt"
+    if prompt_path.is_file():
+        session.system_prompt = prompt_path.read_text(encoding="utf-8", errors="replace")
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        try:
+            session.session_key = json.loads(manifest.read_text(encoding="utf-8")).get("sessionKey") or session.session_key
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            pass
+    return session
+
+
+def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
+    """Sessions of OpenClaw's per-agent SQLite store, opened read-only (OpenClaw may be running and hold locks)."""
+    import zstandard
+
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5)
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+    except sqlite3.Error as exc:
+        problems.add(str(path), None, "bad-sqlite", f"cannot read the SQLite store: {exc}")
+        return
+    if "transcript_events" not in tables:
+        problems.add(str(path), None, "bad-sqlite", "not an OpenClaw session store (no transcript_events table)")
+        conn.close()
+        return
+    dctx = zstandard.ZstdDecompressor()
+    agent_id = _store_agent(conn, tables) or _agent_from_path(path)
+    try:
+        windows = _session_windows(conn, tables)
+        session_ids = [r[0] for r in conn.execute("select distinct session_id from transcript_events order by session_id")]
+        for session_id in session_ids:
+            entries = []
+            header: dict[str, Any] = {}
+            for seq, event_json, event_zstd, size in conn.execute(
+                "select seq, event_json, event_zstd, event_utf8_bytes from transcript_events where session_id=? order by seq",
+                (session_id,),
+            ):
+                obj = _decode_event(path, session_id, seq, event_json, event_zstd, size, dctx, problems)
+                if obj is None:
+                    continue
+                if obj.get("type") == "session" and not header and not entries:
+                    header = obj
+                    continue
+                entries.append(Entry(obj, seq))
+            if not entries:
+                continue
+            window = windows.get(session_id, {})
+            session = RawSession(
+                session_id=session_id,
+                source=str(path),
+                entries=entries,
+                agent_id=agent_id,
+                session_key=window.get("session_key"),
+                channel=window.get("channel"),
+                header=header,
+            )
+            if "session_transcript_active_events" in tables:
+                seqs = [
+                    r[0]
+                    for r in conn.execute(
+                        "select event_seq from session_transcript_active_events where session_id=? order by active_position",
+                        (session_id,),
+                    )
+                ]
+                session.active_seqs = seqs or None
+            if "trajectory_runtime_events" in tables:
+                rows = conn.execute(
+                    "select event_json from trajectory_runtime_events where session_id=? order by seq", (session_id,)
+                )
+                apply_runtime_events(_json_rows(rows), session)
+            yield session
+    except sqlite3.Error as exc:
+        problems.add(str(path), None, "bad-sqlite", f"stopped reading the SQLite store: {exc}")
+    finally:
+        conn.close()
+
+
+def _json_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    for (text,) in rows:
+        try:
+            obj = json.loads(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(obj, dict):
+            yield obj
+
+
+def _decode_event(path: Path, session_id: str, seq: int, event_json: Any, event_zstd: Any, size: Any, dctx: Any, problems: Problems) -> dict[str, Any] | None:
+    where = f"{path}#{session_id}"
+    raw: bytes
+    if event_json is not None:
+        raw = event_json.encode("utf-8", "surrogatepass") if isinstance(event_json, str) else bytes(event_json)
+    elif event_zstd is not None:
+        try:
+            raw = dctx.decompress(bytes(event_zstd), max_output_size=max(int(size or 0), 1 << 20))
+        except Exception as exc:
+            problems.add(where, seq, "bad-zstd", f"event_zstd does not decompress: {exc}", key="event_zstd")
+            return None
+    else:
+        problems.add(where, seq, "empty-event", "row has neither event_json nor event_zstd", key="event_json")
+        return None
+    return parse_json_line(raw, where, seq, problems, what="event")
+
+
+def _session_windows(conn: sqlite3.Connection, tables: set[str]) -> dict[str, dict[str, Any]]:
+    if "session_windows" not in tables:
+        return {}
+    cols = {r[1] for r in conn.execute("pragma table_info(session_windows)")}
+    wanted = [c for c in ("session_id", "session_key", "channel", "reason") if c in cols]
+    if "session_id" not in wanted:
+        return {}
+    rows = conn.execute(f"select {', '.join(wanted)} from session_windows")
+    return {r[0]: dict(zip(wanted, r, strict=True)) for r in rows}
+
+
+def _store_agent(conn: sqlite3.Connection, tables: set[str]) -> str | None:
+    if "schema_meta" not in tables:
+        return None
+    try:
+        row = conn.execute("select agent_id from schema_meta limit 1").fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
