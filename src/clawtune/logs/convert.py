@@ -69,7 +69,7 @@ def convert_segment(session: RawSession, segment: Segment, options: ConvertOptio
     conv = Conversation()
     if segment.summary is not None:
         first = segment.context[0] if segment.context else segment.entries[0]
-        conv.add({"role": "user", "content": COMPACTION_PREFIX + segment.summary, "weight": 0}, first)
+        conv.add({"role": "user", "content": COMPACTION_PREFIX + segment.summary}, first)
     for entry in segment.context:
         _convert_entry(session, entry, conv, options, problems, stats, context=True)
     for entry in segment.entries:

@@ -1,0 +1,50 @@
+"""`clawtune demo`: every stage that exists, run on the bundled sample agent, saying where each output is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.report import print_export_summary
+from clawtune.data.validate import validate_files
+from clawtune.problems import InputError
+from clawtune.sample import make_state_dir
+
+SEED_DATE_RANGE = ("2026-04-01", "2026-05-20")
+
+
+def run_demo(output: Path) -> None:
+    """Sample agent -> export (the seed's command) -> validate. Later stages join here as they land."""
+    from datetime import date
+
+    console = Console()
+    output.mkdir(parents=True, exist_ok=True)
+    console.rule("[bold]1. Sample agent logs")
+    state = make_state_dir(output)
+    console.print(f"OpenClaw state folder for agent my-agent (JSONL files, cold archives, SQLite store): {state}")
+
+    console.rule("[bold]2. clawtune agent export-training-data")
+    console.print(
+        f"clawtune agent export-training-data --agent-id my-agent --output {output / 'ft-data'} --format jsonl "
+        f"--min-samples 100 --date-range {SEED_DATE_RANGE[0]}:{SEED_DATE_RANGE[1]} --state-dir {state}",
+        highlight=False,
+    )
+    data = output / "ft-data"
+    report = export_training_data(
+        ExportOptions(
+            agent_id="my-agent", output=data, state_dirs=[state], min_samples=100,
+            date_range=(date.fromisoformat(SEED_DATE_RANGE[0]), date.fromisoformat(SEED_DATE_RANGE[1])),
+        )
+    )
+    print_export_summary(report, data)
+
+    console.rule("[bold]3. clawtune ft validate")
+    files = [data / "raw.jsonl", data / "validation.jsonl", data / "test.jsonl"]
+    result = validate_files(files)
+    if not result.ok:
+        raise InputError(f"the exported data does not validate: {[str(p) for p in result.problems.items[:5]]}")
+    console.print(f"[green]OK[/]: {result.examples} examples in {', '.join(str(f) for f in files)} are valid")
+    console.rule("[bold]Done")
+    console.print(f"Everything is under {output}/ (the next stages, augment/train/evaluate/export/serve, join this demo as they land).")
