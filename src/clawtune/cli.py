@@ -122,7 +122,9 @@ def demo(
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting, so tests can call it in-process."""
     try:
-        app(args=argv, prog_name="clawtune", standalone_mode=False)
+        # Without standalone mode click hands back an Exit's code as the return value.
+        code = app(args=argv, prog_name="clawtune", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:  # click's own usage errors
@@ -137,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
 
 
 if __name__ == "__main__":

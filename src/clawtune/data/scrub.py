@@ -43,7 +43,7 @@ PATTERNS: list[tuple[str, re.Pattern[str], int, Callable[[str], bool] | None]] =
     ("BEARER_TOKEN", re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/\-]{16,}=*)"), 2, None),
     ("URL_PASSWORD", re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)"), 2, None),
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), 0, None),
-    ("CARD", re.compile(r"(?<![\d.])(?:\d[ \-]?){12,18}\d(?![\d.])"), 0, lambda s: luhn_ok(re.sub(r"\D", "", s))),
+    ("CARD", re.compile(r"(?<!\d)(?<!\d\.)(?:\d[ \-]?){12,18}\d(?!\d|\.\d)"), 0, lambda s: luhn_ok(re.sub(r"\D", "", s))),
     # International (+CC ...), (NNN) NNN-NNNN, NNN-NNN-NNNN, and Chinese mobiles; bare digit runs are left alone so
     # amounts and ids (1234567) survive.
     ("PHONE", re.compile(
