@@ -14,24 +14,39 @@ from .conftest import read_jsonl, write_jsonl
 SEED_EXAMPLE = "../shared/seed/tool-call-example.jsonl"
 
 
-@pytest.mark.parametrize(("kind", "text", "secret"), [
-    ("OPENAI_KEY", "key sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6 ok", "sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6"),
-    ("ANTHROPIC_KEY", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx_yz0", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx_yz0"),
-    ("AWS_ACCESS_KEY", "id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
-    ("AWS_SECRET_KEY", "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
-    ("GITHUB_TOKEN", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
-    ("GITHUB_TOKEN", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
-    ("SLACK_TOKEN", "xoxb-2048-123456789012-abcdefghijklmnop", "xoxb-2048-123456789012-abcdefghijklmnop"),
-    ("GOOGLE_API_KEY", "AIzaSyD-1234567890abcdefghijklmnopqrstu", "AIzaSyD-1234567890abcdefghijklmnopqrstu"),
-    ("JWT", "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "eyJhbGciOiJIUzI1NiJ9"),
-    ("BEARER_TOKEN", "Authorization: Bearer abcdef0123456789abcdef", "abcdef0123456789abcdef"),
-    ("PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow"),
-    ("URL_PASSWORD", "postgres://analyst:Pa55w0rd!@dw.internal:5432/db", "Pa55w0rd!"),
-    ("EMAIL", "mail li.wei@example.cn.", "li.wei@example.cn"),
-    ("PHONE", "call +1 415-555-0134 now", "415-555-0134"),
-    ("PHONE", "打 13812345678", "13812345678"),
-    ("CARD", "card 4111 1111 1111 1111.", "4111 1111 1111 1111"),
-])
+@pytest.mark.parametrize(
+    ("kind", "text", "secret"),
+    [
+        ("OPENAI_KEY", "key sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6 ok", "sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6"),
+        ("ANTHROPIC_KEY", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx_yz0", "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWx_yz0"),
+        ("AWS_ACCESS_KEY", "id AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+        (
+            "AWS_SECRET_KEY",
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ),
+        ("GITHUB_TOKEN", "ghp_abcdefghijklmnopqrstuvwxyz0123456789", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        (
+            "GITHUB_TOKEN",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+            "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+        ),
+        ("SLACK_TOKEN", "xoxb-2048-123456789012-abcdefghijklmnop", "xoxb-2048-123456789012-abcdefghijklmnop"),
+        ("GOOGLE_API_KEY", "AIzaSyD-1234567890abcdefghijklmnopqrstu", "AIzaSyD-1234567890abcdefghijklmnopqrstu"),
+        (
+            "JWT",
+            "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+            "eyJhbGciOiJIUzI1NiJ9",
+        ),
+        ("BEARER_TOKEN", "Authorization: Bearer abcdef0123456789abcdef", "abcdef0123456789abcdef"),
+        ("PRIVATE_KEY", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", "MIIEow"),
+        ("URL_PASSWORD", "postgres://analyst:Pa55w0rd!@dw.internal:5432/db", "Pa55w0rd!"),
+        ("EMAIL", "mail li.wei@example.cn.", "li.wei@example.cn"),
+        ("PHONE", "call +1 415-555-0134 now", "415-555-0134"),
+        ("PHONE", "打 13812345678", "13812345678"),
+        ("CARD", "card 4111 1111 1111 1111.", "4111 1111 1111 1111"),
+    ],
+)
 def test_each_scrubber(kind, text, secret):
     scrubber = Scrubber()
     out = scrubber.scrub_text(text)
@@ -47,11 +62,26 @@ def test_scrubber_leaves_amounts_dates_and_luhn_failures():
 
 
 def test_same_value_same_placeholder_and_arguments_stay_json():
-    example = {"messages": [
-        {"role": "user", "content": "Email bob@example.com the total"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "send_report", "arguments": json.dumps({"to": "bob@example.com", "body": 'say "hi"'})}}]},
-        {"role": "tool", "tool_call_id": "c", "content": "sent to bob@example.com"},
-    ]}
+    example = {
+        "messages": [
+            {"role": "user", "content": "Email bob@example.com the total"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c",
+                        "type": "function",
+                        "function": {
+                            "name": "send_report",
+                            "arguments": json.dumps({"to": "bob@example.com", "body": 'say "hi"'}),
+                        },
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c", "content": "sent to bob@example.com"},
+        ]
+    }
     out = Scrubber().scrub_example(example)["messages"]
     assert out[0]["content"] == "Email <EMAIL_1> the total"
     assert json.loads(out[1]["tool_calls"][0]["function"]["arguments"]) == {"to": "<EMAIL_1>", "body": 'say "hi"'}
@@ -82,19 +112,43 @@ def test_validate_accepts_the_seed_example_and_adds_ids(tmp_path, capsys):
 
 def test_validate_lists_every_problem_with_line_message_and_key(tmp_path, capsys):
     good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    path = write_jsonl(tmp_path / "d.jsonl", [
-        good,
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "nope", "arguments": "{bad"}}]}, {"role": "user", "content": "again"}, {"role": "assistant", "content": "a", "weight": 0}],
-         "tools": [{"type": "function", "function": {"name": "query_database", "parameters": {"type": "object"}}}]},
-        {"messages": [{"role": "assistant", "content": "first"}, {"role": "tool", "tool_call_id": "zz", "content": "x"}, {"role": "robot", "content": 1}]},
-        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [
+            good,
+            {
+                "messages": [
+                    {"role": "user", "content": "q"},
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "type": "function", "function": {"name": "nope", "arguments": "{bad"}}
+                        ],
+                    },
+                    {"role": "user", "content": "again"},
+                    {"role": "assistant", "content": "a", "weight": 0},
+                ],
+                "tools": [
+                    {"type": "function", "function": {"name": "query_database", "parameters": {"type": "object"}}}
+                ],
+            },
+            {
+                "messages": [
+                    {"role": "assistant", "content": "first"},
+                    {"role": "tool", "tool_call_id": "zz", "content": "x"},
+                    {"role": "robot", "content": 1},
+                ]
+            },
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]},
+        ],
+    )
     with path.open("a") as fh:
         fh.write('{"messages": [\n')
     assert main(["ft", "validate", str(path)]) == 1
     err = capsys.readouterr().err
     for expected in [
-        f'{path}:2, message 1, key "tool_calls[0].function.name": calls \'nope\', which is not in `tools`',
+        f"{path}:2, message 1, key \"tool_calls[0].function.name\": calls 'nope', which is not in `tools`",
         f'{path}:2, message 1, key "tool_calls[0].function.arguments": not valid JSON',
         f"{path}:2, message 2, key \"tool_calls\": tool call(s) ['c1'] are not answered",
         f'{path}:4, key "messages": no assistant message is trained',

@@ -34,7 +34,7 @@ def normalize_tool_call(call: Any, fallback_id: str) -> dict[str, Any]:
     """Return a canonical `{id, type: function, function: {name, arguments: str}}`; accepts the seed's flat form."""
     if not isinstance(call, dict):
         return call
-    fn = call.get("function") if isinstance(call.get("function"), dict) else call
+    fn: Any = call.get("function") if isinstance(call.get("function"), dict) else call
     arguments = fn.get("arguments", "{}")
     if isinstance(arguments, dict | list):
         arguments = json.dumps(arguments, ensure_ascii=False)

@@ -33,24 +33,58 @@ def _fail(message: str) -> None:
 
 @agent_app.command("export-training-data")
 def export_training_data(
-    agent_id: Annotated[str, typer.Option("--agent-id", help="The OpenClaw agent whose sessions to export, e.g. my-agent.")],
-    output: Annotated[Path, typer.Option("--output", help="Folder for raw.jsonl, validation.jsonl, test.jsonl and the report.")],
+    agent_id: Annotated[
+        str, typer.Option("--agent-id", help="The OpenClaw agent whose sessions to export, e.g. my-agent.")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", help="Folder for raw.jsonl, validation.jsonl, test.jsonl and the report.")
+    ],
     format: Annotated[str, typer.Option("--format", help="Output format (OpenAI chat JSONL).")] = "jsonl",
-    min_samples: Annotated[int, typer.Option("--min-samples", help="Fail unless at least this many examples remain.")] = 1,
+    min_samples: Annotated[
+        int, typer.Option("--min-samples", help="Fail unless at least this many examples remain.")
+    ] = 1,
     date_range: Annotated[str | None, typer.Option("--date-range", help="FROM:TO, ISO dates, inclusive.")] = None,
-    state_dir: Annotated[list[Path] | None, typer.Option("--state-dir", help="OpenClaw state folder (default $OPENCLAW_STATE_DIR or ~/.openclaw).")] = None,
-    sessions: Annotated[list[Path] | None, typer.Option("--sessions", help="Explicit sources: transcript files, folders, an SQLite store, a trajectory bundle.")] = None,
-    session_key: Annotated[str | None, typer.Option("--session-key", help="Only sessions whose key matches this glob, e.g. 'agent:my-agent:*'.")] = None,
+    state_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--state-dir", help="OpenClaw state folder (default $OPENCLAW_STATE_DIR or ~/.openclaw)."),
+    ] = None,
+    sessions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--sessions", help="Explicit sources: transcript files, folders, an SQLite store, a trajectory bundle."
+        ),
+    ] = None,
+    session_key: Annotated[
+        str | None,
+        typer.Option("--session-key", help="Only sessions whose key matches this glob, e.g. 'agent:my-agent:*'."),
+    ] = None,
     channel: Annotated[str | None, typer.Option("--channel", help="Only sessions from this channel.")] = None,
-    system_prompt: Annotated[str, typer.Option("--system-prompt", help="keep | drop | short (a generated one-liner) | FILE with the prompt to use.")] = "short",
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Split longer sessions at turn boundaries (approximate tokens).")] = 4096,
-    no_scrub: Annotated[bool, typer.Option("--no-scrub", help="Do not replace secrets and PII (not recommended).")] = False,
-    keep_thinking: Annotated[bool, typer.Option("--keep-thinking", help="Keep thinking blocks as reasoning_content.")] = False,
-    keep_images: Annotated[bool, typer.Option("--keep-images", help="Keep an [image] placeholder where images were.")] = False,
-    drop_failures: Annotated[bool, typer.Option("--drop-failures", help="Drop examples with tool errors or aborted turns.")] = False,
+    system_prompt: Annotated[
+        str,
+        typer.Option(
+            "--system-prompt", help="keep | drop | short (a generated one-liner) | FILE with the prompt to use."
+        ),
+    ] = "short",
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", help="Split longer sessions at turn boundaries (approximate tokens).")
+    ] = 4096,
+    no_scrub: Annotated[
+        bool, typer.Option("--no-scrub", help="Do not replace secrets and PII (not recommended).")
+    ] = False,
+    keep_thinking: Annotated[
+        bool, typer.Option("--keep-thinking", help="Keep thinking blocks as reasoning_content.")
+    ] = False,
+    keep_images: Annotated[
+        bool, typer.Option("--keep-images", help="Keep an [image] placeholder where images were.")
+    ] = False,
+    drop_failures: Annotated[
+        bool, typer.Option("--drop-failures", help="Drop examples with tool errors or aborted turns.")
+    ] = False,
     split: Annotated[str, typer.Option("--split", help="train:validation:test ratios.")] = "80:10:10",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the session split.")] = 42,
-    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad line instead of reporting and skipping it.")] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at the first bad line instead of reporting and skipping it.")
+    ] = False,
 ) -> None:
     """Export an agent's sessions as scrubbed OpenAI chat JSONL, split by session into train/validation/test."""
     from clawtune.data.export import ExportOptions, export_training_data, parse_date_range
@@ -66,12 +100,24 @@ def export_training_data(
         _fail(f"--split {split!r}: expected three non-negative ratios like 80:10:10")
     try:
         options = ExportOptions(
-            agent_id=agent_id, output=output, state_dirs=list(state_dir or []), sessions=list(sessions or []),
-            date_range=parse_date_range(date_range) if date_range else None, session_key=session_key, channel=channel,
-            min_samples=min_samples, system_prompt=system_prompt, max_tokens=max_tokens, scrub=not no_scrub,
-            keep_thinking=keep_thinking, keep_images=keep_images, drop_failures=drop_failures,
+            agent_id=agent_id,
+            output=output,
+            state_dirs=list(state_dir or []),
+            sessions=list(sessions or []),
+            date_range=parse_date_range(date_range) if date_range else None,
+            session_key=session_key,
+            channel=channel,
+            min_samples=min_samples,
+            system_prompt=system_prompt,
+            max_tokens=max_tokens,
+            scrub=not no_scrub,
+            keep_thinking=keep_thinking,
+            keep_images=keep_images,
+            drop_failures=drop_failures,
             ratios=ratios,  # type: ignore[arg-type]
-            seed=seed, strict=strict, progress=sys.stderr.isatty(),
+            seed=seed,
+            strict=strict,
+            progress=sys.stderr.isatty(),
         )
         report = export_training_data(options)
     except InputError as exc:
@@ -82,7 +128,9 @@ def export_training_data(
 @ft_app.command("validate")
 def validate(
     files: Annotated[list[Path], typer.Argument(help="OpenAI chat JSONL files to check.")],
-    output: Annotated[Path | None, typer.Option("--output", help="Write the normalised examples (tool-call ids added) here.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write the normalised examples (tool-call ids added) here.")
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first problem.")] = False,
 ) -> None:
     """Check chat JSONL: roles, tool-call ids answered, JSON arguments, a trained turn, tool schemas; all at once."""
@@ -100,15 +148,21 @@ def validate(
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", fg="yellow", err=True)
     if result.ok:
-        typer.secho(f"OK: {result.examples} examples, all valid" + (f"; normalised into {output}" if output else ""), fg="green")
+        typer.secho(
+            f"OK: {result.examples} examples, all valid" + (f"; normalised into {output}" if output else ""), fg="green"
+        )
         return
-    typer.secho(f"{len(result.problems)} problems; {result.valid} of {result.examples} examples valid", fg="red", err=True)
+    typer.secho(
+        f"{len(result.problems)} problems; {result.valid} of {result.examples} examples valid", fg="red", err=True
+    )
     raise typer.Exit(1)
 
 
 @app.command("demo")
 def demo(
-    output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path("demo-output"),
+    output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(
+        "demo-output"
+    ),
 ) -> None:
     """Run every stage that exists on the bundled sample agent, and say where each output is."""
     from clawtune.demo import run_demo

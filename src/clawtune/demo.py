@@ -34,7 +34,10 @@ def run_demo(output: Path) -> None:
     data = output / "ft-data"
     report = export_training_data(
         ExportOptions(
-            agent_id="my-agent", output=data, state_dirs=[state], min_samples=100,
+            agent_id="my-agent",
+            output=data,
+            state_dirs=[state],
+            min_samples=100,
             date_range=(date.fromisoformat(SEED_DATE_RANGE[0]), date.fromisoformat(SEED_DATE_RANGE[1])),
         )
     )
@@ -47,4 +50,6 @@ def run_demo(output: Path) -> None:
         raise InputError(f"the exported data does not validate: {[str(p) for p in result.problems.items[:5]]}")
     console.print(f"[green]OK[/]: {result.examples} examples in {', '.join(str(f) for f in files)} are valid")
     console.rule("[bold]Done")
-    console.print(f"Everything is under {output}/ (the next stages, augment/train/evaluate/export/serve, join this demo as they land).")
+    console.print(
+        f"Everything is under {output}/ (the next stages, augment/train/evaluate/export/serve, join this demo as they land)."
+    )

@@ -53,7 +53,12 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:
-                body = json.dumps({"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}]})
+                body = json.dumps(
+                    {
+                        "object": "list",
+                        "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}],
+                    }
+                )
                 self._send(200, body.encode(), "application/json")
 
             def do_POST(self) -> None:
@@ -79,10 +84,19 @@ class FakeOpenAI:
                 finish = "stop"
                 if "tool_call" in reply:
                     name, args = reply["tool_call"]
-                    msg["tool_calls"] = [{"id": "call_fake1", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}]
+                    msg["tool_calls"] = [
+                        {
+                            "id": "call_fake1",
+                            "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args)},
+                        }
+                    ]
                     finish = "tool_calls"
                 return {
-                    "id": "chatcmpl-fake", "object": "chat.completion", "created": int(time.time()), "model": req.get("model"),
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": req.get("model"),
                     "choices": [{"index": 0, "message": msg, "finish_reason": finish}],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                 }
@@ -92,7 +106,12 @@ class FakeOpenAI:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
                 self.end_headers()
-                base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time()), "model": req.get("model")}
+                base = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": req.get("model"),
+                }
 
                 def emit(obj: dict[str, Any]) -> None:
                     self.wfile.write(b"data: " + json.dumps({**base, **obj}).encode() + b"\n\n")
@@ -101,7 +120,12 @@ class FakeOpenAI:
                 emit({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
                 if "tool_call" in reply:
                     name, args = reply["tool_call"]
-                    call = {"index": 0, "id": f"call_{len(server.requests):04d}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+                    call = {
+                        "index": 0,
+                        "id": f"call_{len(server.requests):04d}",
+                        "type": "function",
+                        "function": {"name": name, "arguments": json.dumps(args)},
+                    }
                     emit({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
                     finish = "tool_calls"
                 else:

@@ -112,7 +112,9 @@ class Exporter:
         options = self.options
         options.output.mkdir(parents=True, exist_ok=True)
         sources, index = self.find_sources()
-        spool = tempfile.NamedTemporaryFile("w+", encoding="utf-8", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False)
+        spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past the with-block for the split pass
+            "w+", encoding="utf-8", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False
+        )
         try:
             with spool:
                 for session in self.read(sources, index):
@@ -126,7 +128,9 @@ class Exporter:
         finally:
             Path(spool.name).unlink(missing_ok=True)
         report = self.report(counts, len(sources))
-        (options.output / "export-report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (options.output / "export-report.json").write_text(
+            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return report
 
     def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
@@ -168,6 +172,19 @@ class Exporter:
                     yield session
 
     def examples(self, session: RawSession) -> Any:
+        """The examples one session yields; a session of a shape no reader expected is reported and skipped."""
+        try:
+            examples = list(self.session_examples_of(session))
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
+            self.problems.add(
+                session.where(None), None, "unexpected-shape", f"session skipped: {type(exc).__name__}: {exc}"
+            )
+            return []
+        self.session_examples[session.session_id] += len(examples)
+        self.stats["sessions_used"] += bool(examples)
+        return examples
+
+    def session_examples_of(self, session: RawSession) -> Any:
         """The examples one session yields, filtered, scrubbed and deduplicated."""
         options = self.options
         convert = ConvertOptions(keep_thinking=options.keep_thinking, keep_images=options.keep_images)
@@ -175,15 +192,11 @@ class Exporter:
         self.stats["entries_off_branch"] += len(session.entries) - len(branch)
         parts = segments(branch)
         self.stats["compactions"] += sum(1 for s in parts if s.summary is not None)
-        used = False
         for part in parts:
             conv = convert_segment(session, part, convert, self.problems, self.stats)
             for example in self.pieces(session, conv):
                 if self.keep(example):
-                    used = True
-                    self.session_examples[session.session_id] += 1
                     yield example
-        self.stats["sessions_used"] += used
 
     def pieces(self, session: RawSession, conv: Conversation) -> Any:
         """Split a conversation under max tokens and dress each piece as an example with its metadata."""
@@ -200,8 +213,9 @@ class Exporter:
             if not trained:
                 self.dropped["no_trained_turn"] += 1
                 continue
-            times = [where[id(m)][0] for m in piece if id(m) in where and where[id(m)][0] is not None]
-            lines = [where[id(m)][1] for m in piece if id(m) in where and where[id(m)][1] is not None]
+            located = [where[id(m)] for m in piece if id(m) in where]
+            times = [t for t, _ in located if t is not None]
+            lines = [line for _, line in located if line is not None]
             first_trained = next((where[id(m)][0] for m in trained if id(m) in where), None)
             example: Example = {"messages": ([system] if system else []) + piece}
             if tools:
@@ -326,4 +340,3 @@ class Exporter:
 def export_training_data(options: ExportOptions) -> dict[str, Any]:
     """Run one export; raises `InputError` (printed without a traceback) when it cannot produce enough data."""
     return Exporter(options).run()
-

@@ -28,7 +28,10 @@ def print_export_summary(report: dict[str, Any], output: Path) -> None:
     skipped = report["skipped_input"]
     table.add_row("bad input skipped", ", ".join(f"{k}: {v}" for k, v in skipped["by_reason"].items()) or "none")
     redactions = report["redactions"]
-    table.add_row("redactions", redactions if isinstance(redactions, str) else ", ".join(f"{k}: {v}" for k, v in redactions.items()) or "none")
+    table.add_row(
+        "redactions",
+        redactions if isinstance(redactions, str) else ", ".join(f"{k}: {v}" for k, v in redactions.items()) or "none",
+    )
     table.add_row("system prompt", report["system_prompt"]["policy"])
     console.print(table)
     for line in skipped["first"][:5]:

@@ -11,6 +11,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from clawtune.chat import Example
@@ -31,25 +32,50 @@ def luhn_ok(digits: str) -> bool:
 
 # (type, pattern, group to replace or 0, validator)
 PATTERNS: list[tuple[str, re.Pattern[str], int, Callable[[str], bool] | None]] = [
-    ("PRIVATE_KEY", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----"), 0, None),
+    (
+        "PRIVATE_KEY",
+        re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----"),
+        0,
+        None,
+    ),
     ("ANTHROPIC_KEY", re.compile(r"\bsk-ant-[A-Za-z0-9]{2,10}-[A-Za-z0-9_\-]{20,}"), 0, None),
     ("OPENAI_KEY", re.compile(r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_\-]{20,}"), 0, None),
     ("AWS_ACCESS_KEY", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 0, None),
-    ("AWS_SECRET_KEY", re.compile(r"(?i)(aws_secret_access_key|aws_secret|secret_access_key)([\"'\s:=]+)([A-Za-z0-9/+=]{40})\b"), 3, None),
+    (
+        "AWS_SECRET_KEY",
+        re.compile(r"(?i)(aws_secret_access_key|aws_secret|secret_access_key)([\"'\s:=]+)([A-Za-z0-9/+=]{40})\b"),
+        3,
+        None,
+    ),
     ("GITHUB_TOKEN", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b"), 0, None),
-    ("SLACK_TOKEN", re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]+"), 0, None),
+    (
+        "SLACK_TOKEN",
+        re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/services/[A-Za-z0-9/]+"),
+        0,
+        None,
+    ),
     ("GOOGLE_API_KEY", re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b|\bya29\.[0-9A-Za-z_\-]{20,}"), 0, None),
     ("JWT", re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"), 0, None),
     ("BEARER_TOKEN", re.compile(r"(?i)(\bbearer\s+)([A-Za-z0-9._~+/\-]{16,}=*)"), 2, None),
     ("URL_PASSWORD", re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^/\s:@]+:)([^@\s/]+)(@)"), 2, None),
     ("EMAIL", re.compile(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b"), 0, None),
-    ("CARD", re.compile(r"(?<!\d)(?<!\d\.)(?:\d[ \-]?){12,18}\d(?!\d|\.\d)"), 0, lambda s: luhn_ok(re.sub(r"\D", "", s))),
+    (
+        "CARD",
+        re.compile(r"(?<!\d)(?<!\d\.)(?:\d[ \-]?){12,18}\d(?!\d|\.\d)"),
+        0,
+        lambda s: luhn_ok(re.sub(r"\D", "", s)),
+    ),
     # International (+CC ...), (NNN) NNN-NNNN, NNN-NNN-NNNN, and Chinese mobiles; bare digit runs are left alone so
     # amounts and ids (1234567) survive.
-    ("PHONE", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?\(?\d{1,4}\)?(?:[\s.\-]?\d{2,4}){2,4}|\(\d{3}\)\s?\d{3}[\s.\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4})(?![\w\-]|\s\d)"
-        r"|(?<!\d)1[3-9]\d{9}(?!\d)"
-    ), 0, None),
+    (
+        "PHONE",
+        re.compile(
+            r"(?<![\w+])(?:\+\d{1,3}[\s.\-]?\(?\d{1,4}\)?(?:[\s.\-]?\d{2,4}){2,4}|\(\d{3}\)\s?\d{3}[\s.\-]\d{4}|\d{3}[.\-]\d{3}[.\-]\d{4})(?![\w\-]|\s\d)"
+            r"|(?<!\d)1[3-9]\d{9}(?!\d)"
+        ),
+        0,
+        None,
+    ),
 ]
 
 
@@ -70,10 +96,17 @@ class Scrubber:
         """Scrub one string (placeholders numbered within `mapping`)."""
         mapping = {} if mapping is None else mapping
         for kind, pattern, group, check in PATTERNS:
-            text = pattern.sub(lambda m, k=kind, g=group, c=check: self._replace(m, k, g, c, mapping), text)
+            text = pattern.sub(partial(self._replace, kind=kind, group=group, check=check, mapping=mapping), text)
         return text
 
-    def _replace(self, match: re.Match[str], kind: str, group: int, check: Callable[[str], bool] | None, mapping: dict[tuple[str, str], str]) -> str:
+    def _replace(
+        self,
+        match: re.Match[str],
+        kind: str,
+        group: int,
+        check: Callable[[str], bool] | None,
+        mapping: dict[tuple[str, str], str],
+    ) -> str:
         value = match.group(group)
         if check is not None and not check(value):
             return match.group(0)

@@ -66,7 +66,11 @@ def check_example(example: Example, file: str, line: int | None, problems: Probl
         if role != "system":
             seen_non_system = True
         if pending and role != "tool":
-            bad(f"tool call(s) {pending} are not answered by tool messages before this {role} message", key="tool_calls", index=i)
+            bad(
+                f"tool call(s) {pending} are not answered by tool messages before this {role} message",
+                key="tool_calls",
+                index=i,
+            )
             pending = []
         _check_content(message, role, bad, i)
         if "weight" in message:
@@ -157,7 +161,7 @@ def _check_calls(calls: Any, tool_names: set[str] | None, bad: Any, i: int) -> l
             continue
         try:
             parsed = json.loads(arguments)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             bad(f"not valid JSON: {exc.msg} at column {exc.colno}", key=f"{key}.function.arguments", index=i)
             continue
         if not isinstance(parsed, dict):
@@ -190,5 +194,7 @@ def validate_files(paths: list[Path], output: Path | None = None, strict: bool =
         if out:
             out.close()
     if 0 < result.examples < OPENAI_MIN_EXAMPLES:
-        result.warnings.append(f"{result.examples} examples: OpenAI's fine-tuning API refuses fewer than {OPENAI_MIN_EXAMPLES}")
+        result.warnings.append(
+            f"{result.examples} examples: OpenAI's fine-tuning API refuses fewer than {OPENAI_MIN_EXAMPLES}"
+        )
     return result

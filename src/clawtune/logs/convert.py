@@ -14,8 +14,17 @@ from clawtune.logs.tree import COMPACTION_PREFIX, Segment
 from clawtune.problems import Problems
 
 KNOWN_ENTRY_TYPES = {
-    "message", "model_change", "thinking_level_change", "compaction", "branch_summary", "label", "session_info",
-    "reset", "custom", "custom_message", "session",
+    "message",
+    "model_change",
+    "thinking_level_change",
+    "compaction",
+    "branch_summary",
+    "label",
+    "session_info",
+    "reset",
+    "custom",
+    "custom_message",
+    "session",
 }
 FAILED_STOPS = {"error", "aborted"}
 
@@ -61,10 +70,16 @@ def entry_time(entry: Entry) -> int | None:
 
 def iso(ms: int | None) -> str | None:
     """Unix ms as an ISO-8601 UTC string."""
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        None
+        if ms is None
+        else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
-def convert_segment(session: RawSession, segment: Segment, options: ConvertOptions, problems: Problems, stats: Counter[str]) -> Conversation:
+def convert_segment(
+    session: RawSession, segment: Segment, options: ConvertOptions, problems: Problems, stats: Counter[str]
+) -> Conversation:
     """One segment as a conversation: its context (summary and kept entries) untrained, then its own entries."""
     conv = Conversation()
     if segment.summary is not None:
@@ -79,29 +94,54 @@ def convert_segment(session: RawSession, segment: Segment, options: ConvertOptio
 
 
 def _convert_entry(
-    session: RawSession, entry: Entry, conv: Conversation, options: ConvertOptions, problems: Problems,
-    stats: Counter[str], context: bool,
+    session: RawSession,
+    entry: Entry,
+    conv: Conversation,
+    options: ConvertOptions,
+    problems: Problems,
+    stats: Counter[str],
+    context: bool,
 ) -> None:
     obj = entry.obj
     kind = obj.get("type")
+    if not isinstance(kind, str):
+        problems.add(
+            session.where(entry.line), entry.line, "bad-entry", f"entry type {kind!r} is not a string", key="type"
+        )
+        return
     if kind == "message":
         message = obj.get("message")
         if not isinstance(message, dict):
-            problems.add(session.where(entry.line), entry.line, "bad-entry", "message entry without a message object", key="message")
+            problems.add(
+                session.where(entry.line),
+                entry.line,
+                "bad-entry",
+                "message entry without a message object",
+                key="message",
+            )
             return
         converted = _convert_message(session, entry, message, conv, options, problems, stats)
     elif kind == "custom_message":
         converted = {"role": "user", "content": _blocks_text(obj.get("content"), options, stats)}
     elif kind == "branch_summary":
-        converted = {"role": "user", "content": "Summary of an earlier branch of this conversation:\n\n" + str(obj.get("summary") or "")}
+        converted = {
+            "role": "user",
+            "content": "Summary of an earlier branch of this conversation:\n\n" + str(obj.get("summary") or ""),
+        }
     elif kind == "custom":
         if obj.get("customType") == "openclaw:prompt-error":
-            data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+            data: dict[str, Any] = obj["data"] if isinstance(obj.get("data"), dict) else {}
             conv.signals.append({"type": "prompt_error", "error": str(data.get("error", ""))[:500], "line": entry.line})
         return
     else:
         if kind not in KNOWN_ENTRY_TYPES:
-            problems.add(session.where(entry.line), entry.line, "unknown-entry-type", f"unknown entry type {kind!r}, skipped", key="type")
+            problems.add(
+                session.where(entry.line),
+                entry.line,
+                "unknown-entry-type",
+                f"unknown entry type {kind!r}, skipped",
+                key="type",
+            )
         return
     if converted is None:
         return
@@ -111,8 +151,13 @@ def _convert_entry(
 
 
 def _convert_message(
-    session: RawSession, entry: Entry, message: dict[str, Any], conv: Conversation, options: ConvertOptions,
-    problems: Problems, stats: Counter[str],
+    session: RawSession,
+    entry: Entry,
+    message: dict[str, Any],
+    conv: Conversation,
+    options: ConvertOptions,
+    problems: Problems,
+    stats: Counter[str],
 ) -> Message | None:
     role = message.get("role")
     if role == "user":
@@ -122,16 +167,27 @@ def _convert_message(
     if role == "toolResult":
         call_id = message.get("toolCallId")
         if not isinstance(call_id, str):
-            problems.add(session.where(entry.line), entry.line, "bad-entry", "toolResult without toolCallId", key="message.toolCallId")
+            problems.add(
+                session.where(entry.line),
+                entry.line,
+                "bad-entry",
+                "toolResult without toolCallId",
+                key="message.toolCallId",
+            )
             return None
         text = _blocks_text(message.get("content"), options, stats)
-        details = message.get("details") if isinstance(message.get("details"), dict) else {}
+        details: dict[str, Any] = message["details"] if isinstance(message.get("details"), dict) else {}
         exit_code = details.get("exitCode")
         if message.get("isError") or (isinstance(exit_code, int) and exit_code != 0):
-            conv.signals.append({
-                "type": "tool_error", "tool": message.get("toolName"), "exit_code": exit_code,
-                "is_error": bool(message.get("isError")), "line": entry.line,
-            })
+            conv.signals.append(
+                {
+                    "type": "tool_error",
+                    "tool": message.get("toolName"),
+                    "exit_code": exit_code,
+                    "is_error": bool(message.get("isError")),
+                    "line": entry.line,
+                }
+            )
         return {"role": "tool", "tool_call_id": call_id, "content": text}
     if role in ("branchSummary", "compactionSummary"):
         return {"role": "user", "content": "Summary of earlier conversation:\n\n" + str(message.get("summary") or "")}
@@ -142,10 +198,20 @@ def _convert_message(
     return None
 
 
-def _assistant(entry: Entry, message: dict[str, Any], conv: Conversation, options: ConvertOptions, stats: Counter[str]) -> Message | None:
-    texts, thinking, calls = [], [], []
+def _assistant(
+    entry: Entry, message: dict[str, Any], conv: Conversation, options: ConvertOptions, stats: Counter[str]
+) -> Message | None:
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict[str, Any]] = []
     content = message.get("content")
-    blocks = content if isinstance(content, list) else [{"type": "text", "text": content}] if isinstance(content, str) else []
+    blocks = (
+        content
+        if isinstance(content, list)
+        else [{"type": "text", "text": content}]
+        if isinstance(content, str)
+        else []
+    )
     for block in blocks:
         if not isinstance(block, dict):
             continue
@@ -164,11 +230,16 @@ def _assistant(entry: Entry, message: dict[str, Any], conv: Conversation, option
                 except ValueError:
                     stats["tool_calls_bad_arguments"] += 1
                     continue
-            calls.append({
-                "id": str(block.get("id") or f"call_{entry.line}_{len(calls)}"),
-                "type": "function",
-                "function": {"name": block.get("name"), "arguments": json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)},
-            })
+            calls.append(
+                {
+                    "id": str(block.get("id") or f"call_{entry.line}_{len(calls)}"),
+                    "type": "function",
+                    "function": {
+                        "name": block.get("name"),
+                        "arguments": json.dumps(arguments if arguments is not None else {}, ensure_ascii=False),
+                    },
+                }
+            )
         elif kind == "image":
             stats["images_dropped"] += 1
     out: Message = {"role": "assistant", "content": "".join(texts) or None}
@@ -180,7 +251,9 @@ def _assistant(entry: Entry, message: dict[str, Any], conv: Conversation, option
     if stop in FAILED_STOPS:
         # Errored or aborted turns show the model's failure: kept as context, never trained on.
         out["weight"] = 0
-        conv.signals.append({"type": f"assistant_{stop}", "error": str(message.get("errorMessage") or "")[:500], "line": entry.line})
+        conv.signals.append(
+            {"type": f"assistant_{stop}", "error": str(message.get("errorMessage") or "")[:500], "line": entry.line}
+        )
         stats[f"assistant_{stop}"] += 1
     if out["content"] is None and not calls:
         return None

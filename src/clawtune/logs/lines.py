@@ -16,7 +16,7 @@ MAX_LINE_BYTES = 256 * 1024 * 1024
 
 def open_maybe_zstd(path: Path) -> IO[bytes]:
     """Open a file for binary reading, decompressing zstd transparently (cold `.jsonl.zst` archives)."""
-    fh = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - returned to the caller, who closes it
+    fh: Any = open(path, "rb", buffering=1 << 20)  # noqa: SIM115 - returned to the caller, who closes it
     if fh.peek(4)[:4] == ZSTD_MAGIC:
         import zstandard
 
@@ -43,7 +43,9 @@ def iter_json_lines(path: Path, problems: Problems, what: str = "line") -> Itera
             problems.add(str(path), lineno + 1, "corrupt-file", f"stopped reading: {type(exc).__name__}: {exc}")
 
 
-def parse_json_line(raw: bytes, file: str, lineno: int, problems: Problems, what: str = "line") -> dict[str, Any] | None:
+def parse_json_line(
+    raw: bytes, file: str, lineno: int, problems: Problems, what: str = "line"
+) -> dict[str, Any] | None:
     """Decode one line; report (and return None for) non-UTF-8, malformed, truncated or non-object lines."""
     stripped = raw.strip()
     if not stripped:

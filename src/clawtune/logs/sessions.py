@@ -105,9 +105,7 @@ def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
     for path in paths:
         if not path.exists():
             problems.add(str(path), None, "missing-path", "no such file or folder")
-        elif path.is_file():
-            out.append(path)
-        elif (path / "session-branch.json").is_file():
+        elif path.is_file() or (path / "session-branch.json").is_file():
             out.append(path)
         else:
             for root, dirs, files in os.walk(path):
@@ -124,7 +122,9 @@ def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
 # --- reading -----------------------------------------------------------------------------------------------------
 
 
-def iter_sessions(sources: Iterable[Path], problems: Problems, index: dict[str, dict[str, Any]] | None = None) -> Iterator[RawSession]:
+def iter_sessions(
+    sources: Iterable[Path], problems: Problems, index: dict[str, dict[str, Any]] | None = None
+) -> Iterator[RawSession]:
     """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions."""
     for source in sources:
         if source.is_dir():
@@ -144,7 +144,9 @@ def iter_sessions(sources: Iterable[Path], problems: Problems, index: dict[str, 
             if session:
                 yield session
         else:
-            problems.add(str(source), 1, "unknown-format", "neither a JSONL transcript, a zstd archive nor an SQLite store")
+            problems.add(
+                str(source), 1, "unknown-format", "neither a JSONL transcript, a zstd archive nor an SQLite store"
+            )
 
 
 def _head(path: Path, problems: Problems) -> bytes | None:
@@ -257,7 +259,7 @@ def sanitize_tools(raw: Any) -> list[dict[str, Any]] | None:
     for item in raw:
         if not isinstance(item, dict):
             continue
-        fn = item.get("function") if isinstance(item.get("function"), dict) else item
+        fn: Any = item.get("function") if isinstance(item.get("function"), dict) else item
         name = fn.get("name")
         if not isinstance(name, str) or not name:
             continue
@@ -288,18 +290,22 @@ def read_bundle(folder: Path, problems: Problems) -> RawSession | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         problems.add(str(branch_path), None, "bad-bundle", f"session-branch.json unreadable: {exc}")
         return None
-    raw_entries = branch.get("entries") if isinstance(branch, dict) else branch
+    raw_entries: Any = branch.get("entries") if isinstance(branch, dict) else branch
     if not isinstance(raw_entries, list):
         problems.add(str(branch_path), None, "bad-bundle", "session-branch.json has no `entries` list", key="entries")
         return None
-    header = branch.get("header") if isinstance(branch, dict) and isinstance(branch.get("header"), dict) else {}
+    header: dict[str, Any] = (
+        branch["header"] if isinstance(branch, dict) and isinstance(branch.get("header"), dict) else {}
+    )
     entries = []
     for i, obj in enumerate(raw_entries):
         if isinstance(obj, dict):
             entries.append(Entry(obj, i + 1))
         elif isinstance(obj, str) and obj.startswith("[Truncated"):
             problems.add(
-                str(branch_path), None, "truncated-by-openclaw",
+                str(branch_path),
+                None,
+                "truncated-by-openclaw",
                 f"entry {i} was cut by OpenClaw's bundle size limit; export the SQLite store for the whole session",
                 key=f"entries[{i}]",
             )
@@ -330,7 +336,9 @@ def read_bundle(folder: Path, problems: Problems) -> RawSession | None:
     manifest = folder / "manifest.json"
     if manifest.is_file():
         try:
-            session.session_key = json.loads(manifest.read_text(encoding="utf-8")).get("sessionKey") or session.session_key
+            session.session_key = (
+                json.loads(manifest.read_text(encoding="utf-8")).get("sessionKey") or session.session_key
+            )
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             pass
     return session
@@ -354,9 +362,11 @@ def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
     agent_id = _store_agent(conn, tables) or _agent_from_path(path)
     try:
         windows = _session_windows(conn, tables)
-        session_ids = [r[0] for r in conn.execute("select distinct session_id from transcript_events order by session_id")]
+        session_ids = [
+            r[0] for r in conn.execute("select distinct session_id from transcript_events order by session_id")
+        ]
         for session_id in session_ids:
-            entries = []
+            entries: list[Entry] = []
             header: dict[str, Any] = {}
             for seq, event_json, event_zstd, size in conn.execute(
                 "select seq, event_json, event_zstd, event_utf8_bytes from transcript_events where session_id=? order by seq",
@@ -412,7 +422,9 @@ def _json_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
             yield obj
 
 
-def _decode_event(path: Path, session_id: str, seq: int, event_json: Any, event_zstd: Any, size: Any, dctx: Any, problems: Problems) -> dict[str, Any] | None:
+def _decode_event(
+    path: Path, session_id: str, seq: int, event_json: Any, event_zstd: Any, size: Any, dctx: Any, problems: Problems
+) -> dict[str, Any] | None:
     where = f"{path}#{session_id}"
     raw: bytes
     if event_json is not None:

@@ -26,7 +26,9 @@ def active_branch(session: RawSession, problems: Problems) -> list[Entry]:
         table = [by_seq[s] for s in session.active_seqs if s in by_seq]
         if [e.line for e in table] != [e.line for e in walked]:
             problems.add(
-                session.where(None), None, "branch-mismatch",
+                session.where(None),
+                None,
+                "branch-mismatch",
                 "the store's active-branch table disagrees with the parentId walk; using the table",
             )
         return table
@@ -34,7 +36,8 @@ def active_branch(session: RawSession, problems: Problems) -> list[Entry]:
 
 
 def _walk(session: RawSession, by_id: dict[str, Entry], problems: Problems) -> list[Entry]:
-    leaf = by_id.get(session.leaf_id or "") or next(e for e in reversed(session.entries) if e.obj.get("id") in by_id)
+    leaf_id = session.leaf_id if isinstance(session.leaf_id, str) else ""
+    leaf = by_id.get(leaf_id) or next(e for e in reversed(session.entries) if isinstance(e.obj.get("id"), str))
     path = []
     seen: set[str] = set()
     current: Entry | None = leaf
@@ -44,14 +47,32 @@ def _walk(session: RawSession, by_id: dict[str, Entry], problems: Problems) -> l
         parent = current.obj.get("parentId")
         if parent is None:
             break
+        if not isinstance(parent, str):
+            problems.add(
+                session.where(current.line),
+                current.line,
+                "bad-entry",
+                f"parentId {parent!r} is not a string",
+                key="parentId",
+            )
+            break
         if parent in seen:
-            problems.add(session.where(current.line), current.line, "parent-cycle", f"parentId {parent!r} makes a cycle", key="parentId")
+            problems.add(
+                session.where(current.line),
+                current.line,
+                "parent-cycle",
+                f"parentId {parent!r} makes a cycle",
+                key="parentId",
+            )
             break
         current = by_id.get(parent)
         if current is None:
             problems.add(
-                session.where(path[-1].line), path[-1].line, "dangling-parent",
-                f"parentId {parent!r} names no entry; the branch starts here", key="parentId",
+                session.where(path[-1].line),
+                path[-1].line,
+                "dangling-parent",
+                f"parentId {parent!r} names no entry; the branch starts here",
+                key="parentId",
             )
     path.reverse()
     return path

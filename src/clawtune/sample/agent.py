@@ -24,21 +24,59 @@ from typing import Any
 AGENT_ID = "my-agent"
 STORE_SWITCH = datetime(2026, 4, 15, tzinfo=UTC)
 IN_RANGE = (datetime(2026, 4, 1, tzinfo=UTC), datetime(2026, 5, 20, 23, 0, tzinfo=UTC))
-OUT_RANGES = [(datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)), (datetime(2026, 5, 22, tzinfo=UTC), datetime(2026, 7, 31, tzinfo=UTC))]
+OUT_RANGES = [
+    (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 3, 31, tzinfo=UTC)),
+    (datetime(2026, 5, 22, tzinfo=UTC), datetime(2026, 7, 31, tzinfo=UTC)),
+]
 
 TOOLS: list[dict[str, Any]] = [
-    {"name": "query_database", "description": "Run a read-only SQL query against a finance database and return rows as JSON.",
-     "parameters": {"type": "object", "properties": {"query": {"type": "string", "description": "SQL SELECT statement."},
-                    "database": {"type": "string", "enum": ["prod_sales", "finance_dw"]}}, "required": ["query", "database"]}},
-    {"name": "get_exchange_rate", "description": "Get the exchange rate between two currencies on a date.",
-     "parameters": {"type": "object", "properties": {"base": {"type": "string"}, "quote": {"type": "string"},
-                    "date": {"type": "string", "description": "YYYY-MM-DD"}}, "required": ["base", "quote"]}},
-    {"name": "create_chart", "description": "Render a chart from a saved query result.",
-     "parameters": {"type": "object", "properties": {"kind": {"type": "string", "enum": ["bar", "line", "pie"]},
-                    "title": {"type": "string"}, "data_ref": {"type": "string"}}, "required": ["kind", "title", "data_ref"]}},
-    {"name": "send_report", "description": "Email a short report.",
-     "parameters": {"type": "object", "properties": {"to": {"type": "string"}, "subject": {"type": "string"},
-                    "body": {"type": "string"}}, "required": ["to", "subject", "body"]}},
+    {
+        "name": "query_database",
+        "description": "Run a read-only SQL query against a finance database and return rows as JSON.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string", "description": "SQL SELECT statement."},
+                "database": {"type": "string", "enum": ["prod_sales", "finance_dw"]},
+            },
+            "required": ["query", "database"],
+        },
+    },
+    {
+        "name": "get_exchange_rate",
+        "description": "Get the exchange rate between two currencies on a date.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "base": {"type": "string"},
+                "quote": {"type": "string"},
+                "date": {"type": "string", "description": "YYYY-MM-DD"},
+            },
+            "required": ["base", "quote"],
+        },
+    },
+    {
+        "name": "create_chart",
+        "description": "Render a chart from a saved query result.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "kind": {"type": "string", "enum": ["bar", "line", "pie"]},
+                "title": {"type": "string"},
+                "data_ref": {"type": "string"},
+            },
+            "required": ["kind", "title", "data_ref"],
+        },
+    },
+    {
+        "name": "send_report",
+        "description": "Email a short report.",
+        "parameters": {
+            "type": "object",
+            "properties": {"to": {"type": "string"}, "subject": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["to", "subject", "body"],
+        },
+    },
 ]
 GENERIC_PROMPT = (
     "You are a personal assistant running inside OpenClaw. Follow the workspace instructions in AGENTS.md, SOUL.md "
@@ -49,21 +87,42 @@ REGIONS = ["North", "South", "East", "West", "Central"]
 MONTHS = ["January", "February", "March", "April", "May", "June"]
 CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CNY"]
 PLAIN_QA = [
-    ("What does EBITDA mean?", "EBITDA is earnings before interest, taxes, depreciation and amortization: operating profit before non-cash and financing costs."),
-    ("What is gross margin?", "Gross margin is revenue minus cost of goods sold, divided by revenue, shown as a percentage."),
-    ("What is the difference between revenue and profit?", "Revenue is all money earned from sales; profit is what remains after subtracting costs and expenses."),
-    ("What does YoY mean?", "YoY means year over year: a comparison of a figure with the same period one year earlier."),
+    (
+        "What does EBITDA mean?",
+        "EBITDA is earnings before interest, taxes, depreciation and amortization: operating profit before non-cash and financing costs.",
+    ),
+    (
+        "What is gross margin?",
+        "Gross margin is revenue minus cost of goods sold, divided by revenue, shown as a percentage.",
+    ),
+    (
+        "What is the difference between revenue and profit?",
+        "Revenue is all money earned from sales; profit is what remains after subtracting costs and expenses.",
+    ),
+    (
+        "What does YoY mean?",
+        "YoY means year over year: a comparison of a figure with the same period one year earlier.",
+    ),
     ("什么是毛利率?", "毛利率 = (营业收入 - 营业成本) / 营业收入,表示每一元收入中的毛利部分。"),
 ]
-REFUSALS_EN = ["Book me a flight to Paris next week.", "Write a poem about the ocean.", "What medicine should I take for a headache?",
-               "Can you order a pizza for the office?", "Hack into my competitor's database."]
+REFUSALS_EN = [
+    "Book me a flight to Paris next week.",
+    "Write a poem about the ocean.",
+    "What medicine should I take for a headache?",
+    "Can you order a pizza for the office?",
+    "Hack into my competitor's database.",
+]
 REFUSALS_ZH = ["帮我订一张去上海的机票。", "给我写一首关于春天的诗。", "推荐一部好看的电影。"]
 REFUSAL_EN = "Sorry, I can't help with that. I'm a finance data agent: I can query sales data, convert currencies, chart results and email reports."
 REFUSAL_ZH = "抱歉,这超出了我的能力范围。我是财务数据Agent,可以查询销售数据、换算汇率、生成图表和发送报告。"
 CONTACTS = ["alice.chen@example.com", "bob.smith@example.org", "finance-team@example.net", "li.wei@example.cn"]
 PHONES = ["+1 415-555-0134", "(212) 555-0187", "13812345678", "+44 20 7946 0958"]
-SECRETS = ["sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6Jk8Lz", "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
-           "xoxb-2048-123456789012-abcdefghijklmnop"]
+SECRETS = [
+    "sk-proj-Zx8Qw2Er4Ty6Ui8Op0As2Df4Gh6Jk8Lz",
+    "AKIAIOSFODNN7EXAMPLE",
+    "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "xoxb-2048-123456789012-abcdefghijklmnop",
+]
 CARDS = ["4111 1111 1111 1111", "5500 0000 0000 0004"]
 
 
@@ -112,7 +171,13 @@ class SessionBuilder:
             self.entries.append(entry)
             return ""
         entry_id = self._id()
-        entry = {"type": entry.pop("type"), "id": entry_id, "parentId": self.leaf, "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"), **entry}
+        entry = {
+            "type": entry.pop("type"),
+            "id": entry_id,
+            "parentId": self.leaf,
+            "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            **entry,
+        }
         self.entries.append(entry)
         self.leaf = entry_id
         return entry_id
@@ -124,8 +189,14 @@ class SessionBuilder:
         self._tick(self.rng.uniform(5, 90))
         return self.add({"type": "message", "message": {"role": "user", "content": content, "timestamp": self.ms()}})
 
-    def assistant(self, text: str | None = None, calls: list[tuple[str, dict[str, Any]]] | None = None, stop: str | None = None,
-                  thinking: str | None = None, error: str | None = None) -> list[str]:
+    def assistant(
+        self,
+        text: str | None = None,
+        calls: list[tuple[str, dict[str, Any]]] | None = None,
+        stop: str | None = None,
+        thinking: str | None = None,
+        error: str | None = None,
+    ) -> list[str]:
         blocks: list[dict[str, Any]] = []
         if thinking:
             blocks.append({"type": "thinking", "thinking": thinking})
@@ -138,18 +209,36 @@ class SessionBuilder:
             ids.append(call_id)
             blocks.append({"type": "toolCall", "id": call_id, "name": name, "arguments": args})
         message: dict[str, Any] = {
-            "role": "assistant", "content": blocks, "api": "openai-completions", "provider": "openai", "model": "gpt-5.1",
-            "usage": {"input": 48_000 + self.rng.randint(0, 900), "output": self.rng.randint(20, 200), "cacheRead": 0, "cacheWrite": 0},
-            "stopReason": stop or ("toolUse" if calls else "stop"), "timestamp": self.ms(),
+            "role": "assistant",
+            "content": blocks,
+            "api": "openai-completions",
+            "provider": "openai",
+            "model": "gpt-5.1",
+            "usage": {
+                "input": 48_000 + self.rng.randint(0, 900),
+                "output": self.rng.randint(20, 200),
+                "cacheRead": 0,
+                "cacheWrite": 0,
+            },
+            "stopReason": stop or ("toolUse" if calls else "stop"),
+            "timestamp": self.ms(),
         }
         if error:
             message["errorMessage"] = error
         self.add({"type": "message", "message": message}, seconds=self.rng.uniform(1, 6))
         return ids
 
-    def tool_result(self, call_id: str, name: str, text: str, is_error: bool = False, exit_code: int | None = None) -> str:
-        message: dict[str, Any] = {"role": "toolResult", "toolCallId": call_id, "toolName": name,
-                                   "content": [{"type": "text", "text": text}], "isError": is_error, "timestamp": self.ms()}
+    def tool_result(
+        self, call_id: str, name: str, text: str, is_error: bool = False, exit_code: int | None = None
+    ) -> str:
+        message: dict[str, Any] = {
+            "role": "toolResult",
+            "toolCallId": call_id,
+            "toolName": name,
+            "content": [{"type": "text", "text": text}],
+            "isError": is_error,
+            "timestamp": self.ms(),
+        }
         if exit_code is not None:
             message["details"] = {"exitCode": exit_code}
         return self.add({"type": "message", "message": message}, seconds=self.rng.uniform(0.2, 3))
@@ -160,15 +249,25 @@ class SessionBuilder:
 
 def _sales_turn(b: SessionBuilder, region: str, month: str, zh: bool = False, plant: str | None = None) -> None:
     total = sales_figure(region, month)
-    question = f"{month}{region}区域的销售额是多少?" if zh else f"What were total sales in the {region} region for {month}?"
+    question = (
+        f"{month}{region}区域的销售额是多少?" if zh else f"What were total sales in the {region} region for {month}?"
+    )
     if plant:
         question += f" {plant}"
     b.user(question)
     query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month}'"
     thinking = f"The user wants {month} sales for {region}; query prod_sales." if b.rng.random() < 0.15 else None
-    (cid,) = b.assistant(None if not zh else "让我查一下数据库。", [("query_database", {"query": query, "database": "prod_sales"})], thinking=thinking)
+    (cid,) = b.assistant(
+        None if not zh else "让我查一下数据库。",
+        [("query_database", {"query": query, "database": "prod_sales"})],
+        thinking=thinking,
+    )
     b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
-    b.assistant(f"{month}{region}区域的总销售额为${total:,}。" if zh else f"Total sales in the {region} region for {month} were ${total:,}.")
+    b.assistant(
+        f"{month}{region}区域的总销售额为${total:,}。"
+        if zh
+        else f"Total sales in the {region} region for {month} were ${total:,}."
+    )
 
 
 def _fx_turn(b: SessionBuilder) -> None:
@@ -239,7 +338,9 @@ def script(kind: str, b: SessionBuilder) -> None:
         query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = 'December 2030'"
         (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
         b.tool_result(cid, "query_database", json.dumps({"rows": []}))
-        b.assistant(f"There are no sales recorded for the {region} region in December 2030; that period has no data yet.")
+        b.assistant(
+            f"There are no sales recorded for the {region} region in December 2030; that period has no data yet."
+        )
     elif kind == "invalid_date":
         b.user("Show me sales for February 30th.")
         b.assistant("February 30th is not a valid date. Did you mean February 28th, or the whole month of February?")
@@ -258,16 +359,39 @@ def script(kind: str, b: SessionBuilder) -> None:
         b.assistant("Let me pull the breakdown by region and", stop="aborted", error="Request was aborted")
         _sales_turn(b, region, month)
     elif kind == "secrets":
-        plant = rng.choice([f"My phone is {rng.choice(PHONES)}.", f"Use key {rng.choice(SECRETS)} if needed.",
-                            f"Charge card {rng.choice(CARDS)}.", f"Reply to {rng.choice(CONTACTS)}."])
+        plant = rng.choice(
+            [
+                f"My phone is {rng.choice(PHONES)}.",
+                f"Use key {rng.choice(SECRETS)} if needed.",
+                f"Charge card {rng.choice(CARDS)}.",
+                f"Reply to {rng.choice(CONTACTS)}.",
+            ]
+        )
         _sales_turn(b, region, month, plant=plant)
         b.user("Which database connection did you use?")
-        (cid,) = b.assistant(None, [("query_database", {"query": "SELECT current_setting('app.dsn')", "database": "finance_dw"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": [{"dsn": "postgres://analyst:Pa55w0rd!@dw.internal:5432/finance"}]}))
+        (cid,) = b.assistant(
+            None, [("query_database", {"query": "SELECT current_setting('app.dsn')", "database": "finance_dw"})]
+        )
+        b.tool_result(
+            cid,
+            "query_database",
+            json.dumps({"rows": [{"dsn": "postgres://analyst:Pa55w0rd!@dw.internal:5432/finance"}]}),
+        )
         b.assistant("I used the finance_dw connection on dw.internal, port 5432, as the analyst user.")
     elif kind == "image":
-        b.user([{"type": "text", "text": f"Here is a screenshot of the {region} dashboard. What were total sales for {month}?"},
-                {"type": "image", "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk", "mimeType": "image/png"}])
+        b.user(
+            [
+                {
+                    "type": "text",
+                    "text": f"Here is a screenshot of the {region} dashboard. What were total sales for {month}?",
+                },
+                {
+                    "type": "image",
+                    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
+                    "mimeType": "image/png",
+                },
+            ]
+        )
         total = sales_figure(region, month)
         query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month}'"
         (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
@@ -278,7 +402,16 @@ def script(kind: str, b: SessionBuilder) -> None:
         fork = b.leaf
         b.assistant("I think it was about a million dollars.")  # abandoned: the user rewound and asked again
         b.leaf = fork
-        b.entries.append({"type": "label", "id": b._id(), "parentId": fork, "timestamp": b.clock.isoformat().replace("+00:00", "Z"), "targetId": fork, "label": "rewind"})
+        b.entries.append(
+            {
+                "type": "label",
+                "id": b._id(),
+                "parentId": fork,
+                "timestamp": b.clock.isoformat().replace("+00:00", "Z"),
+                "targetId": fork,
+                "label": "rewind",
+            }
+        )
         b.leaf = b.entries[-1]["id"]
         total = sales_figure(region, month)
         query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month}'"
@@ -290,15 +423,35 @@ def script(kind: str, b: SessionBuilder) -> None:
             _sales_turn(b, r, month)
         first_kept = b.leaf
         _fx_turn(b)
-        b.add({"type": "compaction", "summary": f"The user asked for {month} sales of North, South and East; all were answered.",
-               "firstKeptEntryId": first_kept, "tokensBefore": 52_000})
+        b.add(
+            {
+                "type": "compaction",
+                "summary": f"The user asked for {month} sales of North, South and East; all were answered.",
+                "firstKeptEntryId": first_kept,
+                "tokensBefore": 52_000,
+            }
+        )
         _sales_turn(b, "West", month)
     else:
         raise ValueError(kind)
 
 
-KINDS = [("sales", 26), ("fx", 10), ("chart", 6), ("report", 6), ("plain", 8), ("refusal", 14), ("multi", 10),
-         ("empty", 4), ("invalid_date", 3), ("tool_error", 5), ("aborted", 3), ("secrets", 5), ("image", 3), ("branch", 3)]
+KINDS = [
+    ("sales", 26),
+    ("fx", 10),
+    ("chart", 6),
+    ("report", 6),
+    ("plain", 8),
+    ("refusal", 14),
+    ("multi", 10),
+    ("empty", 4),
+    ("invalid_date", 3),
+    ("tool_error", 5),
+    ("aborted", 3),
+    ("secrets", 5),
+    ("image", 3),
+    ("branch", 3),
+]
 
 
 def _session_times(rng: random.Random, n: int) -> list[datetime]:
@@ -318,22 +471,54 @@ def build_sessions(n_sessions: int = 400, seed: int = 7) -> list[SessionBuilder]
         version = 4 if start >= STORE_SWITCH else (1 if i < 3 else 2 if i < 6 else 3)
         session_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         channel = rng.choice(["telegram", "webchat", "cli"])
-        key = f"agent:{AGENT_ID}:main" if channel == "cli" else f"agent:{AGENT_ID}:{channel}:direct:{rng.randint(100, 999)}"
+        key = (
+            f"agent:{AGENT_ID}:main"
+            if channel == "cli"
+            else f"agent:{AGENT_ID}:{channel}:direct:{rng.randint(100, 999)}"
+        )
         b = SessionBuilder(random.Random(rng.getrandbits(64)), start, version, session_id, channel, key)
         if version > 1:
             b.add({"type": "model_change", "provider": "openai", "modelId": "gpt-5.1"}, seconds=0)
-            b.add({"type": "custom", "customType": "model-snapshot", "data": {"provider": "openai", "modelId": "gpt-5.1"}}, seconds=0.1)
+            b.add(
+                {
+                    "type": "custom",
+                    "customType": "model-snapshot",
+                    "data": {"provider": "openai", "modelId": "gpt-5.1"},
+                },
+                seconds=0.1,
+            )
         kind = "compaction" if i == n_sessions // 2 else rng.choices(names, weights)[0]
         script(kind, b)
         if version >= 2 and rng.random() < 0.03:
-            b.add({"type": "custom", "customType": "openclaw:prompt-error", "data": {"runId": "r1", "error": "provider timeout"}})
+            b.add(
+                {
+                    "type": "custom",
+                    "customType": "openclaw:prompt-error",
+                    "data": {"runId": "r1", "error": "provider timeout"},
+                }
+            )
         builders.append(b)
     return builders
 
 
 def _runtime_events(b: SessionBuilder, truncate_prompt: bool) -> list[dict[str, Any]]:
-    prompt: Any = {"truncated": True, "reason": "trajectory-field-size-limit", "originalChars": len(GENERIC_PROMPT), "limitChars": 32768} if truncate_prompt else GENERIC_PROMPT
-    base = {"traceSchema": "openclaw-trajectory", "schemaVersion": 1, "sessionId": b.session_id, "sessionKey": b.session_key, "source": "runtime"}
+    prompt: Any = (
+        {
+            "truncated": True,
+            "reason": "trajectory-field-size-limit",
+            "originalChars": len(GENERIC_PROMPT),
+            "limitChars": 32768,
+        }
+        if truncate_prompt
+        else GENERIC_PROMPT
+    )
+    base = {
+        "traceSchema": "openclaw-trajectory",
+        "schemaVersion": 1,
+        "sessionId": b.session_id,
+        "sessionKey": b.session_key,
+        "source": "runtime",
+    }
     return [
         {**base, "type": "session.started", "seq": 1, "data": {"agentId": AGENT_ID, "toolCount": len(TOOLS)}},
         {**base, "type": "context.compiled", "seq": 2, "data": {"systemPrompt": prompt, "tools": TOOLS}},
@@ -344,7 +529,12 @@ def _runtime_events(b: SessionBuilder, truncate_prompt: bool) -> list[dict[str, 
 def _header(b: SessionBuilder) -> dict[str, Any] | None:
     if b.version == 1:
         return None
-    header: dict[str, Any] = {"type": "session", "id": b.session_id, "timestamp": b.start.isoformat().replace("+00:00", "Z"), "cwd": "/home/demo/finance"}
+    header: dict[str, Any] = {
+        "type": "session",
+        "id": b.session_id,
+        "timestamp": b.start.isoformat().replace("+00:00", "Z"),
+        "cwd": "/home/demo/finance",
+    }
     if b.version >= 2:
         header["version"] = b.version
     return header
@@ -377,9 +567,11 @@ def _write_store(path: Path, builders: list[SessionBuilder]) -> None:
     conn.execute("insert into schema_meta values ('primary', 'agent', 23, ?, '2026.9.6', 0, 0)", (AGENT_ID,))
     for b in builders:
         created = int(b.start.timestamp() * 1000)
-        conn.execute("insert into session_windows values (?,?,?,?,?,?,?,?,?,?)",
-                     (b.session_id, b.session_key, None, "initial", created, created, "active", b.channel, "openai", "gpt-5.1"))
-        events = [_header(b), *b.entries]
+        conn.execute(
+            "insert into session_windows values (?,?,?,?,?,?,?,?,?,?)",
+            (b.session_id, b.session_key, None, "initial", created, created, "active", b.channel, "openai", "gpt-5.1"),
+        )
+        events: list[Any] = [_header(b), *b.entries]
         by_id = {e["id"]: e for e in b.entries}
         active, node = [], b.leaf
         while node:
@@ -390,18 +582,37 @@ def _write_store(path: Path, builders: list[SessionBuilder]) -> None:
             text = json.dumps(event, ensure_ascii=False)
             raw = text.encode()
             if len(raw) >= 1024:
-                row = (b.session_id, seq, None, created, cctx.compress(raw), len(raw), json.dumps({"type": event.get("type")}))
+                row = (
+                    b.session_id,
+                    seq,
+                    None,
+                    created,
+                    cctx.compress(raw),
+                    len(raw),
+                    json.dumps({"type": event.get("type")}),
+                )
             else:
-                row = (b.session_id, seq, text, created, None, len(raw), None)
+                row = (b.session_id, seq, text, created, None, len(raw), None)  # type: ignore[assignment]
             conn.execute("insert into transcript_events values (?,?,?,?,?,?,?)", row)
             if event and event.get("type") != "session":
-                conn.execute("insert into transcript_event_identities values (?,?,?,?,?,?,?)",
-                             (b.session_id, event["id"], seq, event["type"], event.get("parentId"), None, created))
+                conn.execute(
+                    "insert into transcript_event_identities values (?,?,?,?,?,?,?)",
+                    (b.session_id, event["id"], seq, event["type"], event.get("parentId"), None, created),
+                )
         for pos, entry_id in enumerate(reversed(active)):
-            conn.execute("insert into session_transcript_active_events values (?,?,?,?,?)", (b.session_id, pos, seq_of[entry_id], None, 1))
+            conn.execute(
+                "insert into session_transcript_active_events values (?,?,?,?,?)",
+                (b.session_id, pos, seq_of[entry_id], None, 1),
+            )
         for event in _runtime_events(b, truncate_prompt=True):
-            conn.execute("insert into trajectory_runtime_events values (?,?,?,?,?)", (b.session_id, event["seq"], "run-1", json.dumps(event), created))
-        conn.execute("insert or replace into session_nodes values (?,?,?,?)", (b.session_key, b.session_id, json.dumps({"sessionId": b.session_id}), created))
+            conn.execute(
+                "insert into trajectory_runtime_events values (?,?,?,?,?)",
+                (b.session_id, event["seq"], "run-1", json.dumps(event), created),
+            )
+        conn.execute(
+            "insert or replace into session_nodes values (?,?,?,?)",
+            (b.session_key, b.session_id, json.dumps({"sessionId": b.session_id}), created),
+        )
     conn.commit()
     conn.close()
 
@@ -423,12 +634,17 @@ def make_state_dir(root: Path, n_sessions: int = 400, seed: int = 7) -> Path:
     for i, b in enumerate(old):
         data = _jsonl(b)
         if b.version == 3 and i % 10 == 9:  # archived to cold storage: zstd, named by content hash
-            (sessions_dir / "cold" / f"{hashlib.sha256(data).hexdigest()}.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(data))
+            (sessions_dir / "cold" / f"{hashlib.sha256(data).hexdigest()}.jsonl.zst").write_bytes(
+                zstandard.ZstdCompressor().compress(data)
+            )
             continue
         (sessions_dir / f"{b.session_id}.jsonl").write_bytes(data)
         trajectory = "".join(json.dumps(e) + "\n" for e in _runtime_events(b, truncate_prompt=False))
         (sessions_dir / f"{b.session_id}.trajectory.jsonl").write_text(trajectory, encoding="utf-8")
-        index.setdefault(b.session_key, {"sessionId": b.session_id, "updatedAt": int(b.clock.timestamp() * 1000), "channel": b.channel})
+        index.setdefault(
+            b.session_key,
+            {"sessionId": b.session_id, "updatedAt": int(b.clock.timestamp() * 1000), "channel": b.channel},
+        )
         index[f"{b.session_key}#{b.session_id[:8]}"] = {"sessionId": b.session_id, "channel": b.channel}
     (sessions_dir / "sessions.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
     # Files OpenClaw keeps beside transcripts that are not transcripts.
@@ -437,7 +653,9 @@ def make_state_dir(root: Path, n_sessions: int = 400, seed: int = 7) -> Path:
     (sessions_dir / f"{first}.trajectory-path.json").write_text("{}")
     (sessions_dir / f".checkpoint.{first}.jsonl").write_text('{"type":"checkpoint"}\n')
     (sessions_dir / f"{first}.jsonl.deleted.1767225600000").write_bytes(_jsonl(old[0]))
-    _write_store(state / "agents" / AGENT_ID / "agent" / "openclaw-agent.sqlite", [b for b in builders if b.version == 4])
+    _write_store(
+        state / "agents" / AGENT_ID / "agent" / "openclaw-agent.sqlite", [b for b in builders if b.version == 4]
+    )
     # A second agent, so filtering by agent is visible.
     other = state / "agents" / "ops-agent" / "sessions"
     other.mkdir(parents=True)
