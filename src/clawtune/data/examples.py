@@ -7,6 +7,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from clawtune.chat import Message, content_text
 
 
@@ -86,9 +88,9 @@ def duplicate_keys(messages: list[Message]) -> tuple[bytes, bytes]:
             continue
         calls = [[c["function"].get("name"), c["function"].get("arguments")] for c in m.get("tool_calls") or []]
         parts.append([m["role"], content_text(m.get("content")), calls, m.get("weight", 1)])
-    text = json.dumps(parts, ensure_ascii=False, sort_keys=True)
-    exact = hashlib.blake2b(text.encode(), digest_size=12).digest()
-    near = hashlib.blake2b(_PUNCT.sub("", text.lower()).encode(), digest_size=12).digest()
+    data = orjson.dumps(parts)
+    exact = hashlib.blake2b(data, digest_size=12).digest()
+    near = hashlib.blake2b(_PUNCT.sub("", data.decode().lower()).encode(), digest_size=12).digest()
     return exact, near
 
 

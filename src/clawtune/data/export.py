@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from clawtune.chat import Example, is_trained
 from clawtune.data.examples import approx_tokens, called_tools, chunk_messages, duplicate_keys, infer_tool_schema
 from clawtune.data.scrub import Scrubber
@@ -113,13 +115,15 @@ class Exporter:
         options.output.mkdir(parents=True, exist_ok=True)
         sources, index = self.find_sources()
         spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past the with-block for the split pass
-            "w+", encoding="utf-8", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False
+            "wb", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False
         )
         try:
             with spool:
                 for session in self.read(sources, index):
+                    # Each spool line is `"<session id>"\t<example>`: the split pass routes it without parsing.
+                    key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
-                        spool.write(json.dumps(example, ensure_ascii=False) + "\n")
+                        spool.write(key + orjson.dumps(example) + b"\n")
             written = sum(self.session_examples.values())
             if written < options.min_samples:
                 raise InputError(self.too_few_message(written))
@@ -292,13 +296,13 @@ class Exporter:
         out = self.options.output
         temps = {s: out / f".{SPLIT_FILES[s]}.tmp" for s in SPLITS}
         counts = dict.fromkeys(SPLITS, 0)
-        handles = {s: open(p, "w", encoding="utf-8") for s, p in temps.items()}  # noqa: SIM115 - closed below
+        handles = {s: open(p, "wb") for s, p in temps.items()}  # noqa: SIM115 - closed below
         try:
-            with open(spool, encoding="utf-8") as fh:
+            with open(spool, "rb") as fh:
                 for line in fh:
-                    session_id = json.loads(line)["metadata"]["session_id"]
-                    split = splits[session_id]
-                    handles[split].write(line)
+                    key, _, example = line.partition(b"\t")
+                    split = splits[orjson.loads(key)]
+                    handles[split].write(example)
                     counts[split] += 1
         finally:
             for handle in handles.values():

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from clawtune.problems import Problems
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -31,12 +33,13 @@ def iter_json_lines(path: Path, problems: Problems, what: str = "line") -> Itera
     except OSError as exc:
         problems.add(str(path), None, "unreadable-file", f"cannot open: {exc.strerror or exc}")
         return
+    file = str(path)
     with fh:
         lineno = 0
         try:
             for raw in fh:
                 lineno += 1
-                obj = parse_json_line(raw, str(path), lineno, problems, what)
+                obj = parse_json_line(raw, file, lineno, problems, what)
                 if obj is not None:
                     yield lineno, obj
         except Exception as exc:  # a corrupt zstd frame or an I/O error mid-file: keep what was read
@@ -50,24 +53,40 @@ def parse_json_line(
     stripped = raw.strip()
     if not stripped:
         return None
-    if b"\x00" in stripped:
-        problems.add(file, lineno, "binary", f"{what} contains NUL bytes (binary data, not JSON)")
-        return None
     try:
-        text = stripped.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problems.add(file, lineno, "not-utf8", f"{what} is not UTF-8 (byte {exc.start})")
-        return None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        kind = "truncated" if exc.pos >= len(text) - 1 else "malformed"
-        problems.add(file, lineno, f"{kind}-json", f"{kind} JSON at column {exc.colno}: {exc.msg}")
-        return None
-    except RecursionError:
-        problems.add(file, lineno, "malformed-json", "JSON nested too deeply")
+        # orjson parses bytes directly and is several times faster than json; errors are diagnosed below.
+        obj = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        _diagnose(stripped, file, lineno, problems, what)
         return None
     if not isinstance(obj, dict):
         problems.add(file, lineno, "not-an-object", f"{what} is JSON but not an object ({type(obj).__name__})")
         return None
     return obj
+
+
+def _diagnose(raw: bytes, file: str, lineno: int, problems: Problems, what: str) -> None:
+    """Say why a line is not JSON: binary data, not UTF-8, truncated, or malformed (with the column)."""
+    if b"\x00" in raw:
+        problems.add(file, lineno, "binary", f"{what} contains NUL bytes (binary data, not JSON)")
+        return
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.add(file, lineno, "not-utf8", f"{what} is not UTF-8 (byte {exc.start})")
+        return
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        kind = "truncated" if exc.pos >= len(text) - 1 else "malformed"
+        problems.add(file, lineno, f"{kind}-json", f"{kind} JSON at column {exc.colno}: {exc.msg}")
+        return
+    except RecursionError:
+        pass
+    # Python's json accepts what orjson does not (NaN, lone surrogates, huge integers, deep nesting).
+    problems.add(
+        file,
+        lineno,
+        "malformed-json",
+        f"{what} is not strict JSON (NaN, a lone surrogate, a huge integer or deep nesting)",
+    )

@@ -8,6 +8,7 @@ sessions is lazy, so memory stays flat however many there are.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -198,7 +199,12 @@ def read_jsonl_session(path: Path, problems: Problems, index: dict[str, dict[str
 
 
 def _agent_from_path(path: Path) -> str | None:
-    parts = path.resolve().parts
+    return _agent_from_folder(str(path.parent))
+
+
+@functools.lru_cache(maxsize=256)
+def _agent_from_folder(folder: str) -> str | None:
+    parts = Path(folder).resolve().parts
     for i in range(len(parts) - 2):
         if parts[i] == "agents":
             return parts[i + 1]
