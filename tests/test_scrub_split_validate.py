@@ -160,3 +160,15 @@ def test_validate_lists_every_problem_with_line_message_and_key(tmp_path, capsys
         assert expected in err, expected
     result = validate_files([path])
     assert result.examples == 4 and result.valid == 1
+
+
+def test_redactions_are_counted_once_and_clean_examples_are_untouched():
+    scrubber = Scrubber()
+    call = {"id": "c", "type": "function", "function": {"name": "q", "arguments": '{"to":"bob@example.com"}'}}
+    example = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
+    }
+    scrubber.scrub_example(example)
+    assert scrubber.counts == {"EMAIL": 1}
+    clean = {"messages": [{"role": "user", "content": "Sales on 2026-04-01 were $1,234,567."}]}
+    assert scrubber.scrub_example(clean) is clean

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
-import re
 from typing import Any
 
 import orjson
@@ -27,60 +27,70 @@ def message_tokens(message: Message) -> int:
     return total
 
 
-def split_turns(messages: list[Message]) -> list[list[Message]]:
-    """Turns: each starts at a user message and runs to the next one (assistant replies, tool calls and results)."""
-    turns: list[list[Message]] = []
-    for message in messages:
-        if message["role"] == "user" or not turns:
-            turns.append([])
-        turns[-1].append(message)
-    return turns
+def _char_bound(message: Message) -> int:
+    """Characters of a message plus its call overheads: never fewer than `message_tokens` counts."""
+    total = 5 + len(content_text(message.get("content")))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        total += 6 + len(str(fn.get("name", ""))) + len(str(fn.get("arguments", "")))
+    return total
 
 
-def as_context(turn: list[Message]) -> list[Message]:
-    """A turn repeated as context for a later example: seen again, not trained again."""
-    return [{**m, "weight": 0} if m["role"] == "assistant" else m for m in turn]
+def turn_starts(messages: list[Message]) -> list[int]:
+    """Indices where turns start: each turn opens at a user message and runs to the next one."""
+    starts = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    return [0, *starts] if not starts or starts[0] != 0 else starts
 
 
-def chunk_messages(messages: list[Message], budget: int) -> tuple[list[list[Message]], int]:
-    """Split a conversation at turn boundaries into pieces of at most `budget` tokens.
+def as_context(message: Message) -> Message:
+    """A message repeated as context for a later piece: seen again, not trained again."""
+    return {**message, "weight": 0} if message["role"] == "assistant" else message
 
-    Each later piece opens with as many preceding turns as fit in half the budget, untrained, so every answer keeps
-    the context it was given. Returns the pieces and how many single turns were over the budget on their own (kept
+
+Piece = tuple[list[int], range]
+
+
+def chunk_indices(messages: list[Message], budget: int) -> tuple[list[Piece], int]:
+    """Split a conversation at turn boundaries into pieces of at most `budget` tokens, as (context, body) indices.
+
+    Each later piece opens with as many preceding turns as fit in half the budget, as untrained context, so every
+    answer keeps the context it was given. Also returns how many single turns exceed the budget on their own (kept
     whole: training truncates or drops them, by its own flag).
     """
-    turns = split_turns(messages)
-    sizes = [sum(message_tokens(m) for m in t) for t in turns]
-    pieces: list[list[Message]] = []
+    # Fast path: a token never covers less than one character here, so characters bound tokens from above.
+    chars = sum(_char_bound(m) for m in messages)
+    if chars <= budget:
+        return [([], range(len(messages)))], 0
+    starts = [*turn_starts(messages), len(messages)]
+    sizes = [sum(message_tokens(m) for m in messages[a:b]) for a, b in itertools.pairwise(starts)]
+    pieces: list[Piece] = []
     oversized = 0
-    start = 0
-    while start < len(turns):
-        end, used = start, 0
-        while end < len(turns) and (end == start or used + sizes[end] <= budget):
-            used += sizes[end]
-            end += 1
-        if end == start + 1 and sizes[start] > budget:
+    first = 0
+    while first < len(sizes):
+        last, used = first, 0
+        while last < len(sizes) and (last == first or used + sizes[last] <= budget):
+            used += sizes[last]
+            last += 1
+        if last == first + 1 and sizes[first] > budget:
             oversized += 1
-        context: list[Message] = []
-        room = max(budget - used, 0) if start else 0
-        room = min(room, budget // 2)
-        back = start - 1
-        while back >= 0 and sizes[back] <= room:
-            context = as_context(turns[back]) + context
-            room -= sizes[back]
+        room = min(max(budget - used, 0), budget // 2) if first else 0
+        back = first
+        while back > 0 and sizes[back - 1] <= room:
             back -= 1
-        pieces.append(context + [m for t in turns[start:end] for m in t])
-        start = end
+            room -= sizes[back]
+        pieces.append((list(range(starts[back], starts[first])), range(starts[first], starts[last])))
+        first = last
     return pieces, oversized
 
 
-_PUNCT = re.compile(r"[^\w]+", re.UNICODE)
+# ASCII punctuation and white space, deleted (with case folded) for the near-duplicate key.
+_NOISE = bytes(c for c in range(128) if not chr(c).isalnum())
 
 
 def duplicate_keys(messages: list[Message]) -> tuple[bytes, bytes]:
     """(exact, near) keys of an example's conversation, ignoring tool-call ids (they differ between sessions).
 
-    Near duplicates are equal after lower-casing and removing punctuation and white space.
+    Near duplicates are equal after folding ASCII case and deleting ASCII punctuation and white space.
     """
     parts: list[Any] = []
     for m in messages:
@@ -90,7 +100,7 @@ def duplicate_keys(messages: list[Message]) -> tuple[bytes, bytes]:
         parts.append([m["role"], content_text(m.get("content")), calls, m.get("weight", 1)])
     data = orjson.dumps(parts)
     exact = hashlib.blake2b(data, digest_size=12).digest()
-    near = hashlib.blake2b(_PUNCT.sub("", data.decode().lower()).encode(), digest_size=12).digest()
+    near = hashlib.blake2b(data.lower().translate(None, _NOISE), digest_size=12).digest()
     return exact, near
 
 

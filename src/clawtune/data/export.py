@@ -7,6 +7,7 @@ Only the spool file and small per-session counters grow with the input.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -20,10 +21,17 @@ from typing import Any
 import orjson
 
 from clawtune.chat import Example, is_trained
-from clawtune.data.examples import approx_tokens, called_tools, chunk_messages, duplicate_keys, infer_tool_schema
+from clawtune.data.examples import (
+    approx_tokens,
+    as_context,
+    called_tools,
+    chunk_indices,
+    duplicate_keys,
+    infer_tool_schema,
+)
 from clawtune.data.scrub import Scrubber
 from clawtune.data.split import SPLITS, assign_splits
-from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, iso
+from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, entry_time, iso
 from clawtune.logs.sessions import (
     RawSession,
     agent_sources,
@@ -155,10 +163,14 @@ class Exporter:
 
     def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
         """Sessions that pass the agent, key and channel filters, with a progress bar over the sources."""
-        from rich.progress import Progress
-
         options = self.options
-        with Progress(transient=True, disable=not options.progress) as progress:
+        if options.progress:
+            from rich.progress import Progress
+
+            bar: Any = Progress(transient=True)
+        else:
+            bar = contextlib.nullcontext(_NoProgress())
+        with bar as progress:
             task = progress.add_task("reading sessions", total=len(sources))
             done_sources: set[str] = set()
             for session in iter_sessions(sources, self.problems, index):
@@ -191,6 +203,9 @@ class Exporter:
     def session_examples_of(self, session: RawSession) -> Any:
         """The examples one session yields, filtered, scrubbed and deduplicated."""
         options = self.options
+        if options.date_range and not self.may_overlap(session):
+            self.dropped["outside_date_range"] += 1
+            return
         convert = ConvertOptions(keep_thinking=options.keep_thinking, keep_images=options.keep_images)
         branch = active_branch(session, self.problems)
         self.stats["entries_off_branch"] += len(session.entries) - len(branch)
@@ -202,28 +217,37 @@ class Exporter:
                 if self.keep(example):
                     yield example
 
+    def may_overlap(self, session: RawSession) -> bool:
+        """Whether a session's span (first to last entry, appended in time order) can touch the date range."""
+        assert self.options.date_range is not None
+        stamps = [t for t in (entry_time(session.entries[0]), entry_time(session.entries[-1])) if t is not None]
+        if not stamps:
+            return True
+        first, last = (datetime.fromtimestamp(t / 1000, UTC).date() for t in (min(stamps), max(stamps)))
+        return first <= self.options.date_range[1] and last >= self.options.date_range[0]
+
     def pieces(self, session: RawSession, conv: Conversation) -> Any:
         """Split a conversation under max tokens and dress each piece as an example with its metadata."""
         options = self.options
         system = self.system_message(session)
         tools = self.tools_for(session, conv)
         fixed = (approx_tokens(json.dumps(tools)) if tools else 0) + (approx_tokens(system["content"]) if system else 0)
-        where = {id(m): (t, line) for m, t, line in zip(conv.messages, conv.times, conv.lines, strict=True)}
-        pieces, oversized = chunk_messages(conv.messages, max(options.max_tokens - fixed, 256))
+        pieces, oversized = chunk_indices(conv.messages, max(options.max_tokens - fixed, 256))
         self.stats["turns_over_max_tokens"] += oversized
         self.stats["sessions_split"] += len(pieces) > 1
-        for piece in pieces:
-            trained = [m for m in piece if is_trained(m)]
-            if not trained:
+        for context, body in pieces:
+            if not any(is_trained(conv.messages[i]) for i in body):
                 self.dropped["no_trained_turn"] += 1
                 continue
-            located = [where[id(m)] for m in piece if id(m) in where]
-            times = [t for t, _ in located if t is not None]
-            lines = [line for _, line in located if line is not None]
-            first_trained = next((where[id(m)][0] for m in trained if id(m) in where), None)
-            example: Example = {"messages": ([system] if system else []) + piece}
+            indices = [*context, *body]
+            times = [t for t in (conv.times[i] for i in indices) if t is not None]
+            lines = [n for n in (conv.lines[i] for i in indices) if n is not None]
+            first_trained = next((conv.times[i] for i in body if is_trained(conv.messages[i])), None)
+            messages = [as_context(conv.messages[i]) for i in context] + [conv.messages[i] for i in body]
+            example: Example = {"messages": ([system] if system else []) + messages}
             if tools:
                 example["tools"] = tools
+            low, high = (min(lines), max(lines)) if lines else (None, None)
             example["metadata"] = {
                 "agent_id": session.agent_id or options.agent_id,
                 "session_id": session.session_id,
@@ -232,8 +256,8 @@ class Exporter:
                 "start": iso(min(times)) if times else None,
                 "end": iso(max(times)) if times else None,
                 "trained_at": iso(first_trained),
-                "source": f"{session.where(min(lines))}-{max(lines)}" if lines else session.where(None),
-                "signals": [s for s in conv.signals if lines and min(lines) <= (s.get("line") or 0) <= max(lines)],
+                "source": f"{session.where(low)}-{high}" if lines else session.where(None),
+                "signals": [s for s in conv.signals if low is not None and low <= (s.get("line") or 0) <= (high or 0)],
                 "system_prompt": self.policy,
             }
             yield example
@@ -339,6 +363,16 @@ class Exporter:
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
         }
+
+
+class _NoProgress:
+    """Stands in for rich's Progress when no bar is shown (not a terminal), so rich is not even imported."""
+
+    def add_task(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 def export_training_data(options: ExportOptions) -> dict[str, Any]:
