@@ -78,7 +78,9 @@ def _diagnose(raw: bytes, file: str, lineno: int, problems: Problems, what: str)
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
-        kind = "truncated" if exc.pos >= len(text) - 1 else "malformed"
+        # A line cut off mid-write ends inside a string or before its closing braces.
+        truncated = exc.msg.startswith("Unterminated string") or (exc.pos >= len(text) - 1 and exc.msg != "Extra data")
+        kind = "truncated" if truncated else "malformed"
         problems.add(file, lineno, f"{kind}-json", f"{kind} JSON at column {exc.colno}: {exc.msg}")
         return
     except RecursionError:

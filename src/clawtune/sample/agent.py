@@ -647,6 +647,10 @@ def make_state_dir(root: Path, n_sessions: int = 400, seed: int = 7) -> Path:
         )
         index[f"{b.session_key}#{b.session_id[:8]}"] = {"sessionId": b.session_id, "channel": b.channel}
     (sessions_dir / "sessions.json").write_text(json.dumps(index, indent=1), encoding="utf-8")
+    # A crash mid-write leaves a truncated last line: the export reports it (file:line) and keeps the rest.
+    crashed = next(b for b in reversed(old) if b.version == 3)
+    with open(sessions_dir / f"{crashed.session_id}.jsonl", "ab") as fh:
+        fh.write(b'{"type":"message","id":"deadbeef","parentId":"' + crashed.leaf.encode() + b'","message":{"role":"user","con')
     # Files OpenClaw keeps beside transcripts that are not transcripts.
     first = old[-1].session_id
     (sessions_dir / f"{first}.jsonl.lock").write_text("12345")
