@@ -104,7 +104,10 @@ def test_dangling_parent_is_reported_and_the_branch_starts_there(tmp_path):
     (conv,), problems, _ = convert(path)
     assert len(conv.messages) == 2
     assert problems.counts["dangling-parent"] == 1
-    assert "missing" in str(problems.items[0]) and "s1.jsonl:2" in str(problems.items[0])
+    assert (
+        str(problems.items[0])
+        == f"{path}:2, key \"parentId\": parentId 'missing' names no entry; the branch starts here"
+    )
 
 
 def test_compaction_gives_the_context_the_model_saw(tmp_path):

@@ -192,9 +192,7 @@ class Exporter:
         try:
             examples = list(self.session_examples_of(session))
         except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
-            self.problems.add(
-                session.where(None), None, "unexpected-shape", f"session skipped: {type(exc).__name__}: {exc}"
-            )
+            session.report(self.problems, None, "unexpected-shape", f"session skipped: {type(exc).__name__}: {exc}")
             return []
         self.session_examples[session.session_id] += len(examples)
         self.stats["sessions_used"] += bool(examples)

@@ -105,15 +105,13 @@ def _convert_entry(
     obj = entry.obj
     kind = obj.get("type")
     if not isinstance(kind, str):
-        problems.add(
-            session.where(entry.line), entry.line, "bad-entry", f"entry type {kind!r} is not a string", key="type"
-        )
+        session.report(problems, entry.line, "bad-entry", f"entry type {kind!r} is not a string", key="type")
         return
     if kind == "message":
         message = obj.get("message")
         if not isinstance(message, dict):
-            problems.add(
-                session.where(entry.line),
+            session.report(
+                problems,
                 entry.line,
                 "bad-entry",
                 "message entry without a message object",
@@ -135,8 +133,8 @@ def _convert_entry(
         return
     else:
         if kind not in KNOWN_ENTRY_TYPES:
-            problems.add(
-                session.where(entry.line),
+            session.report(
+                problems,
                 entry.line,
                 "unknown-entry-type",
                 f"unknown entry type {kind!r}, skipped",
@@ -167,8 +165,8 @@ def _convert_message(
     if role == "toolResult":
         call_id = message.get("toolCallId")
         if not isinstance(call_id, str):
-            problems.add(
-                session.where(entry.line),
+            session.report(
+                problems,
                 entry.line,
                 "bad-entry",
                 "toolResult without toolCallId",

@@ -57,11 +57,18 @@ class RawSession:
     # OpenClaw cuts long lists in its stores with "[Truncated]" items: the recorded tool catalog may be partial.
     tools_truncated: bool = False
 
+    @property
+    def location(self) -> str:
+        """The file to name in messages: the transcript, or `store.sqlite#<session id>` (lines are then row seqs)."""
+        return f"{self.source}#{self.session_id}" if self.source.endswith(".sqlite") else self.source
+
+    def report(self, problems: Problems, line: int | None, reason: str, message: str, key: str | None = None) -> None:
+        """Record a problem at a line of this session."""
+        problems.add(self.location, line, reason, message, key=key)
+
     def where(self, line: int | None) -> str:
         """A location a user can open: `file:line`, or `store.sqlite#session:seq`."""
-        if self.source.endswith(".sqlite") or "#" in self.source:
-            return f"{self.source}#{self.session_id}:seq {line}"
-        return f"{self.source}:{line}" if line is not None else self.source
+        return self.location if line is None else f"{self.location}:{line}"
 
 
 # --- discovery ---------------------------------------------------------------------------------------------------

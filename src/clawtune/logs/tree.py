@@ -25,8 +25,8 @@ def active_branch(session: RawSession, problems: Problems) -> list[Entry]:
         by_seq = {e.line: e for e in entries}
         table = [by_seq[s] for s in session.active_seqs if s in by_seq]
         if [e.line for e in table] != [e.line for e in walked]:
-            problems.add(
-                session.where(None),
+            session.report(
+                problems,
                 None,
                 "branch-mismatch",
                 "the store's active-branch table disagrees with the parentId walk; using the table",
@@ -48,8 +48,8 @@ def _walk(session: RawSession, by_id: dict[str, Entry], problems: Problems) -> l
         if parent is None:
             break
         if not isinstance(parent, str):
-            problems.add(
-                session.where(current.line),
+            session.report(
+                problems,
                 current.line,
                 "bad-entry",
                 f"parentId {parent!r} is not a string",
@@ -57,8 +57,8 @@ def _walk(session: RawSession, by_id: dict[str, Entry], problems: Problems) -> l
             )
             break
         if parent in seen:
-            problems.add(
-                session.where(current.line),
+            session.report(
+                problems,
                 current.line,
                 "parent-cycle",
                 f"parentId {parent!r} makes a cycle",
@@ -67,8 +67,8 @@ def _walk(session: RawSession, by_id: dict[str, Entry], problems: Problems) -> l
             break
         current = by_id.get(parent)
         if current is None:
-            problems.add(
-                session.where(path[-1].line),
+            session.report(
+                problems,
                 path[-1].line,
                 "dangling-parent",
                 f"parentId {parent!r} names no entry; the branch starts here",

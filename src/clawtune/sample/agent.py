@@ -650,7 +650,11 @@ def make_state_dir(root: Path, n_sessions: int = 400, seed: int = 7) -> Path:
     # A crash mid-write leaves a truncated last line: the export reports it (file:line) and keeps the rest.
     crashed = next(b for b in reversed(old) if b.version == 3)
     with open(sessions_dir / f"{crashed.session_id}.jsonl", "ab") as fh:
-        fh.write(b'{"type":"message","id":"deadbeef","parentId":"' + crashed.leaf.encode() + b'","message":{"role":"user","con')
+        fh.write(
+            b'{"type":"message","id":"deadbeef","parentId":"'
+            + crashed.leaf.encode()
+            + b'","message":{"role":"user","con'
+        )
     # Files OpenClaw keeps beside transcripts that are not transcripts.
     first = old[-1].session_id
     (sessions_dir / f"{first}.jsonl.lock").write_text("12345")
