@@ -652,7 +652,7 @@ def make_state_dir(root: Path, n_sessions: int = 400, seed: int = 7) -> Path:
     with open(sessions_dir / f"{crashed.session_id}.jsonl", "ab") as fh:
         fh.write(
             b'{"type":"message","id":"deadbeef","parentId":"'
-            + crashed.leaf.encode()
+            + str(crashed.leaf).encode()
             + b'","message":{"role":"user","con'
         )
     # Files OpenClaw keeps beside transcripts that are not transcripts.
