@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.exceptions import Abort, TyperException
 
 from clawtune.problems import InputError
 
@@ -181,18 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         return code if isinstance(code, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
-    except SystemExit as exc:  # click's own usage errors
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
+    except TyperException as exc:  # usage errors (unknown option, bad value) in non-standalone mode
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except (KeyboardInterrupt, Abort):
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as exc:  # click usage errors raised in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from clawtune.problems import Problems
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STORE_NAME = "openclaw-agent.sqlite"
+# How long to wait for OpenClaw's write lock on its store before reporting the store as locked and moving on.
+SQLITE_BUSY_TIMEOUT_S = 5.0
 LEGACY_STATE_DIRS = (".openclaw", ".clawdbot", ".moltbot")
 # Files that live beside transcripts but are not transcripts.
 NOT_TRANSCRIPT = re.compile(
@@ -362,7 +364,7 @@ def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
     import zstandard
 
     try:
-        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=5)
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
     except sqlite3.Error as exc:
         problems.add(str(path), None, "bad-sqlite", f"cannot read the SQLite store: {exc}")

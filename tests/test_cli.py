@@ -1,0 +1,199 @@
+"""What a user notices first: a fast --help, no heavy imports, and errors without tracebacks."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+from clawtune.cli import main
+from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.logs import sessions as sessions_module
+from clawtune.sample.agent import STORE_SCHEMA
+
+from .conftest import read_jsonl, write_jsonl
+
+
+def test_help_lists_working_commands_and_imports_nothing_heavy():
+    code = (
+        "import sys\n"
+        "from clawtune.cli import main\n"
+        "rc = main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'rich.progress', 'orjson') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    for command in ("agent", "ft", "demo"):
+        assert command in out
+
+
+def test_export_path_never_imports_torch(tmp_path, sample_state):
+    code = (
+        "import sys\nfrom clawtune.cli import main\n"
+        f"rc = main(['agent', 'export-training-data', '--agent-id', 'my-agent', '--output', {str(tmp_path)!r}, '--state-dir', {str(sample_state)!r}])\n"
+        "assert rc == 0, rc\nprint('TORCH', 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "TORCH False" in out
+
+
+def test_missing_state_folder_is_one_clear_error(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "agent",
+                "export-training-data",
+                "--agent-id",
+                "nobody",
+                "--output",
+                str(tmp_path / "o"),
+                "--state-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "no sessions found for agent 'nobody'" in err and str(tmp_path / "agents" / "nobody") in err
+    assert "Traceback" not in err
+
+
+def test_unknown_option_is_a_usage_error(capsys):
+    assert main(["agent", "export-training-data", "--agent-idd", "x"]) == 2
+    assert "No such option" in capsys.readouterr().err
+
+
+def test_near_duplicates_are_dropped(tmp_path):
+    def session(sid, question):
+        return [
+            {"type": "session", "version": 3, "id": sid, "timestamp": "2026-04-02T10:00:00Z"},
+            {
+                "type": "message",
+                "id": "a",
+                "parentId": None,
+                "timestamp": "2026-04-02T10:00:00Z",
+                "message": {"role": "user", "content": question},
+            },
+            {
+                "type": "message",
+                "id": "b",
+                "parentId": "a",
+                "timestamp": "2026-04-02T10:00:01Z",
+                "message": {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": "It was $5."}],
+                    "stopReason": "stop",
+                },
+            },
+        ]
+
+    folder = tmp_path / "s"
+    write_jsonl(folder / "s1.jsonl", session("s1", "What were sales in May?"))
+    write_jsonl(folder / "s2.jsonl", session("s2", "what were sales in may"))
+    write_jsonl(folder / "s3.jsonl", session("s3", "What were sales in June?"))
+    report = export_training_data(
+        ExportOptions(agent_id="a", output=tmp_path / "o", sessions=[folder], ratios=(1, 0, 0))
+    )
+    assert report["dropped"] == {"near_duplicate": 1}
+    assert len(read_jsonl(tmp_path / "o" / "raw.jsonl")) == 2
+
+
+def test_locked_store_is_reported_and_the_rest_exported(tmp_path, monkeypatch):
+    monkeypatch.setattr(sessions_module, "SQLITE_BUSY_TIMEOUT_S", 0.1)
+    store = tmp_path / "openclaw-agent.sqlite"
+    writer = sqlite3.connect(store, isolation_level=None)
+    writer.executescript(STORE_SCHEMA)
+    writer.execute("begin exclusive")  # OpenClaw in the middle of a write (rollback-journal mode)
+    good = write_jsonl(
+        tmp_path / "s1.jsonl",
+        [
+            {"type": "session", "version": 3, "id": "s1", "timestamp": "2026-04-02T10:00:00Z"},
+            {
+                "type": "message",
+                "id": "a",
+                "parentId": None,
+                "timestamp": "2026-04-02T10:00:00Z",
+                "message": {"role": "user", "content": "hi"},
+            },
+            {
+                "type": "message",
+                "id": "b",
+                "parentId": "a",
+                "timestamp": "2026-04-02T10:00:01Z",
+                "message": {"role": "assistant", "content": [{"type": "text", "text": "hello"}], "stopReason": "stop"},
+            },
+        ],
+    )
+    try:
+        report = export_training_data(
+            ExportOptions(agent_id="a", output=tmp_path / "o", sessions=[store, good], ratios=(1, 0, 0))
+        )
+    finally:
+        writer.close()
+    assert report["examples_written"] == 1
+    (problem,) = report["skipped_input"]["first"]
+    assert str(store) in problem and "locked" in problem
+
+
+def test_report_is_written_with_every_count(tmp_path, sample_state):
+    out = tmp_path / "o"
+    assert (
+        main(
+            [
+                "agent",
+                "export-training-data",
+                "--agent-id",
+                "my-agent",
+                "--output",
+                str(out),
+                "--state-dir",
+                str(sample_state),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((out / "export-report.json").read_text())
+    for key in (
+        "sessions_read",
+        "examples_written",
+        "splits",
+        "dropped",
+        "skipped_input",
+        "redactions",
+        "tool_call_share",
+        "system_prompt",
+    ):
+        assert key in report
+    assert report["skipped_input"]["by_reason"] == {"truncated-json": 1}, "the sample's crash-truncated line"
+    assert report["conversion"]["compactions"] == 1 and report["conversion"]["entries_off_branch"] > 0
+    assert report["conversion"]["images_dropped"] > 0 and report["conversion"]["thinking_blocks_dropped"] > 0
+
+
+def test_strict_fails_the_run_at_the_first_bad_line(tmp_path, sample_state, capsys):
+    assert (
+        main(
+            [
+                "agent",
+                "export-training-data",
+                "--agent-id",
+                "my-agent",
+                "--output",
+                str(tmp_path / "o"),
+                "--state-dir",
+                str(sample_state),
+                "--strict",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "truncated JSON" in err and ".jsonl:" in err and "Traceback" not in err
+
+
+def test_invalid_training_file_does_not_raise(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\xff\xfe\x00garbage\n[1,2]\n")
+    assert main(["ft", "validate", str(path), str(tmp_path / "missing.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1: line contains NUL bytes" in err and f"{path}:2: line is JSON but not an object" in err
+    assert f"{tmp_path / 'missing.jsonl'}: no such file" in err
