@@ -32,7 +32,7 @@ NOT_TRANSCRIPT = re.compile(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One transcript event and where it came from (a file line, or an SQLite row's seq)."""
 
