@@ -159,6 +159,99 @@ def validate(
     raise typer.Exit(1)
 
 
+@ft_app.command("data-stats")
+def data_stats_command(
+    files: Annotated[list[Path], typer.Argument(help="OpenAI chat JSONL files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """The mix against the seed's recipe (30% normal, 20% edge, 20% refusal, 15% multi-turn, 15% tool call), token
+    lengths, tool usage, duplicates, and what to add."""
+    import json
+
+    from clawtune.data.recipe import data_stats, print_data_stats
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+
+    problems = Problems()
+    examples = [e for path in files for _, e in iter_examples(path, problems)]
+    for problem in problems.items:
+        typer.echo(f"skipped {problem}", err=True)
+    stats = data_stats(examples)
+    if as_json:
+        typer.echo(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print_data_stats(stats, ", ".join(str(f) for f in files))
+
+
+@ft_app.command("augment-data")
+def augment_data(
+    input: Annotated[
+        Path, typer.Option("--input", help="Training examples (OpenAI chat JSONL), e.g. ./ft-data/raw.jsonl.")
+    ],
+    output: Annotated[Path, typer.Option("--output", help="Where to write the grown set.")],
+    factor: Annotated[
+        float, typer.Option("--factor", help="Output size as a multiple of the input (originals included).")
+    ] = 3.0,
+    balance: Annotated[bool, typer.Option("--balance", help="Move the mix toward the seed's recipe.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of every random choice.")] = 0,
+    holdout: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--holdout",
+            help="Held-out files to check for leakage (validation.jsonl and test.jsonl beside the input are always checked).",
+        ),
+    ] = None,
+    teacher_endpoint: Annotated[
+        str | None,
+        typer.Option("--teacher-endpoint", help="OpenAI-compatible endpoint of a teacher model for paraphrases."),
+    ] = None,
+    teacher_model: Annotated[
+        str | None, typer.Option("--teacher-model", help="The teacher model's name at that endpoint.")
+    ] = None,
+) -> None:
+    """Grow a training set N-fold with transformations that keep tool calls, results and answers consistent."""
+    import json
+    import os
+
+    from clawtune.data.augment import AugmentOptions, augment
+    from clawtune.data.recipe import CATEGORIES
+
+    api_key = os.environ.get("CLAWTUNE_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY")
+    options = AugmentOptions(
+        input=input,
+        output=output,
+        factor=factor,
+        balance=balance,
+        seed=seed,
+        holdout=list(holdout or []),
+        teacher_endpoint=teacher_endpoint,
+        teacher_model=teacher_model,
+        teacher_api_key=api_key,
+    )
+    try:
+        report = augment(options)
+    except InputError as exc:
+        _fail(str(exc))
+    report_path = output.with_name(output.stem + "-report.json")
+    report_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    typer.echo(
+        f"{report['examples_in']} examples -> {report['examples_out']} (target {report['target_out']}) in {output}"
+    )
+    if report["shortfall"]:
+        typer.secho(f"  {report['shortfall']} short of the target: the seeds ran out of distinct variants", fg="yellow")
+    typer.echo("  made by: " + (", ".join(f"{k} {v}" for k, v in report["made_by"].items()) or "nothing"))
+    typer.echo("  candidates discarded: " + (", ".join(f"{k} {v}" for k, v in report["discarded"].items()) or "none"))
+    before, after = report["mix_before"], report["mix_after"]
+    typer.echo(
+        "  mix:     "
+        + ", ".join(
+            f"{c} {before[c]['share']:.0%} -> {after[c]['share']:.0%} (target {after[c]['target']:.0%})"
+            for c in CATEGORIES
+        )
+    )
+    typer.echo(f"  report:  {report_path}")
+
+
 @app.command("demo")
 def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(

@@ -6,10 +6,12 @@ from pathlib import Path
 
 from rich.console import Console
 
+from clawtune.data.augment import AugmentOptions, augment
 from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.recipe import data_stats, print_data_stats
 from clawtune.data.report import print_export_summary
-from clawtune.data.validate import validate_files
-from clawtune.problems import InputError
+from clawtune.data.validate import iter_examples, validate_files
+from clawtune.problems import InputError, Problems
 from clawtune.sample import make_state_dir
 
 SEED_DATE_RANGE = ("2026-04-01", "2026-05-20")
@@ -49,7 +51,20 @@ def run_demo(output: Path) -> None:
     if not result.ok:
         raise InputError(f"the exported data does not validate: {[str(p) for p in result.problems.items[:5]]}")
     console.print(f"[green]OK[/]: {result.examples} examples in {', '.join(str(f) for f in files)} are valid")
-    console.rule("[bold]Done")
+    console.rule("[bold]4. clawtune ft data-stats (before) and ft augment-data --factor 3 --balance")
+    print_data_stats(data_stats([e for _, e in iter_examples(data / "raw.jsonl", Problems())]), "raw.jsonl")
+    augmented = data / "augmented.jsonl"
     console.print(
-        f"Everything is under {output}/ (the next stages, augment/train/evaluate/export/serve, join this demo as they land)."
+        f"clawtune ft augment-data --input {data / 'raw.jsonl'} --output {augmented} --factor 3 --balance",
+        highlight=False,
     )
+    report = augment(AugmentOptions(input=data / "raw.jsonl", output=augmented, factor=3, balance=True))
+    made = ", ".join(f"{k} {v}" for k, v in report["made_by"].items())
+    console.print(
+        f"{report['examples_in']} examples -> {report['examples_out']} in {augmented} (made by: {made})",
+        highlight=False,
+    )
+    print_data_stats(data_stats([e for _, e in iter_examples(augmented, Problems())]), "augmented.jsonl")
+
+    console.rule("[bold]Done")
+    console.print(f"Everything is under {output}/ (train, evaluate, export and serve join this demo as they land).")

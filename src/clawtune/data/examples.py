@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from clawtune.chat import Message, content_text
+from clawtune.chat import Example, Message, content_text
 
 
 def approx_tokens(text: str) -> int:
@@ -87,15 +87,14 @@ def chunk_indices(messages: list[Message], budget: int) -> tuple[list[Piece], in
 _NOISE = bytes(c for c in range(128) if not chr(c).isalnum())
 
 
-def duplicate_keys(messages: list[Message]) -> tuple[bytes, bytes]:
-    """(exact, near) keys of an example's conversation, ignoring tool-call ids (they differ between sessions).
+def duplicate_keys(example: Example) -> tuple[bytes, bytes]:
+    """(exact, near) keys of what a model sees in an example: the messages (system prompt included) and the names of
+    the offered tools in order, ignoring tool-call ids (they differ between sessions, not in meaning).
 
     Near duplicates are equal after folding ASCII case and deleting ASCII punctuation and white space.
     """
-    parts: list[Any] = []
-    for m in messages:
-        if m["role"] == "system":
-            continue
+    parts: list[Any] = [[(t.get("function") or {}).get("name") for t in example.get("tools") or []]]
+    for m in example.get("messages") or []:
         calls = [[c["function"].get("name"), c["function"].get("arguments")] for c in m.get("tool_calls") or []]
         parts.append([m["role"], content_text(m.get("content")), calls, m.get("weight", 1)])
     data = orjson.dumps(parts)

@@ -301,7 +301,7 @@ class Exporter:
             return False
         if options.scrub:
             example["messages"] = self.scrubber.scrub_example(example)["messages"]
-        exact, near = duplicate_keys(example["messages"])
+        exact, near = duplicate_keys(example)
         if exact in self.seen_exact:
             self.dropped["exact_duplicate"] += 1
             return False
