@@ -402,6 +402,16 @@ class Teacher(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         text = body["messages"][-1]["content"]
+        if body["messages"][0]["content"].startswith("You write test data"):
+            reply = (
+                "1. Plan my wedding playlist.\n- Run a SQL query on the sales database.\nWhat rhymes with orange?\nok"
+            )
+            data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         self.server.seen.append(text)
         # Every other reply drops the numbers and names (a bad paraphrase that must be rejected).
         reply = f"Could you find out: {text}" if len(self.server.seen) % 2 else "How did sales go?"
@@ -436,3 +446,30 @@ def test_teacher_paraphrases_are_validated(tmp_path, exported):
     rows = read_jsonl(tmp_path / "t.jsonl")
     assert not any(m["content"] == "How did sales go?" for r in rows for m in r["messages"] if m["role"] == "user")
     assert validate_files([tmp_path / "t.jsonl"]).ok
+
+
+def test_teacher_generated_refusal_requests_are_checked_against_the_tools(tmp_path, exported):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
+    server.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        report = augment(
+            AugmentOptions(
+                input=exported / "raw.jsonl",
+                output=tmp_path / "g.jsonl",
+                factor=3,
+                balance=True,
+                teacher_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+                teacher_model="t",
+            )
+        )
+    finally:
+        server.shutdown()
+    assert report["made_by"]["teacher-generation"] > 0
+    requests = {
+        r["messages"][-2]["content"]
+        for r in read_jsonl(tmp_path / "g.jsonl")
+        if "teacher-generation" in (r["metadata"].get("augmentation") or [])
+    }
+    assert requests <= {"Plan my wedding playlist.", "What rhymes with orange?"}
+    assert report["discarded"]["teacher_rejected"] >= 1  # the SQL request (the line "ok" is too short to be one)

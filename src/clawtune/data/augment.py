@@ -16,7 +16,8 @@ Each transformation keeps the tool calls, the tool results and the answers consi
 - multi-turn-prefix: the first turns of a multi-turn conversation as an example of their own;
 - multi-turn-join: two single-turn conversations of the same tools asked one after the other (with --balance);
 - refusal: an out-of-scope request that none of the agent's tools can serve, answered with one of the agent's own
-  refusals (with --balance).
+  refusals (with --balance); a teacher, if given, also generates such requests, kept only if they share no word with
+  the tools' names and descriptions.
 
 Validation and test data are never read for training and never touched: an input that shares sessions or examples
 with them is refused (leakage). Every output passes `ft validate`; duplicates are dropped.
@@ -366,9 +367,9 @@ def multi_turn_join(first: Example, second: Example) -> Example | None:
     return {**first, "messages": [*first["messages"], *tail]}
 
 
-def make_refusal(rng: random.Random, corpus: Corpus) -> Example | None:
-    """An out-of-scope request none of the agent's tools serves, answered in the agent's own refusal words."""
-    vocabulary = {
+def tool_vocabulary(corpus: Corpus) -> set[str]:
+    """The words of the agent's tool names and descriptions: a request using them may be one the tools serve."""
+    return {
         w.lower()
         for t in corpus.tools
         for w in TOKEN.findall(
@@ -378,9 +379,19 @@ def make_refusal(rng: random.Random, corpus: Corpus) -> Example | None:
         )
         if len(w) > 3
     }
+
+
+def out_of_scope(request: str, vocabulary: set[str]) -> bool:
+    """Whether a request shares no word with the tools' vocabulary (so no tool of the agent could serve it)."""
+    return not {w.lower() for w in TOKEN.findall(request)} & vocabulary
+
+
+def make_refusal(rng: random.Random, corpus: Corpus, extra_requests: list[str] | None = None) -> Example | None:
+    """An out-of-scope request none of the agent's tools serves, answered in the agent's own refusal words."""
+    vocabulary = tool_vocabulary(corpus)
     zh = rng.random() < 0.3
-    pool = OUT_OF_SCOPE_ZH if zh else OUT_OF_SCOPE_EN
-    requests = [r for r in pool if not {w.lower() for w in TOKEN.findall(r)} & vocabulary]
+    pool = OUT_OF_SCOPE_ZH if zh else [*OUT_OF_SCOPE_EN, *(extra_requests or [])]
+    requests = [r for r in pool if out_of_scope(r, vocabulary)]
     if not requests:
         return None
     own = corpus.refusals_zh if zh else corpus.refusals_en
@@ -455,6 +466,7 @@ class Augmenter:
     corpus: Corpus
     rng: random.Random
     teacher: Callable[[str], str | None] | None = None
+    teacher_requests: list[str] = field(default_factory=list)
     out: list[Example] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
     made: Counter[str] = field(default_factory=Counter)
@@ -475,7 +487,7 @@ class Augmenter:
         if how:
             metadata["augmentation"] = how
             metadata["augmented_from_line"] = seed_line
-            if how != ["refusal"]:
+            if "refusal" not in how:
                 # A variant's category comes from its own content (a prefix of a multi-turn example is single-turn);
                 # only a synthesized refusal says what it is.
                 metadata.pop("category", None)
@@ -614,6 +626,13 @@ def augment(options: AugmentOptions) -> dict[str, Any]:
         random.Random(options.seed),
         teacher.paraphrase if teacher else None,
     )
+    if teacher and options.balance:
+        # Generated requests are kept only if none of the agent's tools could serve them.
+        scope = "; ".join(str(t["function"].get("description") or t["function"]["name"]) for t in run.corpus.tools)
+        vocabulary = tool_vocabulary(run.corpus)
+        generated = teacher.out_of_scope_requests(scope or "the agent's own tasks")
+        run.teacher_requests = [r for r in dict.fromkeys(generated) if out_of_scope(r, vocabulary)]
+        run.dropped["teacher_rejected"] += len(generated) - len(run.teacher_requests)
     for line, example in indexed:
         run.add(example, [], line)
     before = data_stats(run.out)
@@ -680,8 +699,11 @@ def balance(run: Augmenter, indexed: list[tuple[int, Example]], total: int) -> N
 
 def synthesize_refusal(run: Augmenter) -> tuple[Example, list[str]] | None:
     """A new refusal example, or None when no out-of-scope request is left that the tools cannot serve."""
-    refusal = make_refusal(run.rng, run.corpus)
-    return (refusal, ["refusal"]) if refusal else None
+    refusal = make_refusal(run.rng, run.corpus, run.teacher_requests)
+    if refusal is None:
+        return None
+    teacher_made = refusal["messages"][-2]["content"] in run.teacher_requests
+    return refusal, ["refusal", "teacher-generation"] if teacher_made else ["refusal"]
 
 
 def join_with_another(

@@ -7,6 +7,7 @@ and the example falls back to the offline transformations; nothing from the teac
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
@@ -15,6 +16,12 @@ INSTRUCTION = (
     "Rewrite the user's message below so it asks for exactly the same thing in different words. Keep every name, "
     "number, date, code and quoted value exactly as written, keep the language, and reply with the rewritten "
     "message only."
+)
+
+
+GENERATE = (
+    "You write test data for an AI agent. Write requests a user might plausibly send to the agent that are OUTSIDE what "
+    "it can do (so it must politely refuse). Vary topic and phrasing; one request per line, no numbering, no comments."
 )
 
 
@@ -32,11 +39,21 @@ class Teacher:
 
     def paraphrase(self, text: str) -> str | None:
         """The teacher's rewrite of `text`, or None when the endpoint fails."""
+        return self.complete(INSTRUCTION, text, max(64, len(text)))
+
+    def out_of_scope_requests(self, scope: str, n: int = 20) -> list[str]:
+        """Requests a user might send that an agent limited to `scope` cannot serve, one per line (unvalidated)."""
+        reply = self.complete(GENERATE, f"The agent can only: {scope}\nWrite {n} requests.", 60 * n)
+        lines = [re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip() for line in (reply or "").splitlines()]
+        return [line for line in lines if 8 <= len(line) <= 300]
+
+    def complete(self, instruction: str, text: str, max_tokens: int) -> str | None:
+        """One chat completion, or None when the endpoint fails."""
         body = {
             "model": self.model,
-            "messages": [{"role": "system", "content": INSTRUCTION}, {"role": "user", "content": text}],
+            "messages": [{"role": "system", "content": instruction}, {"role": "user", "content": text}],
             "temperature": 0.7,
-            "max_tokens": max(64, len(text)),
+            "max_tokens": max_tokens,
         }
         headers = {"Content-Type": "application/json"}
         if self.api_key:
