@@ -25,3 +25,12 @@ def write_jsonl(path: Path, objs: list[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(o) + "\n" for o in objs), encoding="utf-8")
     return path
+
+
+def export_sample(out: Path, state: Path, *extra: str, agent: str = "my-agent") -> int:
+    """Run `clawtune agent export-training-data` in-process on a state folder; returns the exit code."""
+    from clawtune.cli import main
+
+    return main(
+        ["agent", "export-training-data", "--agent-id", agent, "--output", str(out), "--state-dir", str(state), *extra]
+    )

@@ -10,7 +10,7 @@ from clawtune.data.export import ExportOptions, export_training_data
 from clawtune.logs import sessions as sessions_module
 from clawtune.sample.agent import STORE_SCHEMA
 
-from .conftest import read_jsonl, write_jsonl
+from .conftest import export_sample, read_jsonl, write_jsonl
 
 
 def test_help_lists_working_commands_and_imports_nothing_heavy():
@@ -38,21 +38,7 @@ def test_export_path_never_imports_torch(tmp_path, sample_state):
 
 
 def test_missing_state_folder_is_one_clear_error(tmp_path, capsys):
-    assert (
-        main(
-            [
-                "agent",
-                "export-training-data",
-                "--agent-id",
-                "nobody",
-                "--output",
-                str(tmp_path / "o"),
-                "--state-dir",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    assert export_sample(tmp_path / "o", tmp_path, agent="nobody") == 2
     err = capsys.readouterr().err
     assert "no sessions found for agent 'nobody'" in err and str(tmp_path / "agents" / "nobody") in err
     assert "Traceback" not in err
@@ -137,21 +123,7 @@ def test_locked_store_is_reported_and_the_rest_exported(tmp_path, monkeypatch):
 
 def test_report_is_written_with_every_count(tmp_path, sample_state):
     out = tmp_path / "o"
-    assert (
-        main(
-            [
-                "agent",
-                "export-training-data",
-                "--agent-id",
-                "my-agent",
-                "--output",
-                str(out),
-                "--state-dir",
-                str(sample_state),
-            ]
-        )
-        == 0
-    )
+    assert export_sample(out, sample_state) == 0
     report = json.loads((out / "export-report.json").read_text())
     for key in (
         "sessions_read",
@@ -170,22 +142,7 @@ def test_report_is_written_with_every_count(tmp_path, sample_state):
 
 
 def test_strict_fails_the_run_at_the_first_bad_line(tmp_path, sample_state, capsys):
-    assert (
-        main(
-            [
-                "agent",
-                "export-training-data",
-                "--agent-id",
-                "my-agent",
-                "--output",
-                str(tmp_path / "o"),
-                "--state-dir",
-                str(sample_state),
-                "--strict",
-            ]
-        )
-        == 2
-    )
+    assert export_sample(tmp_path / "o", sample_state, "--strict") == 2
     err = capsys.readouterr().err
     assert "truncated JSON" in err and ".jsonl:" in err and "Traceback" not in err
 

@@ -8,7 +8,7 @@ from clawtune.cli import main
 from clawtune.data.validate import validate_files
 from clawtune.sample.agent import CARDS, PHONES, SECRETS
 
-from .conftest import read_jsonl
+from .conftest import export_sample, read_jsonl
 
 SEED_ARGS = [
     "agent",
@@ -24,13 +24,6 @@ SEED_ARGS = [
     "--date-range",
     "2026-04-01:2026-05-20",
 ]
-
-
-def export(out: Path, state: Path, *extra: str, agent: str = "my-agent") -> int:
-    """Run the export CLI on a state folder, in-process; returns the exit code."""
-    return main(
-        ["agent", "export-training-data", "--agent-id", agent, "--output", str(out), "--state-dir", str(state), *extra]
-    )
 
 
 def run_seed_command(out: Path, state: Path, *extra: str) -> int:
@@ -90,20 +83,20 @@ def test_min_samples_above_what_exists_fails_with_counts(tmp_path, sample_state,
 
 def test_no_planted_secret_reaches_the_output_and_scrub_can_be_disabled(tmp_path, sample_state):
     out = tmp_path / "scrubbed"
-    assert export(out, sample_state) == 0
+    assert export_sample(out, sample_state) == 0
     text = "".join((out / n).read_text() for n in ("raw.jsonl", "validation.jsonl", "test.jsonl"))
     for planted in [*SECRETS, *CARDS, *PHONES, "Pa55w0rd!", "alice.chen@example.com"]:
         assert planted not in text, planted
     report = json.loads((out / "export-report.json").read_text())
     assert report["redactions"]["EMAIL"] > 0 and report["redactions"]["URL_PASSWORD"] > 0
     raw = tmp_path / "raw"
-    assert export(raw, sample_state, "--no-scrub") == 0
+    assert export_sample(raw, sample_state, "--no-scrub") == 0
     assert "Pa55w0rd!" in "".join((raw / n).read_text() for n in ("raw.jsonl", "validation.jsonl", "test.jsonl"))
 
 
 def test_split_is_deterministic_by_seed(tmp_path, sample_state):
     def split_of(out: Path, seed: str) -> dict[str, set[str]]:
-        assert export(out, sample_state, "--seed", seed) == 0
+        assert export_sample(out, sample_state, "--seed", seed) == 0
         return {n: {e["metadata"]["session_id"] for e in read_jsonl(out / n)} for n in ("raw.jsonl", "test.jsonl")}
 
     assert split_of(tmp_path / "a", "1") == split_of(tmp_path / "b", "1")
@@ -119,7 +112,7 @@ def test_system_prompt_policies(tmp_path, sample_state):
         ("keep", lambda m: m[0]["role"] == "system" and "running inside OpenClaw" in m[0]["content"]),
     ]:
         out = tmp_path / f"p{len(policy)}"
-        assert export(out, sample_state, "--system-prompt", policy) == 0
+        assert export_sample(out, sample_state, "--system-prompt", policy) == 0
         examples = read_jsonl(out / "raw.jsonl")
         # keep: the JSONL-era sessions recorded their prompt in the trajectory sibling; the store truncated it.
         assert any(check(e["messages"]) for e in examples), policy
@@ -129,18 +122,18 @@ def test_system_prompt_policies(tmp_path, sample_state):
 
 def test_filters_by_agent_session_key_and_channel(tmp_path, sample_state):
     out = tmp_path / "tg"
-    assert export(out, sample_state, "--channel", "telegram", "--session-key", "agent:my-agent:telegram:*") == 0
+    assert export_sample(out, sample_state, "--channel", "telegram", "--session-key", "agent:my-agent:telegram:*") == 0
     examples = read_jsonl(out / "raw.jsonl")
     assert examples and all(e["metadata"]["channel"] == "telegram" for e in examples)
     assert all(e["metadata"]["session_key"].startswith("agent:my-agent:telegram:") for e in examples)
     other = tmp_path / "ops"
-    assert export(other, sample_state, agent="ops-agent") == 0
+    assert export_sample(other, sample_state, agent="ops-agent") == 0
     assert all(e["metadata"]["agent_id"] == "ops-agent" for e in read_jsonl(other / "raw.jsonl"))
 
 
 def test_long_sessions_are_split_at_turn_boundaries_with_context(tmp_path, sample_state):
     out = tmp_path / "short"
-    assert export(out, sample_state, "--max-tokens", "300") == 0
+    assert export_sample(out, sample_state, "--max-tokens", "300") == 0
     report = json.loads((out / "export-report.json").read_text())
     assert report["conversion"]["sessions_split"] > 0
     examples = read_jsonl(out / "raw.jsonl") + read_jsonl(out / "validation.jsonl") + read_jsonl(out / "test.jsonl")

@@ -24,7 +24,7 @@ from clawtune.data.augment import (
 from clawtune.data.recipe import TARGET, category, traits
 from clawtune.data.validate import validate_files
 
-from .conftest import read_jsonl, write_jsonl
+from .conftest import export_sample, read_jsonl, write_jsonl
 
 TOOLS = [
     {
@@ -269,21 +269,7 @@ def test_refusals_are_requests_the_tools_cannot_serve():
 @pytest.fixture(scope="module")
 def exported(sample_state, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export")
-    assert (
-        main(
-            [
-                "agent",
-                "export-training-data",
-                "--agent-id",
-                "my-agent",
-                "--output",
-                str(out),
-                "--state-dir",
-                str(sample_state),
-            ]
-        )
-        == 0
-    )
+    assert export_sample(out, sample_state) == 0
     return out
 
 
@@ -425,22 +411,26 @@ class Teacher(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def test_teacher_paraphrases_are_validated(tmp_path, exported):
+@pytest.fixture
+def teacher_url():
+    """A fake teacher model: good and bad paraphrases in turn, and a list of requests when asked to generate."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
     server.seen = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        report = augment(
-            AugmentOptions(
-                input=exported / "raw.jsonl",
-                output=tmp_path / "t.jsonl",
-                factor=2,
-                teacher_endpoint=f"http://127.0.0.1:{server.server_address[1]}/v1",
-                teacher_model="teacher",
-            )
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_teacher_paraphrases_are_validated(tmp_path, exported, teacher_url):
+    report = augment(
+        AugmentOptions(
+            input=exported / "raw.jsonl",
+            output=tmp_path / "t.jsonl",
+            factor=2,
+            teacher_endpoint=f"{teacher_url}/v1",
+            teacher_model="teacher",
         )
-    finally:
-        server.shutdown()
+    )
     assert report["made_by"]["teacher-paraphrase"] > 0
     assert report["discarded"]["teacher_rejected"] > 0
     rows = read_jsonl(tmp_path / "t.jsonl")
@@ -448,23 +438,17 @@ def test_teacher_paraphrases_are_validated(tmp_path, exported):
     assert validate_files([tmp_path / "t.jsonl"]).ok
 
 
-def test_teacher_generated_refusal_requests_are_checked_against_the_tools(tmp_path, exported):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
-    server.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        report = augment(
-            AugmentOptions(
-                input=exported / "raw.jsonl",
-                output=tmp_path / "g.jsonl",
-                factor=3,
-                balance=True,
-                teacher_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
-                teacher_model="t",
-            )
+def test_teacher_generated_refusal_requests_are_checked_against_the_tools(tmp_path, exported, teacher_url):
+    report = augment(
+        AugmentOptions(
+            input=exported / "raw.jsonl",
+            output=tmp_path / "g.jsonl",
+            factor=3,
+            balance=True,
+            teacher_endpoint=teacher_url,
+            teacher_model="t",
         )
-    finally:
-        server.shutdown()
+    )
     assert report["made_by"]["teacher-generation"] > 0
     requests = {
         r["messages"][-2]["content"]
