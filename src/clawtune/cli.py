@@ -252,6 +252,34 @@ def augment_data(
     typer.echo(f"  report:  {report_path}")
 
 
+@ft_app.command("init")
+def ft_init(
+    base_model: Annotated[
+        str, typer.Option("--base-model", help="A Hugging Face id, a local folder, or clawtune/tiny-agent.")
+    ],
+    method: Annotated[str, typer.Option("--method", help="lora | qlora | full.")] = "lora",
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Where training writes checkpoints and the adapter.")
+    ] = Path("./fine-tuned-model/"),
+    config: Annotated[Path, typer.Option("--config", help="The config file to write.")] = Path("ft-config.yaml"),
+    train: Annotated[
+        str, typer.Option("--train", help="Training data path, as written into the config.")
+    ] = "./ft-data/augmented.jsonl",
+    validation: Annotated[
+        str, typer.Option("--validation", help="Validation data path, as written into the config.")
+    ] = "./ft-data/validation.jsonl",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
+) -> None:
+    """Write a commented ft-config.yaml with the seed's values (LoRA r=16, alpha=32, lr 2e-4, ...)."""
+    from clawtune.train.config import init_config
+
+    try:
+        init_config(config, base_model, method, output_dir, train, validation, force)
+    except InputError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {config} (base_model {base_model}, method {method}, output_dir {output_dir})")
+
+
 @app.command("demo")
 def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(

@@ -1,0 +1,282 @@
+"""The training config: the seed's `ft-config.yaml` accepted exactly as written, plus what users of this field expect.
+
+Every problem of a config file is reported at once, each with its key and line (an unknown key with the closest
+known one, a wrong type, an impossible value, a missing data file); never a traceback. Paths are relative to the
+config file's folder. `learning_rate: 2e-4` is a number: YAML 1.1 readers such as PyYAML take it for a string, so the
+loader here resolves exponent floats without a dot too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from clawtune.problems import InputError
+
+DEFAULT_TARGET_MODULES = ["q_proj", "v_proj", "k_proj", "o_proj"]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    train: Path = Field(description="Training examples, OpenAI chat JSONL (e.g. ./ft-data/augmented.jsonl).")
+    validation: Path | None = Field(None, description="Validation examples, evaluated every eval_steps.")
+
+
+class LoraConfig(Strict):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path, against over-fitting.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES), description="Module names to adapt, or all-linear."
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _not_empty(cls, value: list[str] | str) -> list[str] | str:
+        if isinstance(value, list) and not value:
+            raise ValueError("name at least one module (e.g. q_proj) or all-linear")
+        return value
+
+
+class QLoraConfig(Strict):
+    bits: Literal[4, 8] = Field(4, description="Quantisation of the frozen base (bitsandbytes, CUDA only).")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type.")
+    double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
+
+
+class TrainingConfig(Strict):
+    batch_size: int = Field(4, gt=0, description="Examples (or packed rows) per device per step.")
+    epochs: float = Field(3, gt=0, description="Passes over the training data.")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="Peak learning rate.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    max_seq_length: int = Field(4096, ge=16, description="Tokens per example (or packed row).")
+    save_steps: int = Field(500, gt=0, description="Checkpoint every this many optimizer steps.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    packing: bool = Field(True, description="Pack examples into rows, each attending only to itself.")
+    truncation: Literal["truncate", "drop"] = Field("truncate", description="What to do with over-long examples.")
+    seed: int = Field(42, description="Seed of shuffling, dropout and initialisation.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate on the validation set every this many steps.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="LR schedule."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping.")
+    gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
+    save_total_limit: int = Field(3, gt=0, description="Checkpoints kept (the oldest are deleted).")
+    logging_steps: int = Field(10, gt=0, description="Log loss and throughput every this many steps.")
+
+
+class TrackingConfig(Strict):
+    tensorboard: bool = Field(True, description="TensorBoard logs in the output folder.")
+    wandb: bool = Field(False, description="Weights & Biases (offline with WANDB_MODE=offline).")
+    project_name: str | None = Field(None, description="Project name for the trackers.")
+    mlflow: bool = Field(False, description="MLflow, if installed.")
+
+
+class FTConfig(Strict):
+    """A fine-tuning run. The first block of fields is the seed's `ft-config.yaml`; the rest are additions."""
+
+    base_model: str = Field(description="A Hugging Face id, a local folder, or clawtune/tiny-agent.")
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="LoRA, QLoRA (4-bit base, CUDA) or full.")
+    data: DataConfig
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    use_unsloth: bool = Field(
+        False, description="Use Unsloth when installed on a CUDA GPU; otherwise train without it."
+    )
+    bfloat16: bool = Field(False, description="bf16 where the device supports it.")
+    output_dir: Path = Field(Path("./fine-tuned-model"), description="Checkpoints, adapter, logs and summary.")
+    qlora: QLoraConfig = Field(default_factory=QLoraConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    chat_template: Path | None = Field(None, description="A Jinja chat template file (default: the model's own).")
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+
+class ConfigError(InputError):
+    """Every problem of one config file."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{path}: {len(problems)} problem{'s' * (len(problems) != 1)}:\n  " + "\n  ".join(problems))
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with the exponent floats of YAML 1.2 (`2e-4`), which PyYAML otherwise reads as strings."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Line (1-based) of every key path in a composed YAML document."""
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = (*prefix, str(key.value))
+            out[path] = key.start_mark.line + 1
+            out.update(_lines(value, path))
+    return out
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None) if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def load_config(path: Path, check_files: bool = True) -> FTConfig:
+    """Read and check a config file; raises `ConfigError` listing every problem with its key and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the config: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+        lines = _lines(yaml.compose(text, Loader=_Loader) or yaml.MappingNode("", []))
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, [f"not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(path, ["expected a mapping of settings (base_model, method, data, ...)"])
+    problems: list[str] = []
+    config: FTConfig | None = None
+    try:
+        config = FTConfig.model_validate(raw)
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = tuple(str(p) for p in error["loc"] if not isinstance(p, int)) or ("",)
+            key = ".".join(loc)
+            line = lines.get(loc) or lines.get(loc[:-1])
+            where = f"line {line}, " if line else ""
+            if error["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(loc[-1], _known_keys(FTConfig, loc), n=1)
+                hint = f"; did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else ""
+                problems.append(f'{where}key "{key}": unknown key{hint}')
+            elif error["type"] == "missing":
+                problems.append(f'{where}key "{key}": required')
+            else:
+                problems.append(f'{where}key "{key}": {error["msg"]} (got {error.get("input")!r})')
+    if config is not None:
+        config = _resolve(config, path.parent)
+        if check_files:
+            for key, file in (("data.train", config.data.train), ("data.validation", config.data.validation)):
+                if file is not None and not file.is_file():
+                    line = lines.get(tuple(key.split(".")))
+                    where = f"line {line}, " if line else ""
+                    problems.append(f'{where}key "{key}": no such file {file}')
+    if problems:
+        raise ConfigError(path, problems)
+    assert config is not None
+    return config
+
+
+def _resolve(config: FTConfig, base: Path) -> FTConfig:
+    """Paths relative to the config file's folder."""
+
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    data = config.data.model_copy(update={"train": fix(config.data.train), "validation": fix(config.data.validation)})
+    return config.model_copy(
+        update={"data": data, "output_dir": fix(config.output_dir), "chat_template": fix(config.chat_template)}
+    )
+
+
+# --- ft init -------------------------------------------------------------------------------------------------------
+
+TEMPLATE = """\
+# clawtune fine-tuning config (clawtune ft train --config {name}).
+# Paths are relative to this file. `clawtune ft init --help` and the README list every setting.
+base_model: "{base_model}"   # a Hugging Face id, a local folder, or clawtune/tiny-agent
+method: "{method}"           # lora | qlora (4-bit base, CUDA) | full
+data:
+  train: "{train}"
+  validation: "{validation}"
+lora:
+  r: 16            # LoRA rank
+  alpha: 32        # scaling (scale = alpha / r)
+  dropout: 0.1     # against over-fitting
+  target_modules:
+    - "q_proj"
+    - "v_proj"
+    - "k_proj"
+    - "o_proj"
+training:
+  batch_size: 4
+  epochs: 3
+  learning_rate: 2e-4
+  warmup_steps: 100
+  max_seq_length: 4096
+  save_steps: 500
+  gradient_accumulation_steps: 1
+  packing: true              # each example attends only to itself within a packed row
+  scheduler: "cosine"
+  seed: 42
+# use Unsloth to accelerate fine-tuning (when installed and a CUDA GPU is present)
+use_unsloth: true
+bfloat16: true               # where the device supports it; otherwise float32, said in one line
+output_dir: "{output_dir}"
+"""
+
+
+def init_config(
+    path: Path, base_model: str, method: str, output_dir: Path, train: str, validation: str, force: bool
+) -> str:
+    """Write a commented config with the seed's values; refuses to overwrite without `force`. Returns the text."""
+    if method not in ("lora", "qlora", "full"):
+        raise InputError(f"--method {method!r}: expected lora, qlora or full")
+    if path.exists() and not force:
+        raise InputError(f"{path} exists; pass --force to overwrite it")
+    text = TEMPLATE.format(
+        name=path.name,
+        base_model=base_model,
+        method=method,
+        train=train,
+        validation=validation,
+        output_dir=output_dir.as_posix().rstrip("/") + "/",
+    )
+    FTConfig.model_validate(yaml.load(text, Loader=_Loader))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def config_help() -> list[tuple[str, str, Any]]:
+    """(key, description, default) of every setting, for the README and `--help`."""
+    rows: list[tuple[str, str, Any]] = []
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                walk(annotation, f"{prefix}{name}.")
+            else:
+                rows.append(
+                    (
+                        prefix + name,
+                        field.description or "",
+                        None if field.is_required() else field.get_default(call_default_factory=True),
+                    )
+                )
+
+    walk(FTConfig, "")
+    return rows
