@@ -223,11 +223,11 @@ def substitute(example: Example, rng: random.Random, corpus: Corpus) -> Example 
     """Swap entities, numbers and dates consistently across the user turns, tool calls, tool results and answers."""
     pairs: list[tuple[re.Pattern[str], str]] = []
     used: set[str] = set()
-    for value, slot in sorted(set(slot_values(example))):
+    slots = sorted(set(slot_values(example)))
+    present = {v for v, _ in slots}  # never a value the example already holds: two regions must stay two regions
+    for value, slot in slots:
         if value in used:
             continue
-        # Never a value the example already holds: two regions must stay two regions.
-        present = {v for v, _ in slot_values(example)}
         choices = sorted(corpus.slots.get(slot, set()) - present - used)
         if not choices:
             continue
@@ -444,10 +444,11 @@ def check_leakage(examples: list[tuple[int, Example]], options: AugmentOptions) 
     for line, example in examples:
         session = str((example.get("metadata") or {}).get("session_id") or "")
         where = sessions.get(session) if session else None
+        same = contents.get(duplicate_keys(example)[0])
         if where:
             leaks.append(f"{options.input}:{line} is from session {session}, as is {where}")
-        elif duplicate_keys(example)[0] in contents:
-            leaks.append(f"{options.input}:{line} is the same example as {contents[duplicate_keys(example)[0]]}")
+        elif same:
+            leaks.append(f"{options.input}:{line} is the same example as {same}")
     if leaks:
         shown = "\n  ".join(leaks[:10])
         raise InputError(

@@ -18,22 +18,27 @@ def approx_tokens(text: str) -> int:
     return ascii_chars // 4 + (len(text) - ascii_chars) + 1
 
 
+def _parts(message: Message) -> tuple[list[str], int]:
+    """The texts a message puts in front of the model (content, tool names and arguments) and its call count."""
+    texts = [content_text(message.get("content"))]
+    calls = message.get("tool_calls") or []
+    for call in calls:
+        fn = call.get("function") or {}
+        texts += [str(fn.get("name", "")), str(fn.get("arguments", ""))]
+    return texts, len(calls)
+
+
 def message_tokens(message: Message) -> int:
     """Estimated tokens of one message, with a few for the role markers of any chat template."""
-    total = 4 + approx_tokens(content_text(message.get("content")))
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        total += 4 + approx_tokens(str(fn.get("name", ""))) + approx_tokens(str(fn.get("arguments", "")))
-    return total
+    texts, calls = _parts(message)
+    return 4 + 4 * calls + sum(approx_tokens(t) for t in texts)
 
 
 def _char_bound(message: Message) -> int:
-    """Characters of a message plus its call overheads: never fewer than `message_tokens` counts."""
-    total = 5 + len(content_text(message.get("content")))
-    for call in message.get("tool_calls") or []:
-        fn = call.get("function") or {}
-        total += 6 + len(str(fn.get("name", ""))) + len(str(fn.get("arguments", "")))
-    return total
+    """Characters of a message plus its overheads: never fewer than `message_tokens` counts (a token here never
+    covers less than one character, and approx_tokens adds one per text)."""
+    texts, calls = _parts(message)
+    return 4 + 4 * calls + sum(len(t) + 1 for t in texts)
 
 
 def turn_starts(messages: list[Message]) -> list[int]:
