@@ -34,3 +34,52 @@ def export_sample(out: Path, state: Path, *extra: str, agent: str = "my-agent") 
     return main(
         ["agent", "export-training-data", "--agent-id", agent, "--output", str(out), "--state-dir", str(state), *extra]
     )
+
+
+# OpenClaw transcript entries for hand-made sessions (v3 JSONL lines).
+HEADER: dict[str, Any] = {"type": "session", "version": 3, "id": "s1", "timestamp": "2026-04-02T10:00:00Z", "cwd": "/w"}
+
+
+def msg(i, parent, role, content, **extra):
+    """A `message` entry."""
+    return {
+        "type": "message",
+        "id": i,
+        "parentId": parent,
+        "timestamp": "2026-04-02T10:00:01Z",
+        "message": {"role": role, "content": content, **extra},
+    }
+
+
+def call(i, parent, call_id, name, args, stop="toolUse"):
+    """An assistant entry with one tool call."""
+    return msg(
+        i, parent, "assistant", [{"type": "toolCall", "id": call_id, "name": name, "arguments": args}], stopReason=stop
+    )
+
+
+def result(i, parent, call_id, text, **extra):
+    """A toolResult entry."""
+    return msg(
+        i,
+        parent,
+        "toolResult",
+        [{"type": "text", "text": text}],
+        toolCallId=call_id,
+        toolName="query_database",
+        **extra,
+    )
+
+
+def text(i, parent, t, **extra):
+    """An assistant entry with text."""
+    return msg(i, parent, "assistant", [{"type": "text", "text": t}], stopReason="stop", **extra)
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """An OpenAI-format assistant message calling one tool (`arguments` is the JSON string)."""
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}],
+    }

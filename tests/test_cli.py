@@ -10,7 +10,7 @@ from clawtune.data.export import ExportOptions, export_training_data
 from clawtune.logs import sessions as sessions_module
 from clawtune.sample.agent import STORE_SCHEMA
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from .conftest import HEADER, export_sample, msg, read_jsonl, text, write_jsonl
 
 
 def test_help_lists_working_commands_and_imports_nothing_heavy():
@@ -51,27 +51,7 @@ def test_unknown_option_is_a_usage_error(capsys):
 
 def test_near_duplicates_are_dropped(tmp_path):
     def session(sid, question):
-        return [
-            {"type": "session", "version": 3, "id": sid, "timestamp": "2026-04-02T10:00:00Z"},
-            {
-                "type": "message",
-                "id": "a",
-                "parentId": None,
-                "timestamp": "2026-04-02T10:00:00Z",
-                "message": {"role": "user", "content": question},
-            },
-            {
-                "type": "message",
-                "id": "b",
-                "parentId": "a",
-                "timestamp": "2026-04-02T10:00:01Z",
-                "message": {
-                    "role": "assistant",
-                    "content": [{"type": "text", "text": "It was $5."}],
-                    "stopReason": "stop",
-                },
-            },
-        ]
+        return [HEADER | {"id": sid}, msg("a", None, "user", question), text("b", "a", "It was $5.")]
 
     folder = tmp_path / "s"
     write_jsonl(folder / "s1.jsonl", session("s1", "What were sales in May?"))
@@ -90,26 +70,7 @@ def test_locked_store_is_reported_and_the_rest_exported(tmp_path, monkeypatch):
     writer = sqlite3.connect(store, isolation_level=None)
     writer.executescript(STORE_SCHEMA)
     writer.execute("begin exclusive")  # OpenClaw in the middle of a write (rollback-journal mode)
-    good = write_jsonl(
-        tmp_path / "s1.jsonl",
-        [
-            {"type": "session", "version": 3, "id": "s1", "timestamp": "2026-04-02T10:00:00Z"},
-            {
-                "type": "message",
-                "id": "a",
-                "parentId": None,
-                "timestamp": "2026-04-02T10:00:00Z",
-                "message": {"role": "user", "content": "hi"},
-            },
-            {
-                "type": "message",
-                "id": "b",
-                "parentId": "a",
-                "timestamp": "2026-04-02T10:00:01Z",
-                "message": {"role": "assistant", "content": [{"type": "text", "text": "hello"}], "stopReason": "stop"},
-            },
-        ],
-    )
+    good = write_jsonl(tmp_path / "s1.jsonl", [HEADER, msg("a", None, "user", "hi"), text("b", "a", "hello")])
     try:
         report = export_training_data(
             ExportOptions(agent_id="a", output=tmp_path / "o", sessions=[store, good], ratios=(1, 0, 0))

@@ -14,41 +14,7 @@ from clawtune.logs.tree import COMPACTION_PREFIX, active_branch, segments
 from clawtune.problems import Problems
 from clawtune.sample.agent import STORE_SCHEMA
 
-from .conftest import read_jsonl, write_jsonl
-
-HEADER = {"type": "session", "version": 3, "id": "s1", "timestamp": "2026-04-02T10:00:00Z", "cwd": "/w"}
-
-
-def msg(i, parent, role, content, **extra):
-    return {
-        "type": "message",
-        "id": i,
-        "parentId": parent,
-        "timestamp": "2026-04-02T10:00:01Z",
-        "message": {"role": role, "content": content, **extra},
-    }
-
-
-def call(i, parent, call_id, name, args, stop="toolUse"):
-    return msg(
-        i, parent, "assistant", [{"type": "toolCall", "id": call_id, "name": name, "arguments": args}], stopReason=stop
-    )
-
-
-def result(i, parent, call_id, text, **extra):
-    return msg(
-        i,
-        parent,
-        "toolResult",
-        [{"type": "text", "text": text}],
-        toolCallId=call_id,
-        toolName="query_database",
-        **extra,
-    )
-
-
-def text(i, parent, t, **extra):
-    return msg(i, parent, "assistant", [{"type": "text", "text": t}], stopReason="stop", **extra)
+from .conftest import HEADER, call, msg, read_jsonl, result, text, write_jsonl
 
 
 def convert(path: Path, **options):

@@ -9,48 +9,17 @@ from hypothesis import strategies as st
 from clawtune.data.export import Exporter, ExportOptions, export_training_data
 from clawtune.problems import InputError
 
+from .conftest import HEADER, call, msg, result, text
+
 VALID = [
-    json.dumps({"type": "session", "version": 3, "id": "s", "timestamp": "2026-04-02T10:00:00Z"}),
-    json.dumps(
-        {
-            "type": "message",
-            "id": "a",
-            "parentId": None,
-            "timestamp": "2026-04-02T10:00:00Z",
-            "message": {"role": "user", "content": "hi"},
-        }
-    ),
-    json.dumps(
-        {
-            "type": "message",
-            "id": "b",
-            "parentId": "a",
-            "timestamp": "2026-04-02T10:00:01Z",
-            "message": {
-                "role": "assistant",
-                "content": [{"type": "toolCall", "id": "c", "name": "q", "arguments": {"x": 1}}],
-                "stopReason": "toolUse",
-            },
-        }
-    ),
-    json.dumps(
-        {
-            "type": "message",
-            "id": "c",
-            "parentId": "b",
-            "timestamp": "2026-04-02T10:00:02Z",
-            "message": {"role": "toolResult", "toolCallId": "c", "content": [{"type": "text", "text": "1"}]},
-        }
-    ),
-    json.dumps(
-        {
-            "type": "message",
-            "id": "d",
-            "parentId": "c",
-            "timestamp": "2026-04-02T10:00:03Z",
-            "message": {"role": "assistant", "content": [{"type": "text", "text": "one"}], "stopReason": "stop"},
-        }
-    ),
+    json.dumps(entry)
+    for entry in (
+        HEADER,
+        msg("a", None, "user", "hi"),
+        call("b", "a", "c", "q", {"x": 1}),
+        result("c", "b", "c", "1"),
+        text("d", "c", "one"),
+    )
 ]
 
 mangle = st.one_of(
@@ -119,8 +88,8 @@ def test_sqlite_rows_of_any_shape(tmp_path, rows):
     conn.execute(
         "create table transcript_events(session_id text, seq integer, event_json text, created_at integer, event_zstd blob, event_utf8_bytes integer, navigation_json text)"
     )
-    for seq, (text, blob) in enumerate(rows):
-        conn.execute("insert into transcript_events values ('s', ?, ?, 0, ?, 10, null)", (seq, text, blob))
+    for seq, (event, blob) in enumerate(rows):
+        conn.execute("insert into transcript_events values ('s', ?, ?, 0, ?, 10, null)", (seq, event, blob))
     conn.commit()
     conn.close()
     run_export(tmp_path, [db])

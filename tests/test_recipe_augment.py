@@ -24,7 +24,7 @@ from clawtune.data.augment import (
 from clawtune.data.recipe import TARGET, category, traits
 from clawtune.data.validate import validate_files
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from .conftest import export_sample, read_jsonl, tool_call, write_jsonl
 
 TOOLS = [
     {
@@ -52,17 +52,7 @@ def sales(region: str, month: str, total: int, call_id: str = "c1") -> dict:
         "messages": [
             {"role": "system", "content": "You are a finance agent."},
             {"role": "user", "content": f"What were sales in the {region} region for {month}?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call_id,
-                        "type": "function",
-                        "function": {"name": "query_database", "arguments": json.dumps({"query": query})},
-                    }
-                ],
-            },
+            tool_call(call_id, "query_database", json.dumps({"query": query})),
             {"role": "tool", "tool_call_id": call_id, "content": json.dumps({"rows": [{"sum": total}]})},
             {"role": "assistant", "content": f"Sales in the {region} region for {month} were ${total:,}."},
         ],
@@ -167,17 +157,7 @@ def test_substitute_leaves_computed_numbers_alone():
     fx = {
         "messages": [
             {"role": "user", "content": "Convert 100 USD to EUR."},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "c",
-                        "type": "function",
-                        "function": {"name": "get_exchange_rate", "arguments": '{"base": "USD", "quote": "EUR"}'},
-                    }
-                ],
-            },
+            tool_call("c", "get_exchange_rate", '{"base": "USD", "quote": "EUR"}'),
             {"role": "tool", "tool_call_id": "c", "content": '{"rate": 0.92}'},
             {"role": "assistant", "content": "100 USD is 92.00 EUR at 0.92."},
         ],
@@ -196,20 +176,7 @@ def test_substitute_shifts_iso_dates_together():
     ex = {
         "messages": [
             {"role": "user", "content": "Orders on 2026-04-01?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "c",
-                        "type": "function",
-                        "function": {
-                            "name": "query_database",
-                            "arguments": '{"query": "SELECT COUNT(*) FROM orders WHERE day = \'2026-04-01\'"}',
-                        },
-                    }
-                ],
-            },
+            tool_call("c", "query_database", '{"query": "SELECT COUNT(*) FROM orders WHERE day = \'2026-04-01\'"}'),
             {"role": "tool", "tool_call_id": "c", "content": '{"day": "2026-04-01", "count": 7}'},
             {"role": "assistant", "content": "There were 7 orders on 2026-04-01."},
         ],

@@ -9,7 +9,7 @@ from clawtune.data.scrub import Scrubber, luhn_ok
 from clawtune.data.split import assign_splits
 from clawtune.data.validate import validate_files
 
-from .conftest import read_jsonl, write_jsonl
+from .conftest import read_jsonl, tool_call, write_jsonl
 
 SEED_EXAMPLE = "../shared/seed/tool-call-example.jsonl"
 
@@ -65,20 +65,7 @@ def test_same_value_same_placeholder_and_arguments_stay_json():
     example = {
         "messages": [
             {"role": "user", "content": "Email bob@example.com the total"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "c",
-                        "type": "function",
-                        "function": {
-                            "name": "send_report",
-                            "arguments": json.dumps({"to": "bob@example.com", "body": 'say "hi"'}),
-                        },
-                    }
-                ],
-            },
+            tool_call("c", "send_report", json.dumps({"to": "bob@example.com", "body": 'say "hi"'})),
             {"role": "tool", "tool_call_id": "c", "content": "sent to bob@example.com"},
         ]
     }
@@ -119,13 +106,7 @@ def test_validate_lists_every_problem_with_line_message_and_key(tmp_path, capsys
             {
                 "messages": [
                     {"role": "user", "content": "q"},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "c1", "type": "function", "function": {"name": "nope", "arguments": "{bad"}}
-                        ],
-                    },
+                    tool_call("c1", "nope", "{bad"),
                     {"role": "user", "content": "again"},
                     {"role": "assistant", "content": "a", "weight": 0},
                 ],
