@@ -280,6 +280,63 @@ def ft_init(
     typer.echo(f"wrote {config} (base_model {base_model}, method {method}, output_dir {output_dir})")
 
 
+@ft_app.command("train")
+def ft_train(
+    config: Annotated[Path, typer.Option("--config", help="The training config (see `clawtune ft init`).")],
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", help="GPUs to train on (N > 1: one DDP process per GPU).", min=1)
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue exactly from this checkpoint (or the newest one in this folder)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Train on this file instead; with --resume, continue the weights on new data."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what the run would cost, then stop.")] = False,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,
+    project_name: Annotated[str | None, typer.Option("--project-name", help="Run name and tracker project.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps.", min=1)
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail on the first bad example instead of skipping it.")
+    ] = False,
+) -> None:
+    """Fine-tune (LoRA, QLoRA or full) with assistant-only loss, isolated packing and resumable checkpoints."""
+    import os
+
+    from clawtune.train.config import load_config
+    from clawtune.train.run import TrainOptions, launch_processes, run_training
+
+    try:
+        loaded = load_config(config, check_files=data is None)
+        options = TrainOptions(
+            config=loaded,
+            config_path=config,
+            gpus=gpus,
+            resume=resume,
+            data=data,
+            dry_run=dry_run,
+            wandb=wandb,
+            project_name=project_name,
+            max_steps=max_steps,
+            strict=strict,
+        )
+        if gpus and gpus > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
+            argv = ["ft", "train", "--config", str(config), "--gpus", str(gpus)]
+            for flag, value in (("--resume", resume), ("--data", data), ("--project-name", project_name)):
+                if value is not None:
+                    argv += [flag, str(value)]
+            argv += ["--max-steps", str(max_steps)] if max_steps else []
+            argv += ["--wandb"] * wandb + ["--strict"] * strict
+            raise typer.Exit(launch_processes(options, argv))
+        run_training(options)
+    except InputError as exc:
+        _fail(str(exc))
+
+
 @app.command("demo")
 def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(

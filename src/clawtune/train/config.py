@@ -34,7 +34,7 @@ class DataConfig(Strict):
 
 class LoraConfig(Strict):
     r: int = Field(16, gt=0, description="LoRA rank.")
-    alpha: float = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA path, against over-fitting.")
     target_modules: list[str] | Literal["all-linear"] = Field(
         default_factory=lambda: list(DEFAULT_TARGET_MODULES), description="Module names to adapt, or all-linear."
@@ -74,6 +74,9 @@ class TrainingConfig(Strict):
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
     save_total_limit: int = Field(3, gt=0, description="Checkpoints kept (the oldest are deleted).")
     logging_steps: int = Field(10, gt=0, description="Log loss and throughput every this many steps.")
+    attention: Literal["auto", "sdpa", "eager", "flex_attention"] = Field(
+        "auto", description="Attention kernel (auto: sdpa); packed rows get a document mask with each."
+    )
 
 
 class TrackingConfig(Strict):

@@ -1,0 +1,22 @@
+"""Rebuild the bundled `clawtune/tiny-agent` model (deterministic; run once, the result is committed)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from clawtune.models import BUNDLED, TINY_AGENT
+from clawtune.models.tiny import build
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--output", type=Path, default=BUNDLED[TINY_AGENT])
+    args = parser.parse_args()
+    out = build(args.output)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"wrote {out} ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Loading base models and tokenizers by Hugging Face id, local folder, or bundled name, and fingerprinting them.
+
+`clawtune/tiny-agent` is a small Llama-architecture model shipped inside the package (built by
+`scripts/make_tiny_model.py`) so the demo and the tests train, evaluate and serve a real model without a download.
+A tokenizer without a chat template (a base model) gets clawtune's tool-capable default, which is then saved with
+every checkpoint so serving renders exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clawtune.problems import InputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+HERE = Path(__file__).parent
+TINY_AGENT = "clawtune/tiny-agent"
+BUNDLED = {TINY_AGENT: HERE / "tiny-agent"}
+DEFAULT_TEMPLATE_NAME = "clawtune chatml+tools"
+
+
+class ModelLoadError(InputError):
+    """A model or tokenizer could not be found or loaded; says where clawtune looked."""
+
+
+def default_chat_template() -> str:
+    """clawtune's default template: ChatML turns with Hermes-style `<tool_call>` blocks."""
+    return (HERE / "chatml_tools.jinja").read_text(encoding="utf-8")
+
+
+def resolve(name: str, needs: str = "config.json") -> str:
+    """The path or hub id to load `name` from: a bundled name, a local folder (holding `needs`), or a hub id."""
+    if name in BUNDLED:
+        path = BUNDLED[name]
+        if not (path / needs).is_file():
+            raise ModelLoadError(f"{name}: the bundled model is missing from {path}; run scripts/make_tiny_model.py")
+        return str(path)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / needs).is_file():
+            raise ModelLoadError(f"{name}: a local model folder needs a {needs} (found none in {local})")
+        return str(local)
+    return name
+
+
+def _load_error(name: str, what: str, exc: Exception) -> ModelLoadError:
+    hint = ""
+    if "/" in name and not Path(name).exists():
+        hint = (
+            " (a Hugging Face id needs network access or the hub cache; with HF_HUB_OFFLINE=1 only the cache is read)"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ModelLoadError(f"{name}: cannot load the {what}{hint}: {first}")
+
+
+def load_tokenizer(name: str, chat_template: Path | None = None) -> tuple[PreTrainedTokenizerBase, str]:
+    """The tokenizer of `name` with a chat template that handles tools, and where that template came from."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve(name, "tokenizer_config.json"))
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, "tokenizer", exc) from None
+    if not tokenizer.is_fast:
+        raise ModelLoadError(f"{name}: clawtune needs a fast (Rust) tokenizer for exact loss masks; found a slow one")
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template.read_text(encoding="utf-8")
+        source = str(chat_template)
+    elif getattr(tokenizer, "chat_template", None):
+        source = "model"
+    else:
+        tokenizer.chat_template = default_chat_template()
+        source = DEFAULT_TEMPLATE_NAME
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer, source
+
+
+def load_model(name: str, **kwargs: Any) -> Any:
+    """`AutoModelForCausalLM.from_pretrained` on the resolved name, with load errors made readable."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(resolve(name), **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(name, "model", exc) from None
+
+
+# Keys of a model config that say how it was loaded or saved, not what the model is.
+_TRANSIENT_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache", "_commit_hash"}
+
+
+def fingerprint(config: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 over what makes a base model itself: its architecture config and its vocabulary.
+
+    An adapter trained on one base is refused on another with a different fingerprint (see the export manifest).
+    """
+    stable = {k: v for k, v in config.items() if k not in _TRANSIENT_CONFIG_KEYS and not k.startswith("_attn")}
+    digest = hashlib.sha256()
+    digest.update(json.dumps(stable, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False).encode())
+    digest.update(json.dumps(sorted(map(str, tokenizer.all_special_tokens))).encode())
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,119 @@
+"""Build `clawtune/tiny-agent`: a 4-layer Llama with a byte-level BPE tokenizer trained on agent conversations.
+
+The tokenizer is trained on sample-agent sessions generated with a different seed than the demo's (same kind of
+traffic, none of the demo's conversations), plus the chat template's scaffolding, so tool calls tokenize compactly.
+Weights are random (seeded): the model knows nothing until it is fine-tuned, which is what makes the demo's
+baseline-versus-fine-tuned comparison honest. Tests call `build()` with their own sizes or template.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clawtune.models import default_chat_template
+
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
+CORPUS_SEED = 1234  # the demo's sample agent uses seed 7
+
+
+def sample_texts(n_sessions: int = 400, seed: int = CORPUS_SEED) -> Iterator[str]:
+    """Texts of sample-agent conversations (every message, call and schema), exported the usual way."""
+    from clawtune.data.export import ExportOptions, export_training_data
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+    from clawtune.sample import make_state_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        state = make_state_dir(Path(tmp), n_sessions=n_sessions, seed=seed)
+        out = Path(tmp) / "data"
+        export_training_data(ExportOptions(agent_id="my-agent", output=out, state_dirs=[state], min_samples=1))
+        render = _renderer()
+        for name in ("raw.jsonl", "validation.jsonl", "test.jsonl"):
+            for _, example in iter_examples(out / name, Problems()):
+                yield render(messages=example["messages"], tools=example.get("tools"), add_generation_prompt=False)
+
+
+def _renderer() -> Any:
+    """The default chat template as a plain function (the same Jinja settings transformers uses)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env.from_string(default_chat_template()).render
+
+
+def train_tokenizer(texts: Iterator[str], vocab_size: int, chat_template: str | None) -> Any:
+    """A byte-level BPE tokenizer (GPT-2 style pre-tokenisation) wrapped for transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    scaffolding = ["<|im_start|>system\n", "<|im_start|>user\n", "<|im_start|>assistant\n", "<|im_start|>tool\n"]
+    tokenizer.train_from_iterator([*scaffolding, *texts], trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
+    wrapped.add_tokens(TOOL_TAGS)
+    if chat_template is not None:
+        wrapped.chat_template = chat_template
+    return wrapped
+
+
+def build(
+    out: Path,
+    *,
+    hidden_size: int = 192,
+    layers: int = 4,
+    heads: int = 6,
+    kv_heads: int = 2,
+    intermediate_size: int = 512,
+    vocab_size: int = 4096,
+    chat_template: str | None = "default",
+    n_sessions: int = 400,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny Llama model folder (config, bf16 safetensors, tokenizer with template) to `out`."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    template = default_chat_template() if chat_template == "default" else chat_template
+    tokenizer = train_tokenizer(sample_texts(n_sessions), vocab_size, template)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).bfloat16()
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

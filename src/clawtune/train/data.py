@@ -1,0 +1,181 @@
+"""Training data: tokenized examples, isolated packing, batches and the attention masks that keep examples apart.
+
+Packing puts several examples in one row (best-fit decreasing, so rows are nearly full) and restarts positions at
+each example. Position ids alone do NOT isolate examples with every attention implementation (measured: transformers
+5.x with sdpa/eager/flex lets a packed example see its neighbours), so each row also carries document ids, from which
+an explicit block-diagonal causal mask is built on the device: a 4-D boolean mask for sdpa, an additive one for
+eager, a sparse BlockMask for flex attention. A test checks that an example's logits are the same packed or alone.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clawtune.data.validate import check_example, iter_examples
+from clawtune.problems import Problems
+from clawtune.train.render import IGNORE, Rendered, TemplateError, render_example
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass
+class TokenizedData:
+    """The usable examples of one file and what happened to the rest."""
+
+    examples: list[Rendered] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e.input_ids) for e in self.examples)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(e.trained for e in self.examples)
+
+
+def tokenize_file(
+    path: Path,
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    truncation: str,
+    problems: Problems,
+    progress: Any = None,
+) -> TokenizedData:
+    """Render and tokenize every valid example of `path`; invalid, untrainable and (by flag) over-long ones are
+    reported with their line and counted, never silently lost."""
+    data = TokenizedData()
+    name = str(path)
+    for lineno, example in iter_examples(path, problems):
+        data.counts["read"] += 1
+        if progress is not None:
+            progress()
+        if not check_example(example, name, lineno, problems):
+            data.counts["skipped: invalid"] += 1
+            continue
+        try:
+            rendered = render_example(tokenizer, example)
+        except TemplateError as exc:
+            problems.add(name, lineno, "template", str(exc), key="messages")
+            data.counts["skipped: template"] += 1
+            continue
+        except Exception as exc:  # a template raising on this conversation (jinja's raise_exception)
+            problems.add(name, lineno, "template", f"the chat template failed: {exc}", key="messages")
+            data.counts["skipped: template"] += 1
+            continue
+        if len(rendered.input_ids) > max_length:
+            if truncation == "drop":
+                problems.add(name, lineno, "too-long", f"{len(rendered.input_ids)} tokens > max_seq_length, dropped")
+                data.counts["skipped: too long"] += 1
+                continue
+            data.counts["truncated"] += 1
+            rendered = rendered.truncated(max_length)
+        if rendered.trained == 0:
+            why = "after truncation to max_seq_length" if len(rendered.input_ids) == max_length else "at all"
+            problems.add(name, lineno, "no-trained-token", f"no assistant token is trained {why}", key="messages")
+            data.counts["skipped: no trained token"] += 1
+            continue
+        data.examples.append(rendered)
+    data.counts["used"] = len(data.examples)
+    return data
+
+
+def pack(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into rows of at most `capacity` tokens (best-fit decreasing; deterministic)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (room left, row index), sorted
+    for i in order:
+        at = bisect.bisect_left(free, (lengths[i], -1))
+        if at == len(free):
+            rows.append([i])
+            room, row = capacity - lengths[i], len(rows) - 1
+        else:
+            room, row = free.pop(at)
+            rows[row].append(i)
+            room -= lengths[i]
+        if room > 0:
+            bisect.insort(free, (room, row))
+    return rows
+
+
+class RowDataset:
+    """Rows of one or more examples (a map-style dataset for the Trainer)."""
+
+    def __init__(self, examples: list[Rendered], rows: list[list[int]]) -> None:
+        self.examples = examples
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> list[Rendered]:
+        return [self.examples[i] for i in self.rows[index]]
+
+
+def make_dataset(data: TokenizedData, packing: bool, capacity: int) -> RowDataset:
+    if packing:
+        return RowDataset(data.examples, pack([len(e.input_ids) for e in data.examples], capacity))
+    return RowDataset(data.examples, [[i] for i in range(len(data.examples))])
+
+
+@dataclass
+class Collator:
+    """Pads rows to the longest in the batch (or a fixed length) and adds positions and document ids."""
+
+    pad_token_id: int
+    pad_to: int | None = None
+    multiple_of: int = 8
+
+    def __call__(self, rows: list[list[Rendered]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        width = max(sum(len(e.input_ids) for e in row) for row in rows)
+        if self.pad_to:
+            width = max(width, self.pad_to)
+        width = -(-width // self.multiple_of) * self.multiple_of
+        shape = (len(rows), width)
+        input_ids = torch.full(shape, self.pad_token_id, dtype=torch.long)
+        labels = torch.full(shape, IGNORE, dtype=torch.long)
+        positions = torch.zeros(shape, dtype=torch.long)
+        documents = torch.full(shape, -1, dtype=torch.long)
+        for r, row in enumerate(rows):
+            at = 0
+            for d, example in enumerate(row):
+                n = len(example.input_ids)
+                input_ids[r, at : at + n] = torch.tensor(example.input_ids)
+                labels[r, at : at + n] = torch.tensor(example.labels)
+                labels[r, at] = IGNORE  # never predict an example's first token from the previous example
+                positions[r, at : at + n] = torch.arange(n)
+                documents[r, at : at + n] = d
+                at += n
+        return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "document_ids": documents}
+
+
+def document_mask(documents: torch.Tensor, implementation: str, dtype: torch.dtype) -> Any:
+    """The attention mask that lets each token see only earlier tokens of its own example.
+
+    Padding (document -1) attends to earlier padding only, so no softmax row is empty; it carries no loss.
+    """
+    import torch
+
+    batch, length = documents.shape
+    if implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        def mask_mod(b: Any, h: Any, q: Any, kv: Any) -> Any:
+            return (documents[b, q] == documents[b, kv]) & (q >= kv)
+
+        return create_block_mask(mask_mod, batch, None, length, length, device=documents.device)
+    causal = torch.ones(length, length, dtype=torch.bool, device=documents.device).tril()
+    mask = (documents[:, :, None] == documents[:, None, :]) & causal
+    mask = mask[:, None]
+    if implementation == "eager":
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    return mask

@@ -1,0 +1,620 @@
+"""`clawtune ft train`: LoRA, QLoRA or full fine-tuning with transformers' Trainer and PEFT.
+
+What clawtune adds to the stock Trainer: assistant-only labels rendered with the model's own chat template
+(`render.py`), isolated packing (`data.py`), checkpoints that are complete or absent (`manifest.py`), a progress bar
+with tokens/s, a `training-summary.json` and a loss plot, and one clear line whenever the machine cannot do what the
+config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from clawtune import __version__
+from clawtune.models import fingerprint, load_model, load_tokenizer, resolve
+from clawtune.problems import InputError, Problems
+from clawtune.train.config import FTConfig
+from clawtune.train.data import Collator, TokenizedData, document_mask, make_dataset, tokenize_file
+from clawtune.train.manifest import (
+    find_checkpoint,
+    read_manifest,
+    rotate,
+    write_json_atomic,
+    write_manifest,
+)
+
+SUMMARY = "training-summary.json"
+LOSS_PLOT = "loss-curve.png"
+
+
+class TrainError(InputError):
+    """The run cannot start as configured; the message says why and what to change."""
+
+
+@dataclass
+class TrainOptions:
+    config: FTConfig
+    config_path: Path | None = None
+    gpus: int | None = None
+    resume: Path | None = None
+    data: Path | None = None
+    dry_run: bool = False
+    wandb: bool = False
+    project_name: str | None = None
+    max_steps: int | None = None
+    strict: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Plan:
+    """What the machine will actually run, and the lines that say where that differs from the config."""
+
+    device: str
+    bf16: bool
+    attention: str
+    world_size: int
+    notes: list[str] = field(default_factory=list)
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def plan_run(options: TrainOptions) -> Plan:
+    """Match the config and flags to this machine, with one line for each substitution."""
+    import torch
+
+    config = options.config
+    cuda = torch.cuda.is_available()
+    mps = not cuda and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    notes = []
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cuda:
+        device = "cuda"
+        if options.gpus and options.gpus > torch.cuda.device_count():
+            raise TrainError(f"--gpus {options.gpus}: only {torch.cuda.device_count()} CUDA GPU(s) here")
+    elif mps:
+        device = "mps"
+    else:
+        device = "cpu"
+    if options.gpus and not cuda:
+        what = f"{options.gpus} CPU processes (DDP over gloo)" if options.gpus > 1 else "the CPU"
+        notes.append(f"--gpus {options.gpus}: no CUDA GPU on this machine; training on {what} instead")
+    bf16 = False
+    if config.bfloat16:
+        if cuda and torch.cuda.is_bf16_supported():
+            bf16 = True
+        else:
+            notes.append(f"bfloat16: not supported well on {device}; training in float32 instead")
+    if config.method == "qlora":
+        if not cuda:
+            raise TrainError(
+                "method qlora quantises the base model to 4 bits with bitsandbytes, which needs a CUDA GPU; "
+                "this machine has none. Use method: lora (same adapter, full-precision base) or run on a GPU."
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise TrainError("method qlora needs bitsandbytes: pip install bitsandbytes (or use method: lora)")
+    if config.use_unsloth:
+        if not cuda:
+            why = "no CUDA GPU on this machine"
+        elif importlib.util.find_spec("unsloth") is None:
+            why = "Unsloth is not installed (pip install unsloth)"
+        else:
+            why = "clawtune's isolated packing and masks are not wired into Unsloth's patched model yet"
+        notes.append(f"use_unsloth: {why}; training with transformers + PEFT instead")
+    attention = config.training.attention
+    if attention == "auto":
+        attention = "sdpa"
+    return Plan(device=device, bf16=bf16, attention=attention, world_size=world, notes=notes)
+
+
+# --------------------------------------------------------------------------------------------------- data
+
+
+def load_data(
+    path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None
+) -> TokenizedData:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if not path.is_file():
+        raise TrainError(f"{path}: no such data file")
+    with open(path, "rb") as f:
+        lines = sum(1 for _ in f)
+    with Progress(
+        TextColumn("tokenizing {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(path.name, total=lines)
+        data = tokenize_file(
+            path,
+            tokenizer,
+            config.training.max_seq_length,
+            config.training.truncation,
+            problems,
+            progress=lambda: progress.advance(task),
+        )
+    if not data.examples:
+        reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith("skipped"))
+        raise TrainError(
+            f"{path}: no example has a trained token ({data.counts['read']} read; {reasons or 'file empty'}). "
+            "Training on it would report a loss of 0 and learn nothing."
+        )
+    return data
+
+
+# --------------------------------------------------------------------------------------------------- model
+
+
+def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> Any:
+    """The base model with the method's trainable parameters (LoRA adapters, or everything for full)."""
+    import torch
+
+    config = options.config
+    dtype = torch.bfloat16 if plan.bf16 else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": plan.attention}
+    if config.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=config.qlora.bits == 4,
+            load_in_8bit=config.qlora.bits == 8,
+            bnb_4bit_quant_type=config.qlora.quant_type,
+            bnb_4bit_use_double_quant=config.qlora.double_quant,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    if config.method == "full" and init_from is not None:
+        model = load_model(str(init_from), **kwargs)
+    else:
+        model = load_model(config.base_model, **kwargs)
+    model.config.use_cache = False
+    if config.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if config.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    if init_from is not None:
+        return PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
+    lora = config.lora
+    try:
+        return get_peft_model(
+            model,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
+    except ValueError as exc:
+        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise TrainError(f"lora.target_modules: {exc}. Linear layers of this model: {', '.join(names)}") from None
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------------------- trainer
+
+
+def make_trainer_class() -> type:
+    """The Trainer subclass, defined lazily so `clawtune --help` never imports transformers."""
+    from transformers import Trainer
+
+    class ClawtuneTrainer(Trainer):  # type: ignore[misc]
+        """Trainer with document masks built on the device, token counters and atomic checkpoints."""
+
+        clawtune_attention = "sdpa"
+        clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
+        clawtune_keep = 3
+        clawtune_meter: Any = None
+        _staging: str | None = None
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+            import torch
+
+            inputs = dict(inputs)
+            documents = inputs.pop("document_ids")
+            if int(documents.max()) > 0:  # a packed row: keep its examples apart
+                dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+                inputs["attention_mask"] = document_mask(documents, self.clawtune_attention, dtype)
+            else:
+                inputs["attention_mask"] = (documents >= 0).to(torch.long)
+            if model.training and self.clawtune_meter is not None:
+                self.clawtune_meter.count(documents, inputs["labels"])
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def _get_output_dir(self, trial: Any) -> str:
+            return self._staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """Write to `.staging/checkpoint-N`, add the manifest, then rename into place: whole or absent."""
+            run_dir = Path(super()._get_output_dir(trial))
+            staging = run_dir / ".staging"
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                name = f"checkpoint-{self.state.global_step}"
+                write_manifest(staging / name, {**self.clawtune_manifest, "step": self.state.global_step})
+                final = run_dir / name
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staging / name, final)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate(run_dir, self.clawtune_keep)
+            self.accelerator.wait_for_everyone()
+
+    return ClawtuneTrainer
+
+
+class Meter:
+    """Non-pad and trained tokens seen, for the progress bar and the summary (saved in checkpoints for resume)."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.trained = 0
+        self.run_tokens = 0
+
+    def count(self, documents: Any, labels: Any) -> None:
+        tokens = int((documents >= 0).sum())
+        self.tokens += tokens
+        self.run_tokens += tokens
+        self.trained += int((labels != -100).sum())
+
+
+def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[str, int] | None) -> list[Any]:
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class MeterState(TrainerCallback, ExportableState):  # type: ignore[misc]
+        """Carries the token counters through checkpoints, so a resumed run's totals continue."""
+
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"tokens": meter.tokens, "trained": meter.trained}}
+
+    class Progress(TrainerCallback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.progress: Any = None
+            self.task: Any = None
+            self.loss: float | None = None
+            self.started = 0.0
+            self.start_step = 0
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if resume_tokens:
+                meter.tokens = resume_tokens.get("tokens", 0)
+                meter.trained = resume_tokens.get("trained", 0)
+            if console is None or not state.is_world_process_zero:
+                return
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s  ETA"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self.progress.start()
+            self.start_step = state.global_step
+            self.task = self.progress.add_task(
+                "train", total=state.max_steps, completed=state.global_step, loss="-", speed="-"
+            )
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step >= state.max_steps:
+                control.should_save = True  # the last step always leaves a complete checkpoint
+            if self.progress is None:
+                return
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            speed = f"{meter.run_tokens * args.world_size / elapsed:,.0f}"
+            loss = "-" if self.loss is None else f"{self.loss:.4f}"
+            self.progress.update(self.task, completed=state.global_step, loss=loss, speed=speed)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                self.loss = float(logs["loss"])
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.stop()
+
+    return [MeterState(), Progress()]
+
+
+def report_to(options: TrainOptions) -> list[str]:
+    tracking = options.config.tracking
+    targets = []
+    if tracking.tensorboard:
+        targets.append("tensorboard")
+    if options.wandb or tracking.wandb:
+        if importlib.util.find_spec("wandb") is None:
+            raise TrainError("--wandb: Weights & Biases is not installed (pip install wandb)")
+        targets.append("wandb")
+        os.environ.setdefault("WANDB_PROJECT", options.project_name or tracking.project_name or "clawtune")
+    if tracking.mlflow:
+        if importlib.util.find_spec("mlflow") is None:
+            raise TrainError("tracking.mlflow: MLflow is not installed (pip install mlflow)")
+        targets.append("mlflow")
+    return targets
+
+
+def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool) -> Any:
+    from transformers import TrainingArguments
+
+    config, t = options.config, options.config.training
+    return TrainingArguments(
+        output_dir=str(config.output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_train_epochs=t.epochs,
+        max_steps=options.max_steps or -1,
+        learning_rate=t.learning_rate,
+        warmup_steps=t.warmup_steps,
+        lr_scheduler_type=t.scheduler,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=None,  # rotation is clawtune's (complete checkpoints only)
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=(t.eval_steps or t.save_steps) if has_eval else None,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=plan.bf16,
+        use_cpu=plan.device == "cpu",
+        report_to=report_to(options),
+        run_name=options.project_name or config.tracking.project_name,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False if plan.world_size > 1 else None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+
+def run_training(options: TrainOptions) -> dict[str, Any]:
+    """Train as configured and return the summary (also written to `output_dir/training-summary.json`)."""
+    return train(options)[0]
+
+
+def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
+    """`run_training`, also returning the Trainer (None for a dry run), whose model is the trained one."""
+    import torch
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    main = is_main_process()
+    console = Console(soft_wrap=True) if (main and not options.quiet) else None
+    config = options.config
+    plan = plan_run(options)
+    for note in plan.notes if main else []:
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
+
+    resume_from: Path | None = None
+    init_from: Path | None = None
+    if options.resume is not None:
+        checkpoint = find_checkpoint(options.resume)
+        previous = read_manifest(checkpoint)
+        if previous.get("base_model") != config.base_model or previous.get("kind") != config.method:
+            raise TrainError(
+                f"{checkpoint}: trained as {previous.get('kind')} on {previous.get('base_model')}, "
+                f"but the config says {config.method} on {config.base_model}"
+            )
+        if options.data is not None:
+            init_from = checkpoint  # the seed's retraining: these weights, new data, fresh optimizer and schedule
+        else:
+            resume_from = checkpoint
+    train_path = options.data or config.data.train
+
+    tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template)
+    problems = Problems(strict=options.strict, keep=1000)
+    train = load_data(train_path, tokenizer, config, problems, console)
+    validation = None
+    if config.data.validation is not None and not options.data:
+        validation = load_data(config.data.validation, tokenizer, config, problems, console)
+    capacity = config.training.max_seq_length
+    train_set = make_dataset(train, config.training.packing, capacity)
+    eval_set = make_dataset(validation, config.training.packing, capacity) if validation else None
+    if main and problems.items:
+        err = Console(stderr=True, soft_wrap=True)
+        for problem in problems.items[:10]:
+            err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+        if len(problems) > 10:
+            err.print(f"... and {len(problems) - 10} more ({dict(problems.counts)})", highlight=False)
+
+    if options.dry_run:
+        from clawtune.train.estimate import estimate, print_estimate
+
+        report = estimate(options, plan, train, len(train_set))
+        if main:
+            print_estimate(report, Console())
+        return report, None
+    transformers.set_seed(config.training.seed)  # LoRA's initialisation draws from the global RNG
+    model = build_model(options, plan, init_from)
+    trainable, total = count_parameters(model)
+
+    base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    manifest = {
+        "kind": config.method,
+        "base_model": config.base_model,
+        "base_model_path": resolve(config.base_model),
+        "base_revision": getattr(base_config, "_commit_hash", None),
+        "base_fingerprint": fingerprint(base_config.to_dict(), tokenizer),
+        "chat_template": {"source": template_source, "file": "chat_template.jinja"},
+        "config": json.loads(options.config.model_dump_json()),
+        "clawtune": __version__,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    meter = Meter()
+    resume_tokens = None
+    if resume_from is not None:
+        state = json.loads((resume_from / "trainer_state.json").read_text())
+        resume_tokens = state.get("stateful_callbacks", {}).get("MeterState", {}).get("attributes")
+    trainer_class = make_trainer_class()
+    trainer = trainer_class(
+        model=model,
+        args=training_arguments(options, plan, eval_set is not None),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=Collator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=make_callbacks(meter, console, resume_tokens),
+    )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the progress bar and the summary say it, without a dict per log
+    trainer.clawtune_attention = plan.attention
+    trainer.clawtune_manifest = manifest
+    trainer.clawtune_keep = config.training.save_total_limit
+    trainer.clawtune_meter = meter
+    if console is not None:
+        console.print(
+            f"{config.method} on {config.base_model} ({plan.device}"
+            f"{f' x{plan.world_size}' if plan.world_size > 1 else ''}, {'bf16' if plan.bf16 else 'fp32'}, "
+            f"{plan.attention}): {trainable:,} trainable of {total:,} parameters; {len(train.examples)} examples, "
+            f"{train.tokens:,} tokens ({train.trained_tokens:,} trained) in {len(train_set)} rows"
+            + (f"; resuming from {resume_from}" if resume_from else "")
+            + (f"; continuing {init_from} on new data" if init_from else ""),
+            highlight=False,
+        )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    runtime = time.perf_counter() - started
+
+    run_tokens = int(trainer.accelerator.reduce(torch.tensor(meter.run_tokens, device=trainer.args.device), "sum"))
+    summary = {
+        "base_model": config.base_model,
+        "method": config.method,
+        "device": plan.device,
+        "processes": plan.world_size,
+        "precision": "bf16" if plan.bf16 else "fp32",
+        "attention": plan.attention,
+        "packing": config.training.packing,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "examples": dict(train.counts),
+        "validation_examples": dict(validation.counts) if validation else None,
+        "rows": len(train_set),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "tokens_seen": meter.tokens * plan.world_size,
+        "trained_tokens_seen": meter.trained * plan.world_size,
+        "this_run": {
+            "runtime_s": round(runtime, 2),
+            "non_pad_tokens": run_tokens,
+            "non_pad_tokens_per_s": round(run_tokens / runtime, 1) if runtime else None,
+        },
+        "peak_memory_bytes": peak_memory(plan.device),
+        "final_train_loss": result.training_loss,
+        "losses": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
+        "eval_losses": [
+            {"step": e["step"], "loss": e["eval_loss"]} for e in trainer.state.log_history if "eval_loss" in e
+        ],
+        "checkpoint": str(find_checkpoint(config.output_dir)),
+        "resumed_from": str(resume_from) if resume_from else None,
+        "initialised_from": str(init_from) if init_from else None,
+        "notes": plan.notes,
+    }
+    if main:
+        out = config.output_dir
+        trainer.save_model(str(out))
+        write_manifest(out, {**manifest, "step": trainer.state.global_step})
+        write_json_atomic(out / SUMMARY, summary)
+        plot_losses(summary, out / LOSS_PLOT)
+        if console is not None:
+            console.print(
+                f"[green]done[/]: {summary['steps']} steps, final loss {result.training_loss:.4f}, "
+                f"{summary['this_run']['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in {out}, "
+                f"last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
+                highlight=False,
+            )
+    return summary, trainer
+
+
+def peak_memory(device: str) -> int:
+    import resource
+
+    import torch
+
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def plot_losses(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    losses = summary["losses"]
+    ax.plot([e["step"] for e in losses], [e["loss"] for e in losses], label="train loss", color="#1f77b4")
+    if summary["eval_losses"]:
+        evals = summary["eval_losses"]
+        ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="validation loss", color="#d62728")
+    if summary.get("resumed_from"):
+        step = int(Path(summary["resumed_from"]).name.rsplit("-", 1)[-1])
+        ax.axvline(step, color="grey", linestyle="--", linewidth=1, label=f"resumed at step {step}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (assistant tokens)")
+    ax.set_title(f"{summary['method']} on {summary['base_model']}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def launch_processes(options: TrainOptions, argv: list[str]) -> int:
+    """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status."""
+    import subprocess
+
+    n = options.gpus or 1
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+    command += ["-m", "clawtune", *argv]
+    env = {**os.environ, "CLAWTUNE_LAUNCHED": "1"}
+    return subprocess.call(command, env=env)
