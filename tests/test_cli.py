@@ -115,3 +115,15 @@ def test_invalid_training_file_does_not_raise(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{path}:1: line contains NUL bytes" in err and f"{path}:2: line is JSON but not an object" in err
     assert f"{tmp_path / 'missing.jsonl'}: no such file" in err
+
+
+def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
+    assert main(["demo", "--output", str(tmp_path), "--train-steps", "2"]) == 0
+    out = capsys.readouterr().out
+    for stage in ("export-training-data", "ft validate", "ft augment-data", "ft train --config"):
+        assert stage in out
+    model = tmp_path / "fine-tuned-model"
+    summary = json.loads((model / "training-summary.json").read_text())
+    assert summary["steps"] == 2 and summary["examples"]["used"] == 342
+    assert (model / "adapter_model.safetensors").is_file() and (model / "loss-curve.png").is_file()
+    assert (model / "checkpoint-2" / "clawtune-manifest.json").is_file()

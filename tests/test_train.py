@@ -24,6 +24,7 @@ from clawtune.train.data import Collator, document_mask, pack
 from clawtune.train.manifest import MANIFEST, checkpoints, read_manifest
 from clawtune.train.render import IGNORE, TemplateError, render_example
 from clawtune.train.run import TrainError, TrainOptions, train
+from clawtune.train.trainer import selective_loss
 
 from .conftest import export_sample, read_jsonl, tool_call, write_jsonl
 
@@ -146,6 +147,28 @@ def test_packed_example_logits_equal_alone(tokenizer: Any, attention: str) -> No
     leaky = logits(packed, None)[0, n : n + k]
     assert not torch.allclose(leaky, reference, atol=1e-3)
     assert packed["labels"][0, n] == IGNORE  # no example is trained to follow the previous one
+
+
+def test_selective_logits_give_the_stock_loss_and_gradients(tokenizer: Any) -> None:
+    model = load_model("clawtune/tiny-agent", dtype=torch.float32).eval()
+    short = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there."}]}
+    first, second = render_example(tokenizer, TOOL_EXAMPLE), render_example(tokenizer, short)
+    batch = Collator(tokenizer.pad_token_id)([[first, second], [second]])
+    inputs = {
+        "input_ids": batch["input_ids"],
+        "position_ids": batch["position_ids"],
+        "attention_mask": document_mask(batch["document_ids"], "sdpa", torch.float32),
+        "labels": batch["labels"],
+    }
+    stock = model(**inputs).loss
+    stock.backward()
+    expected = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
+    model.zero_grad()
+    trained = (batch["labels"][:, 1:] != IGNORE).sum()
+    ours = selective_loss(model, dict(inputs), trained)
+    ours.backward()
+    assert torch.allclose(ours, stock, atol=1e-6)
+    assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight.grad, expected, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- trainer runs

@@ -342,12 +342,15 @@ def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(
         "demo-output"
     ),
+    train_steps: Annotated[
+        int | None, typer.Option("--train-steps", help="Stop training after this many steps (a quick run).", min=1)
+    ] = None,
 ) -> None:
     """Run every stage that exists on the bundled sample agent, and say where each output is."""
     from clawtune.demo import run_demo
 
     try:
-        run_demo(output)
+        run_demo(output, train_steps)
     except InputError as exc:
         _fail(str(exc))
 

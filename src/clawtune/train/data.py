@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clawtune.data.validate import check_example, iter_examples
 from clawtune.problems import Problems
 from clawtune.train.render import IGNORE, Rendered, TemplateError, render_example
 
@@ -50,6 +49,8 @@ def tokenize_file(
 ) -> TokenizedData:
     """Render and tokenize every valid example of `path`; invalid, untrainable and (by flag) over-long ones are
     reported with their line and counted, never silently lost."""
+    from clawtune.data.validate import check_example, iter_examples
+
     data = TokenizedData()
     name = str(path)
     for lineno, example in iter_examples(path, problems):

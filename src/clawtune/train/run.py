@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,14 +23,9 @@ from clawtune import __version__
 from clawtune.models import fingerprint, load_model, load_tokenizer, resolve
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
-from clawtune.train.data import Collator, TokenizedData, document_mask, make_dataset, tokenize_file
-from clawtune.train.manifest import (
-    find_checkpoint,
-    read_manifest,
-    rotate,
-    write_json_atomic,
-    write_manifest,
-)
+from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
+from clawtune.train.manifest import find_checkpoint, read_manifest, write_json_atomic, write_manifest
+from clawtune.train.trainer import make_trainer_class
 
 SUMMARY = "training-summary.json"
 LOSS_PLOT = "loss-curve.png"
@@ -218,64 +212,6 @@ def count_parameters(model: Any) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------- trainer
-
-
-def make_trainer_class() -> type:
-    """The Trainer subclass, defined lazily so `clawtune --help` never imports transformers."""
-    from transformers import Trainer
-
-    class ClawtuneTrainer(Trainer):  # type: ignore[misc]
-        """Trainer with document masks built on the device, token counters and atomic checkpoints."""
-
-        clawtune_attention = "sdpa"
-        clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
-        clawtune_keep = 3
-        clawtune_meter: Any = None
-        _staging: str | None = None
-
-        def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-            import torch
-
-            inputs = dict(inputs)
-            documents = inputs.pop("document_ids")
-            if int(documents.max()) > 0:  # a packed row: keep its examples apart
-                dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-                inputs["attention_mask"] = document_mask(documents, self.clawtune_attention, dtype)
-            else:
-                inputs["attention_mask"] = (documents >= 0).to(torch.long)
-            if model.training and self.clawtune_meter is not None:
-                self.clawtune_meter.count(documents, inputs["labels"])
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-        def _get_output_dir(self, trial: Any) -> str:
-            return self._staging or super()._get_output_dir(trial)
-
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            """Write to `.staging/checkpoint-N`, add the manifest, then rename into place: whole or absent."""
-            run_dir = Path(super()._get_output_dir(trial))
-            staging = run_dir / ".staging"
-            if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            self.accelerator.wait_for_everyone()
-            self._staging = str(staging)
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self._staging = None
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
-                name = f"checkpoint-{self.state.global_step}"
-                write_manifest(staging / name, {**self.clawtune_manifest, "step": self.state.global_step})
-                final = run_dir / name
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(staging / name, final)
-                shutil.rmtree(staging, ignore_errors=True)
-                rotate(run_dir, self.clawtune_keep)
-            self.accelerator.wait_for_everyone()
-
-    return ClawtuneTrainer
 
 
 class Meter:

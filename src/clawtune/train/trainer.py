@@ -1,0 +1,112 @@
+"""clawtune's subclass of transformers' Trainer: the model forward and the loss, the checkpoints.
+
+- Document masks are built on the device from each row's document ids (see `data.py`).
+- Logits are computed only where a label is trained (`logits_to_keep` with the positions whose next token carries
+  loss): in agent data most tokens are system prompts, tool schemas and tool results, and a 128k-vocabulary model's
+  full logits (fp32, with their gradient) are the largest tensor of a step. The loss is the same as the stock one
+  (a test compares them), normalised by the trained tokens of the whole accumulated batch as transformers does.
+- Checkpoints are written to a staging folder and renamed into place with their manifest: whole or absent.
+
+Only the standard library, torch and transformers are imported here, so the benchmark can run it on machines that
+have nothing else of clawtune's dependencies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clawtune.train.data import document_mask
+from clawtune.train.manifest import rotate, write_manifest
+from clawtune.train.render import IGNORE
+
+
+def selective_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
+    """Cross-entropy over trained labels, with logits computed only at positions some row trains on."""
+    import torch
+
+    labels = inputs.pop("labels")
+    targets = labels[:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().squeeze(-1)  # positions p whose token p+1 is trained
+    outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+    logits = outputs.logits  # [batch, len(keep), vocab]
+    chosen = targets[:, keep]
+    trained = chosen != IGNORE
+    loss = torch.nn.functional.cross_entropy(logits[trained].float(), chosen[trained], reduction="sum")
+    if num_items_in_batch is None:
+        return loss / trained.sum().clamp(min=1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(loss.device)
+    return loss / num_items_in_batch
+
+
+def make_trainer_class() -> type:
+    """The Trainer subclass, defined lazily so `clawtune --help` never imports transformers."""
+    from transformers import Trainer
+
+    class ClawtuneTrainer(Trainer):  # type: ignore[misc]
+        """Trainer with document masks built on the device, selective logits, token counters, atomic checkpoints."""
+
+        clawtune_attention = "sdpa"
+        clawtune_selective_logits = True
+        clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
+        clawtune_keep = 3
+        clawtune_meter: Any = None
+        _staging: str | None = None
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            import torch
+
+            inputs = dict(inputs)
+            documents = inputs.pop("document_ids")
+            if int(documents.max()) > 0:  # a packed row: keep its examples apart
+                dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+                inputs["attention_mask"] = document_mask(documents, self.clawtune_attention, dtype)
+            else:
+                inputs["attention_mask"] = (documents >= 0).to(torch.long)
+            if model.training and self.clawtune_meter is not None:
+                self.clawtune_meter.count(documents, inputs["labels"])
+            if return_outputs or not self.clawtune_selective_logits:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss = selective_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as the stock compute_loss does
+            return loss
+
+        def _get_output_dir(self, trial: Any) -> str:
+            return self._staging or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """Write to `.staging/checkpoint-N`, add the manifest, then rename into place: whole or absent."""
+            run_dir = Path(super()._get_output_dir(trial))
+            staging = run_dir / ".staging"
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self._staging = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging = None
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                name = f"checkpoint-{self.state.global_step}"
+                write_manifest(staging / name, {**self.clawtune_manifest, "step": self.state.global_step})
+                final = run_dir / name
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(staging / name, final)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate(run_dir, self.clawtune_keep)
+            self.accelerator.wait_for_everyone()
+
+    return ClawtuneTrainer
