@@ -71,14 +71,14 @@ def lognormal_examples(n: int, vocab: int, seed: int = 0) -> list[Any]:
     return out
 
 
-def build_model(mode: str) -> Any:
+def build_model(mode: str, attention: str) -> Any:
     import torch
     from peft import LoraConfig, get_peft_model
 
     if mode == "cpu":
         from clawtune.models import load_model
 
-        model = load_model("clawtune/tiny-agent", dtype=torch.float32, attn_implementation="sdpa")
+        model = load_model("clawtune/tiny-agent", dtype=torch.float32, attn_implementation=attention)
     else:
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -93,7 +93,7 @@ def build_model(mode: str) -> Any:
             rope_theta=500000.0,
             tie_word_embeddings=False,
         )
-        config._attn_implementation = "flex_attention"
+        config._attn_implementation = attention
         torch.manual_seed(0)
         with torch.device("cuda"):
             model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -140,7 +140,8 @@ def run_variant(variant: str, mode: str, steps: int, warmup: int, row: int, exam
     from clawtune.train.trainer import make_trainer_class
 
     data = sample_agent_examples(examples) if mode == "cpu" else lognormal_examples(examples, 128256)
-    model = build_model(mode)
+    attention = "flex_attention" if mode == "gpu" and variant == "clawtune" else "sdpa"
+    model = build_model(mode, attention)
     pad = 0
     if variant == "baseline":
         dataset = RowDataset(data, [[i] for i in range(len(data))])
@@ -199,7 +200,7 @@ def run_variant(variant: str, mode: str, steps: int, warmup: int, row: int, exam
             model=model, args=args, train_dataset=dataset, data_collator=counting, callbacks=[Clock()]
         )
         if variant == "clawtune":
-            trainer.clawtune_attention = "flex_attention" if mode == "gpu" else "sdpa"
+            trainer.clawtune_attention = attention
         if mode == "gpu":
             torch.cuda.reset_peak_memory_stats()
         trainer.train()
