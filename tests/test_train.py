@@ -341,8 +341,10 @@ def test_retrain_on_new_data_continues_the_adapter_with_a_fresh_schedule(tmp_pat
         run(config, resume=tmp_path / "out")
 
 
-def test_two_cpu_processes_with_ddp(tmp_path: Path, data: Path) -> None:
+@pytest.mark.parametrize(("method", "strategy"), [("lora", "DDP"), ("full", "FSDP")])
+def test_two_cpu_processes(tmp_path: Path, data: Path, method: str, strategy: str) -> None:
     config = write_config(tmp_path, data)
+    config.write_text(config.read_text().replace("method: lora", f"method: {method}"))
     result = subprocess.run(
         [sys.executable, "-m", "clawtune", "ft", "train", "--config", str(config), "--gpus", "2"],
         capture_output=True,
@@ -354,8 +356,20 @@ def test_two_cpu_processes_with_ddp(tmp_path: Path, data: Path) -> None:
     summary = json.loads((tmp_path / "out" / "training-summary.json").read_text())
     assert summary["processes"] == 2
     assert summary["steps"] == 4  # 16 rows over 2 processes x 2 rows per step
-    assert "2 CPU processes (DDP over gloo)" in result.stderr
+    assert "no CUDA GPU on this machine; training on 2 CPU processes (over gloo) instead" in result.stderr
+    assert f"cpu x2 {strategy}" in result.stdout
     assert (tmp_path / "out" / "checkpoint-4" / MANIFEST).is_file()
+    if method == "full":  # FSDP gathered whole weights, not one process's shard: every tensor, full shape, trained
+        from safetensors.torch import load_file
+
+        saved = load_file(str(tmp_path / "out" / "model.safetensors"))
+        base = load_model("clawtune/tiny-agent", dtype=torch.float32).state_dict()
+        assert {k: tuple(v.shape) for k, v in saved.items()} == {
+            k: tuple(v.shape) for k, v in base.items() if k != "lm_head.weight"
+        }
+        assert not torch.equal(
+            saved["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"]
+        )
 
 
 def test_wandb_offline(tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -332,9 +332,21 @@ def ft_train(
             argv += ["--max-steps", str(max_steps)] if max_steps else []
             argv += ["--wandb"] * wandb + ["--strict"] * strict
             raise typer.Exit(launch_processes(options, argv))
-        run_training(options)
+        try:
+            run_training(options)
+        finally:
+            _end_process_group()
     except InputError as exc:
         _fail(str(exc))
+
+
+def _end_process_group() -> None:
+    """Tear down torch.distributed before exit: gloo's threads abort the process if left running."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 @app.command("demo")

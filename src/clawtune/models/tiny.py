@@ -1,9 +1,14 @@
-"""Build `clawtune/tiny-agent`: a 4-layer Llama with a byte-level BPE tokenizer trained on agent conversations.
+"""Build `clawtune/tiny-agent`: a 4-layer Llama, its byte-level BPE tokenizer, pre-trained as a general assistant.
 
-The tokenizer is trained on sample-agent sessions generated with a different seed than the demo's (same kind of
-traffic, none of the demo's conversations), plus the chat template's scaffolding, so tool calls tokenize compactly.
-Weights are random (seeded): the model knows nothing until it is fine-tuned, which is what makes the demo's
-baseline-versus-fine-tuned comparison honest. Tests call `build()` with their own sizes or template.
+1. The tokenizer is trained on general-assistant conversations (`general.py`) and sample-agent sessions generated with
+   a different seed than the demo's, plus the chat template's scaffolding, so tool calls tokenize compactly.
+2. The model starts from seeded random weights and is then pre-trained (full fine-tuning, with clawtune's own
+   trainer) on general-assistant conversations only: it learns to talk and to call an offered tool, and knows nothing
+   of the sample agent's finance tools, data or wording. Fine-tuning must teach those, which is what the demo's
+   baseline-versus-fine-tuned evaluation measures.
+
+Deterministic for a given torch build; `scripts/make_tiny_model.py` runs it once and the result is committed.
+Tests call `build(..., pretrain=0)` for a random-weight model of their own.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ from clawtune.models import default_chat_template
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TOOL_TAGS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<tools>", "</tools>"]
 CORPUS_SEED = 1234  # the demo's sample agent uses seed 7
+
+
+def general_texts(n: int) -> Iterator[str]:
+    """General-assistant conversations rendered with the default template."""
+    from clawtune.models.general import conversations
+
+    render = _renderer()
+    for example in conversations(n, seed=1):
+        yield render(messages=example["messages"], tools=example["tools"], add_generation_prompt=False)
 
 
 def sample_texts(n_sessions: int = 400, seed: int = CORPUS_SEED) -> Iterator[str]:
@@ -89,13 +103,18 @@ def build(
     chat_template: str | None = "default",
     n_sessions: int = 400,
     seed: int = 0,
+    pretrain: int = 0,
+    pretrain_epochs: float = 2,
 ) -> Path:
-    """Write a tiny Llama model folder (config, bf16 safetensors, tokenizer with template) to `out`."""
+    """Write a tiny Llama model folder (config, bf16 safetensors, tokenizer with template) to `out`, pre-trained on
+    `pretrain` general-assistant conversations when that is more than 0."""
+    import itertools
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     template = default_chat_template() if chat_template == "default" else chat_template
-    tokenizer = train_tokenizer(sample_texts(n_sessions), vocab_size, template)
+    tokenizer = train_tokenizer(itertools.chain(general_texts(2000), sample_texts(n_sessions)), vocab_size, template)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -116,4 +135,60 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    if pretrain:
+        pretrain_general(out, pretrain, pretrain_epochs)
     return out
+
+
+def pretrain_general(folder: Path, n: int, epochs: float) -> None:
+    """Full fine-tuning of the model in `folder` on `n` general conversations, written back to `folder` in bf16."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from clawtune.models.general import conversations
+    from clawtune.train.config import FTConfig
+    from clawtune.train.run import TrainOptions, run_training
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "general.jsonl"
+        data.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in conversations(n, seed=0)))
+        config = FTConfig.model_validate(
+            {
+                "base_model": str(folder),
+                "method": "full",
+                "data": {"train": str(data)},
+                "training": {
+                    "batch_size": 8,
+                    "epochs": epochs,
+                    "learning_rate": 3e-3,
+                    "warmup_steps": 50,
+                    "max_seq_length": 1024,
+                    "save_steps": 100_000,
+                    "gradient_checkpointing": False,
+                    "weight_decay": 0.01,
+                    "logging_steps": 50,
+                },
+                "use_unsloth": False,
+                "output_dir": str(Path(tmp) / "out"),
+                "tracking": {"tensorboard": False},
+            }
+        )
+        summary = run_training(TrainOptions(config=config))
+        model = AutoModelForCausalLM.from_pretrained(Path(tmp) / "out", dtype=torch.bfloat16)
+        model.save_pretrained(folder)
+        (folder / "pretraining.json").write_text(
+            json.dumps(
+                {
+                    "conversations": n,
+                    "epochs": epochs,
+                    "steps": summary["steps"],
+                    "tokens_seen": summary["tokens_seen"],
+                    "final_train_loss": summary["final_train_loss"],
+                    "losses": summary["losses"],
+                },
+                indent=2,
+            )
+        )
+        shutil.rmtree(Path(tmp) / "out")

@@ -74,6 +74,9 @@ class TrainingConfig(Strict):
     gradient_checkpointing: bool = Field(True, description="Recompute activations to save memory.")
     save_total_limit: int = Field(3, gt=0, description="Checkpoints kept (the oldest are deleted).")
     logging_steps: int = Field(10, gt=0, description="Log loss and throughput every this many steps.")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto", description="With several processes: auto = FSDP for full fine-tuning, DDP for adapters."
+    )
     attention: Literal["auto", "sdpa", "eager", "flex_attention"] = Field(
         "auto", description="Attention kernel (auto: sdpa); packed rows get a document mask with each."
     )

@@ -59,6 +59,7 @@ class Plan:
     attention: str
     world_size: int
     notes: list[str] = field(default_factory=list)
+    fsdp: bool = False
 
 
 def is_main_process() -> bool:
@@ -83,7 +84,7 @@ def plan_run(options: TrainOptions) -> Plan:
     else:
         device = "cpu"
     if options.gpus and not cuda:
-        what = f"{options.gpus} CPU processes (DDP over gloo)" if options.gpus > 1 else "the CPU"
+        what = f"{options.gpus} CPU processes (over gloo)" if options.gpus > 1 else "the CPU"
         notes.append(f"--gpus {options.gpus}: no CUDA GPU on this machine; training on {what} instead")
     bf16 = False
     if config.bfloat16:
@@ -110,7 +111,9 @@ def plan_run(options: TrainOptions) -> Plan:
     attention = config.training.attention
     if attention == "auto":
         attention = "sdpa"
-    return Plan(device=device, bf16=bf16, attention=attention, world_size=world, notes=notes)
+    strategy = config.training.distributed
+    fsdp = world > 1 and (strategy == "fsdp" or (strategy == "auto" and config.method == "full"))
+    return Plan(device=device, bf16=bf16, attention=attention, world_size=world, notes=notes, fsdp=fsdp)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -181,7 +184,7 @@ def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> An
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    if config.training.gradient_checkpointing:
+    if config.training.gradient_checkpointing and not plan.fsdp:  # FSDP checkpoints its own wrapped layers
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method == "full":
         return model
@@ -308,11 +311,23 @@ def report_to(options: TrainOptions) -> list[str]:
     return targets
 
 
-def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool) -> Any:
+def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str]) -> Any:
     from transformers import TrainingArguments
 
     config, t = options.config, options.config.training
+    fsdp: dict[str, Any] = {}
+    if plan.fsdp:
+        fsdp = {
+            "fsdp": True,
+            "fsdp_config": {
+                "version": 2,
+                "transformer_layer_cls_to_wrap": layer_classes,
+                "activation_checkpointing": t.gradient_checkpointing,
+                "state_dict_type": "FULL_STATE_DICT",
+            },
+        }
     return TrainingArguments(
+        **fsdp,
         output_dir=str(config.output_dir),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -430,7 +445,7 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     trainer_class = make_trainer_class()
     trainer = trainer_class(
         model=model,
-        args=training_arguments(options, plan, eval_set is not None),
+        args=training_arguments(options, plan, eval_set is not None, list(model._no_split_modules or [])),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=Collator(tokenizer.pad_token_id),
@@ -447,7 +462,8 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     if console is not None:
         console.print(
             f"{config.method} on {config.base_model} ({plan.device}"
-            f"{f' x{plan.world_size}' if plan.world_size > 1 else ''}, {'bf16' if plan.bf16 else 'fp32'}, "
+            f"{f' x{plan.world_size} ' + ('FSDP' if plan.fsdp else 'DDP') if plan.world_size > 1 else ''}, "
+            f"{'bf16' if plan.bf16 else 'fp32'}, "
             f"{plan.attention}): {trainable:,} trainable of {total:,} parameters; {len(train.examples)} examples, "
             f"{train.tokens:,} tokens ({train.trained_tokens:,} trained) in {len(train_set)} rows"
             + (f"; resuming from {resume_from}" if resume_from else "")
@@ -494,9 +510,9 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
         "initialised_from": str(init_from) if init_from else None,
         "notes": plan.notes,
     }
+    out = config.output_dir
+    trainer.save_model(str(out))  # every process: FSDP gathers the full weights for the main one to write
     if main:
-        out = config.output_dir
-        trainer.save_model(str(out))
         write_manifest(out, {**manifest, "step": trainer.state.global_step})
         write_json_atomic(out / SUMMARY, summary)
         plot_losses(summary, out / LOSS_PLOT)

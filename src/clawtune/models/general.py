@@ -1,0 +1,223 @@
+"""A general assistant's conversations: what `clawtune/tiny-agent` is pre-trained on, and the forgetting set.
+
+Six everyday domains with their own tools (weather, calendar, calculator, unit conversion, contacts, files), plain
+questions, follow-ups and refusals, in the same OpenAI chat format as exported agent data. None of it is the sample
+agent's finance work: the pre-trained model knows how to talk and how to call an offered tool, but not the sample
+agent's tools, data or wording. That is what makes the demo's baseline-versus-fine-tuned comparison mean something,
+and what the evaluation's forgetting check scores before and after fine-tuning (`forgetting_set()`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+Example = dict[str, Any]
+
+
+def _tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+S = {"type": "string"}
+N = {"type": "number"}
+TOOLS = {
+    "weather": _tool("get_weather", "Current weather for a city.", {"city": S, "unit": S}, ["city"]),
+    "calendar": _tool(
+        "create_event", "Add an event to the user's calendar.", {"title": S, "date": S, "time": S}, ["title", "date"]
+    ),
+    "calculator": _tool("calculate", "Evaluate an arithmetic expression.", {"expression": S}, ["expression"]),
+    "units": _tool(
+        "convert_units", "Convert a value between units.", {"value": N, "from_unit": S, "to_unit": S}, ["value"]
+    ),
+    "contacts": _tool("find_contact", "Look up a contact by name.", {"name": S}, ["name"]),
+    "files": _tool("read_file", "Read a text file from the workspace.", {"path": S}, ["path"]),
+}
+CITIES = ["Berlin", "Tokyo", "Lagos", "Lima", "Oslo", "Madrid", "Seoul", "Cairo", "Toronto", "Hanoi", "Quito", "Perth"]
+CONDITIONS = ["sunny", "cloudy", "light rain", "snow", "windy", "foggy", "clear"]
+PEOPLE = ["Maria Lopez", "Ken Sato", "Amara Obi", "Lars Berg", "Nina Petrova", "Omar Haddad", "Grace Kim", "Tom Hale"]
+EVENTS = ["dentist", "team lunch", "yoga class", "call with Ken", "piano lesson", "book club", "flight to Oslo"]
+UNITS = [("km", "miles", 0.621371), ("kg", "pounds", 2.20462), ("liters", "gallons", 0.264172), ("m", "feet", 3.28084)]
+FILES = {
+    "notes/todo.txt": "buy milk; renew passport; call the plumber",
+    "notes/ideas.md": "a garden on the balcony; learn Portuguese",
+    "README.txt": "This workspace holds notes and drafts.",
+    "drafts/letter.txt": "Dear Ana, thank you for the lovely dinner.",
+}
+PLAIN = [
+    ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+    ("How many days are in a leap year?", "A leap year has 366 days."),
+    (
+        "What is photosynthesis?",
+        "Photosynthesis is how plants turn light, water and carbon dioxide into sugar and oxygen.",
+    ),
+    ("Who wrote Hamlet?", "Hamlet was written by William Shakespeare."),
+    ("What is the boiling point of water?", "Water boils at 100 degrees Celsius at sea level."),
+    ("How many continents are there?", "There are seven continents."),
+    ("What does a thermometer measure?", "A thermometer measures temperature."),
+    ("法国的首都是哪里?", "法国的首都是巴黎。"),
+    ("一年有几个月?", "一年有十二个月。"),
+]
+REFUSE = [
+    "Transfer 500 dollars from my bank account.",
+    "Unlock my neighbour's wifi password.",
+    "Diagnose the pain in my chest.",
+    "帮我黑进别人的邮箱。",
+]
+REFUSAL = "I can't help with that. I can check the weather, manage your calendar, do calculations, convert units, find contacts and read your files."
+SYSTEMS = [
+    "You are a helpful personal assistant.",
+    "You are a concise assistant. Use the tools when they help.",
+    "You are Pip, a friendly assistant for everyday tasks.",
+]
+
+
+def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+        ],
+    }
+
+
+def _tool_turn(
+    rng: random.Random, domain: str, n: int
+) -> tuple[str, str, dict[str, Any], str, str, Callable[[], tuple[str, str, dict[str, Any], str, str]] | None]:
+    """(question, tool, arguments, result, answer, follow-up maker) for one domain."""
+    if domain == "weather":
+        city = rng.choice(CITIES)
+        cond, temp = rng.choice(CONDITIONS), rng.randint(-10, 35)
+
+        def again() -> tuple[str, str, dict[str, Any], str, str]:
+            other = rng.choice([c for c in CITIES if c != city])
+            c2, t2 = rng.choice(CONDITIONS), rng.randint(-10, 35)
+            return (
+                f"And in {other}?",
+                "get_weather",
+                {"city": other},
+                json.dumps({"city": other, "condition": c2, "temp_c": t2}),
+                f"In {other} it is {c2} and {t2}°C.",
+            )
+
+        return (
+            rng.choice([f"What's the weather in {city}?", f"Is it cold in {city} right now?", f"{city}天气怎么样?"]),
+            "get_weather",
+            {"city": city},
+            json.dumps({"city": city, "condition": cond, "temp_c": temp}),
+            f"In {city} it is {cond} and {temp}°C.",
+            again,
+        )
+    if domain == "calendar":
+        title, day, hour = rng.choice(EVENTS), rng.randint(1, 28), rng.randint(8, 19)
+        date, time = f"2026-{rng.randint(1, 12):02d}-{day:02d}", f"{hour:02d}:00"
+        return (
+            f"Put {title} on my calendar for {date} at {time}.",
+            "create_event",
+            {"title": title, "date": date, "time": time},
+            json.dumps({"status": "created", "id": f"evt_{n}"}),
+            f"Added {title} on {date} at {time}.",
+            None,
+        )
+    if domain == "calculator":
+        a, b = rng.randint(2, 999), rng.randint(2, 99)
+        op = rng.choice(["+", "-", "*"])
+        value = a + b if op == "+" else a - b if op == "-" else a * b
+        return (
+            rng.choice([f"What is {a} {op} {b}?", f"Calculate {a}{op}{b}.", f"计算 {a} {op} {b}"]),
+            "calculate",
+            {"expression": f"{a} {op} {b}"},
+            json.dumps({"result": value}),
+            f"{a} {op} {b} = {value}.",
+            None,
+        )
+    if domain == "units":
+        src, dst, factor = rng.choice(UNITS)
+        value = rng.choice([1, 2, 5, 10, 12, 20, 42, 100])
+        result = round(value * factor, 2)
+        return (
+            f"How many {dst} is {value} {src}?",
+            "convert_units",
+            {"value": value, "from_unit": src, "to_unit": dst},
+            json.dumps({"result": result}),
+            f"{value} {src} is {result} {dst}.",
+            None,
+        )
+    if domain == "contacts":
+        person = rng.choice(PEOPLE)
+        email = person.lower().replace(" ", ".") + "@mail.example"
+        return (
+            f"What is {person}'s email address?",
+            "find_contact",
+            {"name": person},
+            json.dumps({"name": person, "email": email}),
+            f"{person}'s email address is {email}.",
+            None,
+        )
+    path = rng.choice(sorted(FILES))
+    return (
+        f"What does {path} say?",
+        "read_file",
+        {"path": path},
+        json.dumps({"path": path, "text": FILES[path]}),
+        f"{path} says: {FILES[path]}",
+        None,
+    )
+
+
+def conversation(rng: random.Random, n: int) -> Example:
+    """One general-assistant conversation (deterministic for a given rng state)."""
+    domains = rng.sample(sorted(TOOLS), rng.randint(2, 4))
+    messages: list[dict[str, Any]] = []
+    if rng.random() < 0.8:
+        messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
+    kind = rng.random()
+    if kind < 0.12:
+        question, answer = rng.choice(PLAIN)
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    elif kind < 0.22:
+        messages += [{"role": "user", "content": rng.choice(REFUSE)}, {"role": "assistant", "content": REFUSAL}]
+    else:
+        question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n)
+        call_id = f"call_{n}_0"
+        messages += [
+            {"role": "user", "content": question},
+            _call(name, arguments, call_id),
+            {"role": "tool", "tool_call_id": call_id, "content": result},
+            {"role": "assistant", "content": answer},
+        ]
+        if again is not None and rng.random() < 0.5:
+            question, name, arguments, result, answer = again()
+            call_id = f"call_{n}_1"
+            messages += [
+                {"role": "user", "content": question},
+                _call(name, arguments, call_id),
+                {"role": "tool", "tool_call_id": call_id, "content": result},
+                {"role": "assistant", "content": answer},
+            ]
+        elif rng.random() < 0.3:
+            messages += [{"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You're welcome!"}]
+    return {"messages": messages, "tools": [TOOLS[d] for d in domains], "metadata": {"source": "general"}}
+
+
+def conversations(n: int, seed: int = 0) -> list[Example]:
+    rng = random.Random(seed)
+    return [conversation(rng, i) for i in range(n)]
+
+
+FORGETTING_SEED = 99  # pre-training uses seed 0; the forgetting set is drawn apart from it
+
+
+def forgetting_set(n: int = 60) -> list[Example]:
+    """A small general set, scored before and after fine-tuning to see what the specialist forgot."""
+    return conversations(n, seed=FORGETTING_SEED)
