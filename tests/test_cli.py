@@ -118,12 +118,13 @@ def test_invalid_training_file_does_not_raise(tmp_path, capsys):
 
 
 def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--train-steps", "2"]) == 0
+    assert main(["demo", "--output", str(tmp_path), "--train-steps", "2", "--eval-limit", "4"]) == 0
     out = capsys.readouterr().out
-    for stage in ("export-training-data", "ft validate", "ft augment-data", "ft train --config"):
+    for stage in ("export-training-data", "ft validate", "ft augment-data", "ft train --config", "ft evaluate"):
         assert stage in out
     model = tmp_path / "fine-tuned-model"
     summary = json.loads((model / "training-summary.json").read_text())
     assert summary["steps"] == 2 and summary["examples"]["used"] == 342
     assert (model / "adapter_model.safetensors").is_file() and (model / "loss-curve.png").is_file()
     assert (model / "checkpoint-2" / "clawtune-manifest.json").is_file()
+    assert (model / "checkpoint-2" / "eval" / "eval-report.html").is_file()

@@ -3,8 +3,6 @@
 import json
 import random
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from clawtune.data.augment import (
 from clawtune.data.recipe import TARGET, category, traits
 from clawtune.data.validate import validate_files
 
-from .conftest import export_sample, read_jsonl, tool_call, write_jsonl
+from .conftest import chat_server, export_sample, read_jsonl, tool_call, write_jsonl
 
 TOOLS = [
     {
@@ -348,44 +346,23 @@ def test_invalid_input_is_listed_not_augmented(tmp_path, capsys):
     assert f'{path}:1, key "messages": no assistant message is trained' in capsys.readouterr().err
 
 
-class Teacher(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        text = body["messages"][-1]["content"]
-        if body["messages"][0]["content"].startswith("You write test data"):
-            reply = (
-                "1. Plan my wedding playlist.\n- Run a SQL query on the sales database.\nWhat rhymes with orange?\nok"
-            )
-            data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
-        self.server.seen.append(text)
-        # Every other reply drops the numbers and names (a bad paraphrase that must be rejected).
-        reply = f"Could you find out: {text}" if len(self.server.seen) % 2 else "How did sales go?"
-        data = json.dumps(
-            {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}]}
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-
 @pytest.fixture
 def teacher_url():
     """A fake teacher model: good and bad paraphrases in turn, and a list of requests when asked to generate."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Teacher)
-    server.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    paraphrased = []
+
+    def reply(body: dict) -> dict:
+        if body["messages"][0]["content"].startswith("You write test data"):
+            return {
+                "content": "1. Plan my wedding playlist.\n- Run a SQL query on the sales database.\nWhat rhymes with orange?\nok"
+            }
+        text = body["messages"][-1]["content"]
+        paraphrased.append(text)
+        # Every other reply drops the numbers and names (a bad paraphrase that must be rejected).
+        return {"content": f"Could you find out: {text}" if len(paraphrased) % 2 else "How did sales go?"}
+
+    with chat_server(reply) as (url, _):
+        yield url
 
 
 def test_teacher_paraphrases_are_validated(tmp_path, exported, teacher_url):

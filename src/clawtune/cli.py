@@ -349,6 +349,94 @@ def _end_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+@ft_app.command("evaluate")
+def ft_evaluate(
+    test_set: Annotated[Path, typer.Option("--test-set", help="Held-out examples (e.g. ./ft-data/test.jsonl).")],
+    model_dir: Annotated[
+        str | None, typer.Option("--model-dir", help="A checkpoint or output folder of `ft train`, or any model.")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            help="Comma-separated: accuracy, f1, tool_calls, refusal, hallucination, latency, tokens, cost, forgetting "
+            "(default: all).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="A local baseline model (default: the adapter's base model).")
+    ] = None,
+    baseline_endpoint: Annotated[
+        str | None, typer.Option("--baseline-endpoint", help="An OpenAI-compatible endpoint as the baseline.")
+    ] = None,
+    baseline_model: Annotated[
+        str | None, typer.Option("--baseline-model", help="The model id to ask the baseline endpoint for.")
+    ] = None,
+    baseline_system_prompt: Annotated[
+        Path | None, typer.Option("--baseline-system-prompt", help="System prompt the baseline needs (a file).")
+    ] = None,
+    endpoint: Annotated[
+        str | None, typer.Option("--endpoint", help="Evaluate a served model behind this endpoint instead.")
+    ] = None,
+    endpoint_model: Annotated[str | None, typer.Option("--endpoint-model", help="Its model id.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Report folder (default: MODEL_DIR/eval).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Local generation batch size.", min=1)] = 8,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1)] = 256,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N turns.", min=1)] = None,
+    price_in: Annotated[float | None, typer.Option("--price-in", help="Endpoint price per 1K prompt tokens.")] = None,
+    price_out: Annotated[
+        float | None, typer.Option("--price-out", help="Endpoint price per 1K completion tokens.")
+    ] = None,
+    gpu_hour_price: Annotated[
+        float, typer.Option("--gpu-hour-price", help="Price of an hour of the local device.")
+    ] = 2.5,
+    forgetting_threshold: Annotated[
+        float, typer.Option("--forgetting-threshold", help="Flag a general-accuracy drop past this.")
+    ] = 0.05,
+    forgetting_size: Annotated[
+        int, typer.Option("--forgetting-size", help="General conversations in the forgetting check.", min=1)
+    ] = 60,
+    judge_endpoint: Annotated[
+        str | None, typer.Option("--judge-endpoint", help="Optional LLM-as-judge endpoint for text answers.")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model")] = None,
+    allow_base_mismatch: Annotated[
+        bool, typer.Option("--allow-base-mismatch", help="Load an adapter on a base it was not trained on.")
+    ] = False,
+) -> None:
+    """Baseline vs fine-tuned on held-out turns: accuracy, F1, tool calls, refusals, hallucination, latency, cost."""
+    from clawtune.evaluate.run import EvalOptions, parse_metrics, run_evaluation
+
+    try:
+        run_evaluation(
+            EvalOptions(
+                test_set=test_set,
+                model_dir=model_dir,
+                endpoint=endpoint,
+                endpoint_model=endpoint_model,
+                baseline=baseline,
+                baseline_endpoint=baseline_endpoint,
+                baseline_model=baseline_model,
+                baseline_system_prompt=baseline_system_prompt,
+                metrics=parse_metrics(metrics),
+                output=output,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                limit=limit,
+                price_in_per_1k=price_in,
+                price_out_per_1k=price_out,
+                gpu_hour_price=gpu_hour_price,
+                forgetting_threshold=forgetting_threshold,
+                forgetting_size=forgetting_size,
+                allow_base_mismatch=allow_base_mismatch,
+                judge_endpoint=judge_endpoint,
+                judge_model=judge_model,
+            )
+        )
+    except InputError as exc:
+        _fail(str(exc))
+
+
 @app.command("demo")
 def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(
@@ -357,12 +445,15 @@ def demo(
     train_steps: Annotated[
         int | None, typer.Option("--train-steps", help="Stop training after this many steps (a quick run).", min=1)
     ] = None,
+    eval_limit: Annotated[
+        int | None, typer.Option("--eval-limit", help="Evaluate only this many held-out turns (a quick run).", min=1)
+    ] = None,
 ) -> None:
     """Run every stage that exists on the bundled sample agent, and say where each output is."""
     from clawtune.demo import run_demo
 
     try:
-        run_demo(output, train_steps)
+        run_demo(output, train_steps, eval_limit)
     except InputError as exc:
         _fail(str(exc))
 

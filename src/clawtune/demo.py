@@ -50,7 +50,7 @@ def write_demo_config(output: Path) -> Path:
     return path
 
 
-def run_demo(output: Path, train_steps: int | None = None) -> None:
+def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | None = None) -> None:
     """Sample agent -> export (the seed's command) -> validate -> augment -> train. Later stages join as they land."""
     from datetime import date
 
@@ -112,6 +112,22 @@ def run_demo(output: Path, train_steps: int | None = None) -> None:
         f"{summary['this_run']['non_pad_tokens_per_s']:,} non-pad tokens/s",
         highlight=False,
     )
+
+    console.rule("[bold]6. clawtune ft evaluate (the base model vs the fine-tuned adapter, on the held-out split)")
+    from clawtune.evaluate.run import EvalOptions, run_evaluation
+
+    checkpoint = Path(summary["checkpoint"])
+    console.print(
+        f"clawtune ft evaluate --model-dir {checkpoint} --test-set {data / 'test.jsonl'} "
+        "--metrics accuracy,f1,tool_calls,refusal,hallucination,latency,tokens,cost,forgetting",
+        highlight=False,
+    )
+    options = EvalOptions(test_set=data / "test.jsonl", model_dir=str(checkpoint))
+    if eval_limit:  # a quick run
+        options.limit, options.forgetting_size, options.max_new_tokens = eval_limit, min(eval_limit, 60), 32
+    report = run_evaluation(options)
+    if not report["comparison"]["significant"]:
+        console.print("[yellow]the held-out split is too small here for a significant difference[/]")
 
     console.rule("[bold]Done")
     console.print(f"Everything is under {output}/ (train, evaluate, export and serve join this demo as they land).")

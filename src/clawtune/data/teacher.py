@@ -6,11 +6,10 @@ and the example falls back to the offline transformations; nothing from the teac
 
 from __future__ import annotations
 
-import json
 import re
-import urllib.error
-import urllib.request
 from typing import Any
+
+from clawtune.openai_http import ERRORS, chat_completion, completions_url
 
 INSTRUCTION = (
     "Rewrite the user's message below so it asks for exactly the same thing in different words. Keep every name, "
@@ -29,9 +28,7 @@ class Teacher:
     """Paraphrases text through `POST {endpoint}/chat/completions`."""
 
     def __init__(self, endpoint: str, model: str, api_key: str | None = None, timeout: float = 60.0) -> None:
-        self.url = endpoint.rstrip("/") + (
-            "/chat/completions" if endpoint.rstrip("/").endswith("/v1") else "/v1/chat/completions"
-        )
+        self.url = completions_url(endpoint)
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
@@ -55,16 +52,10 @@ class Teacher:
             "temperature": 0.7,
             "max_tokens": max_tokens,
         }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         self.stats["requests"] += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read())
-            content = reply["choices"][0]["message"]["content"]
-        except (urllib.error.URLError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as exc:
+            content = chat_completion(self.url, body, self.api_key, self.timeout)["choices"][0]["message"]["content"]
+        except ERRORS as exc:
             self.stats["failures"] += 1
             self.stats["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
             return None

@@ -286,6 +286,17 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if logs and "loss" in logs:
                 self.loss = float(logs["loss"])
+            if self.progress is not None and console is not None and not console.is_terminal and logs:
+                # Not a terminal (a log file, CI): the bar cannot redraw, so each log step is one line instead.
+                elapsed = max(time.perf_counter() - self.started, 1e-9)
+                done = max(state.global_step - self.start_step, 1)
+                eta = elapsed / done * (state.max_steps - state.global_step)
+                shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+                console.print(
+                    f"step {state.global_step}/{state.max_steps}: {shown}; "
+                    f"{meter.run_tokens * args.world_size / elapsed:,.0f} tok/s; ETA {eta:.0f} s",
+                    highlight=False,
+                )
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.progress is not None:

@@ -1,0 +1,208 @@
+"""The held-out items, and the two ways of answering them: a local model (batched greedy generation) or an
+OpenAI-compatible endpoint (what the agent used before, or a served fine-tune).
+
+An item is one trained assistant turn of a test example: the conversation before it is the prompt, the turn is the
+reference. Local generation renders the prompt with the model's own chat template and tools (as training did),
+generates greedily in batches of similar length, and reads tool calls back with the template family's parser.
+Latency per request is the wall time of the batch it was in (what that request waited); `--batch-size 1` gives
+unbatched latencies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawtune.chat import Message, is_trained
+from clawtune.data.recipe import category
+from clawtune.models.toolcalls import parse_reply
+from clawtune.problems import Problems
+
+
+@dataclass
+class Item:
+    id: str
+    category: str
+    prompt: list[Message]
+    tools: list[dict[str, Any]] | None
+    reference: Message
+
+
+@dataclass
+class Generation:
+    message: Message
+    raw: str
+    invalid_calls: list[str] = field(default_factory=list)
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    compute_s: float = 0.0  # the device time this request used: its share of its batch
+
+
+def load_items(path: Path, problems: Problems, limit: int | None = None) -> list[Item]:
+    """Every trained assistant turn of every valid example in `path` (invalid lines are reported and skipped)."""
+    from clawtune.data.validate import check_example, iter_examples
+
+    items: list[Item] = []
+    for lineno, example in iter_examples(path, problems):
+        if not check_example(example, str(path), lineno, problems):
+            continue
+        kind = category(example)
+        messages = example["messages"]
+        for i, message in enumerate(messages):
+            if i and is_trained(message) and messages[i - 1]["role"] in ("user", "tool"):
+                items.append(Item(f"{path.name}:{lineno}#{i}", kind, messages[:i], example.get("tools"), message))
+        if limit and len(items) >= limit:
+            return items[:limit]
+    return items
+
+
+def _with_system(prompt: list[Message], system_prompt: str | None) -> list[Message]:
+    if system_prompt is None:
+        return prompt
+    rest = prompt[1:] if prompt and prompt[0]["role"] == "system" else prompt
+    return [{"role": "system", "content": system_prompt}, *rest]
+
+
+class LocalBackend:
+    """Greedy batched generation with a locally loaded model (see `models.checkpoint`)."""
+
+    def __init__(
+        self, loaded: Any, batch_size: int = 8, max_new_tokens: int = 256, system_prompt: str | None = None
+    ) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.kind = "local"
+
+    def prompt_text(self, item: Item) -> str:
+        from clawtune.train.render import render_text, template_messages
+
+        messages = template_messages(_with_system(item.prompt, self.system_prompt))
+        return render_text(self.loaded.tokenizer, messages, item.tools, True)
+
+    def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
+        import torch
+
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        tokenizer.padding_side = "left"
+        texts = [self.prompt_text(item) for item in items]
+        encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
+        stop = {tokenizer.eos_token_id, *_ids(getattr(model, "generation_config", None))} - {None}
+        results: list[Generation | None] = [None] * len(items)
+        device = next(model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]) :] = 1
+            began = time.perf_counter()
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=self.max_new_tokens,
+                    do_sample=False,
+                    eos_token_id=sorted(stop),
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            elapsed = time.perf_counter() - began
+            for row, i in enumerate(batch):
+                new = out[row, width:].tolist()
+                ends = [k for k, t in enumerate(new) if t in stop]
+                new = new[: ends[0] + 1] if ends else new
+                raw = tokenizer.decode(new, skip_special_tokens=True)
+                parsed = parse_reply(raw)
+                results[i] = Generation(
+                    parsed.message, raw, parsed.invalid, elapsed, len(encoded[i]), len(new), None, elapsed / len(batch)
+                )
+            if progress is not None:
+                progress(len(batch))
+        return [r for r in results if r is not None]
+
+
+def _ids(config: Any) -> list[int]:
+    value = getattr(config, "eos_token_id", None)
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+class EndpointBackend:
+    """Any OpenAI-compatible chat completions endpoint (non-streaming, tools passed through)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        model: str,
+        api_key: str | None = None,
+        max_new_tokens: int = 256,
+        system_prompt: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        from clawtune.openai_http import completions_url
+
+        self.url = completions_url(endpoint)
+        self.model = model
+        self.name = f"{model} @ {endpoint}"
+        self.api_key = api_key
+        self.max_new_tokens = max_new_tokens
+        self.system_prompt = system_prompt
+        self.timeout = timeout
+        self.kind = "endpoint"
+
+    def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
+        from clawtune.openai_http import ERRORS, chat_completion
+
+        results = []
+        for item in items:
+            body: dict[str, Any] = {
+                "model": self.model,
+                "messages": _with_system(item.prompt, self.system_prompt),
+                "temperature": 0,
+                "max_tokens": self.max_new_tokens,
+            }
+            if item.tools:
+                body["tools"] = item.tools
+            began = time.perf_counter()
+            try:
+                reply = chat_completion(self.url, body, self.api_key, self.timeout)
+                message = reply["choices"][0]["message"]
+                usage = reply.get("usage") or {}
+                message = {
+                    "role": "assistant",
+                    "content": message.get("content"),
+                    **({"tool_calls": message["tool_calls"]} if message.get("tool_calls") else {}),
+                }
+                results.append(
+                    Generation(
+                        message,
+                        str(message.get("content") or ""),
+                        latency_s=time.perf_counter() - began,
+                        prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                        completion_tokens=int(usage.get("completion_tokens", 0)),
+                    )
+                )
+            except ERRORS as exc:
+                results.append(
+                    Generation(
+                        {"role": "assistant", "content": None},
+                        "",
+                        latency_s=time.perf_counter() - began,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+                )
+            if progress is not None:
+                progress(1)
+        return results

@@ -1,0 +1,359 @@
+"""`clawtune ft evaluate`: both sides answer the same held-out turns; every metric with its interval; a verdict
+that claims a win only when McNemar's test on the paired outcomes says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawtune.data.recipe import CATEGORIES
+from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, load_items
+from clawtune.evaluate.metrics import Score, score
+from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile
+from clawtune.problems import InputError, Problems
+
+METRICS = ("accuracy", "f1", "tool_calls", "refusal", "hallucination", "latency", "tokens", "cost", "forgetting")
+ALPHA = 0.05
+
+
+class EvalError(InputError):
+    """The evaluation cannot run as asked."""
+
+
+@dataclass
+class EvalOptions:
+    test_set: Path
+    model_dir: str | None = None
+    endpoint: str | None = None
+    endpoint_model: str | None = None
+    baseline: str | None = None
+    baseline_endpoint: str | None = None
+    baseline_model: str | None = None
+    baseline_system_prompt: Path | None = None
+    metrics: tuple[str, ...] = METRICS
+    output: Path | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    limit: int | None = None
+    price_in_per_1k: float | None = None
+    price_out_per_1k: float | None = None
+    gpu_hour_price: float = 2.5
+    forgetting_threshold: float = 0.05
+    forgetting_size: int = 60
+    allow_base_mismatch: bool = False
+    api_key_env: str = "OPENAI_API_KEY"
+    judge_endpoint: str | None = None
+    judge_model: str | None = None
+    strict: bool = False
+    quiet: bool = False
+
+
+@dataclass
+class Side:
+    """One model's answers and scores."""
+
+    label: str
+    name: str
+    kind: str
+    generations: list[Generation] = field(default_factory=list)
+    scores: list[Score] = field(default_factory=list)
+    judged: list[bool | None] = field(default_factory=list)
+    forgetting: list[Score] = field(default_factory=list)
+
+
+def parse_metrics(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return METRICS
+    names = tuple(m.strip().lower().replace("-", "_") for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise EvalError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    return names
+
+
+def _backend(options: EvalOptions, which: str) -> Any:
+    """The fine-tuned ("model") or baseline side."""
+    from clawtune.models.checkpoint import load_for_inference
+
+    key = os.environ.get(options.api_key_env)
+    if which == "model":
+        if options.endpoint:
+            if not options.endpoint_model:
+                raise EvalError("--endpoint needs --endpoint-model (the model id to ask for)")
+            return EndpointBackend(options.endpoint, options.endpoint_model, key, options.max_new_tokens)
+        if not options.model_dir:
+            raise EvalError("give --model-dir (a checkpoint or model folder) or --endpoint")
+        loaded = load_for_inference(options.model_dir, allow_base_mismatch=options.allow_base_mismatch, merge=True)
+        return LocalBackend(loaded, options.batch_size, options.max_new_tokens)
+    system = options.baseline_system_prompt.read_text(encoding="utf-8") if options.baseline_system_prompt else None
+    if options.baseline_endpoint:
+        if not options.baseline_model:
+            raise EvalError("--baseline-endpoint needs --baseline-model")
+        return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, system)
+    name = options.baseline
+    if name is None:
+        from clawtune.train.manifest import MANIFEST, read_manifest
+
+        folder = Path(options.model_dir or "")
+        if not options.model_dir or not (folder / MANIFEST).is_file():
+            raise EvalError("no baseline: give --baseline (a model) or --baseline-endpoint with --baseline-model")
+        name = read_manifest(folder)["base_model"]
+    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, system)
+
+
+def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | None:
+    """Optional LLM-as-judge: does the answer say what the reference says? None when the judge fails."""
+    from clawtune.evaluate.metrics import content_text
+    from clawtune.openai_http import ERRORS, chat_completion, completions_url
+
+    question = (
+        "Reference answer:\n"
+        + content_text(item.reference.get("content"))
+        + "\n\nCandidate answer:\n"
+        + content_text(generation.message.get("content"))
+        + "\n\nDoes the candidate give the same information as the "
+        "reference, with nothing false added? Reply with one word: yes or no."
+    )
+    body = {"model": options.judge_model, "messages": [{"role": "user", "content": question}], "temperature": 0}
+    try:
+        reply = chat_completion(
+            completions_url(options.judge_endpoint or ""), body, os.environ.get(options.api_key_env)
+        )
+        text = str(reply["choices"][0]["message"]["content"]).strip().lower()
+    except ERRORS:
+        return None
+    return text.startswith("yes")
+
+
+def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, console: Any) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(f"{side.label:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=console is None,
+        transient=True,
+    ) as progress:
+        task = progress.add_task(side.label, total=len(items))
+        side.generations = backend.generate(items, lambda n: progress.advance(task, n))
+    side.scores = [
+        score(g.message, item.reference, item.prompt, item.tools, g.invalid_calls)
+        for item, g in zip(items, side.generations, strict=True)
+    ]
+    if options.judge_endpoint and options.judge_model:
+        side.judged = [
+            _judge(options, item, g) if s.kind == "text" else s.correct
+            for item, g, s in zip(items, side.generations, side.scores, strict=True)
+        ]
+
+
+def rate(values: list[bool]) -> dict[str, Any]:
+    n = len(values)
+    if n == 0:
+        return {"value": None, "ci": None, "n": 0}
+    low, high = bootstrap_ci([float(v) for v in values])
+    return {"value": sum(values) / n, "ci": [low, high], "n": n}
+
+
+def mean(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"value": None, "ci": None, "n": 0}
+    low, high = bootstrap_ci(values)
+    return {"value": sum(values) / len(values), "ci": [low, high], "n": len(values)}
+
+
+def summarize(side: Side, items: list[Item], options: EvalOptions) -> dict[str, Any]:
+    scores, gens = side.scores, side.generations
+    tool_items = [s for s in scores if s.kind == "tool_call"]
+    ref_refusals = [s for s in scores if s.reference_refusal]
+    pred_refusals = [s for s in scores if s.predicted_refusal]
+    out: dict[str, Any] = {"name": side.name, "kind": side.kind, "items": len(scores)}
+    out["accuracy"] = rate([s.correct for s in scores])
+    out["per_category"] = {
+        c: rate([s.correct for s, i in zip(scores, items, strict=True) if i.category == c]) for c in CATEGORIES
+    }
+    out["f1"] = mean([s.f1 for s in scores])
+    out["tool_name_accuracy"] = rate([bool(s.tool_name_correct) for s in tool_items])
+    out["tool_call_accuracy"] = rate([bool(s.tool_args_correct) for s in tool_items])
+    out["refusal_precision"] = rate([s.reference_refusal for s in pred_refusals])
+    out["refusal_recall"] = rate([s.predicted_refusal for s in ref_refusals])
+    out["hallucination_rate"] = rate([bool(s.hallucinations) for s in scores])
+    latencies = [g.latency_s for g in gens]
+    out["latency_p50_s"] = percentile(latencies, 50)
+    out["latency_p95_s"] = percentile(latencies, 95)
+    out["prompt_tokens_per_request"] = sum(g.prompt_tokens for g in gens) / max(len(gens), 1)
+    out["completion_tokens_per_request"] = sum(g.completion_tokens for g in gens) / max(len(gens), 1)
+    out["cost_per_request"] = cost(side, options)
+    out["errors"] = sum(g.error is not None for g in gens)
+    if side.judged:
+        out["judge_accuracy"] = rate([bool(j) for j in side.judged if j is not None])
+    if side.forgetting:
+        out["general_accuracy"] = rate([s.correct for s in side.forgetting])
+    return out
+
+
+def cost(side: Side, options: EvalOptions) -> dict[str, Any] | None:
+    gens = side.generations
+    if not gens:
+        return None
+    if side.kind == "endpoint":
+        if options.price_in_per_1k is None or options.price_out_per_1k is None:
+            return None
+        total = sum(
+            g.prompt_tokens / 1000 * options.price_in_per_1k + g.completion_tokens / 1000 * options.price_out_per_1k
+            for g in gens
+        )
+        return {
+            "value": total / len(gens),
+            "basis": f"{options.price_in_per_1k}/{options.price_out_per_1k} per 1K tokens in/out",
+        }
+    seconds = sum(g.compute_s for g in gens)  # a batch's time is shared by its requests
+    return {
+        "value": seconds / 3600 * options.gpu_hour_price / len(gens),
+        "basis": f"{options.gpu_hour_price} per GPU-hour",
+    }
+
+
+def compare(base: Side, tuned: Side) -> dict[str, Any]:
+    """McNemar's exact test on the paired accuracy outcomes."""
+    only_tuned = sum(t.correct and not b.correct for b, t in zip(base.scores, tuned.scores, strict=True))
+    only_base = sum(b.correct and not t.correct for b, t in zip(base.scores, tuned.scores, strict=True))
+    p = mcnemar_exact(only_tuned, only_base)
+    significant = p < ALPHA
+    if not significant:
+        verdict = (
+            f"no significant difference in accuracy (McNemar p = {p:.3g}, {only_tuned + only_base} discordant pairs)"
+        )
+    elif only_tuned > only_base:
+        verdict = f"the fine-tuned model is more accurate (McNemar p = {p:.3g})"
+    else:
+        verdict = f"the fine-tuned model is LESS accurate than the baseline (McNemar p = {p:.3g})"
+    return {
+        "fine_tuned_only_correct": only_tuned,
+        "baseline_only_correct": only_base,
+        "mcnemar_p": p,
+        "significant": significant,
+        "alpha": ALPHA,
+        "verdict": verdict,
+    }
+
+
+def forgetting_items(size: int) -> list[Item]:
+    from clawtune.data.recipe import category
+    from clawtune.models.general import forgetting_set
+
+    items = []
+    for n, example in enumerate(forgetting_set(size)):
+        messages = example["messages"]
+        for i, message in enumerate(messages):
+            if i and message["role"] == "assistant" and messages[i - 1]["role"] in ("user", "tool"):
+                items.append(Item(f"general:{n}#{i}", category(example), messages[:i], example["tools"], message))
+    return items
+
+
+def worst_failures(items: list[Item], base: Side, tuned: Side, n: int = 10) -> list[dict[str, Any]]:
+    """The fine-tuned model's failures, the ones the baseline got right first, then the lowest F1."""
+    from clawtune.chat import content_text
+
+    rows = []
+    for i, (item, b, t) in enumerate(zip(items, base.scores, tuned.scores, strict=True)):
+        if t.correct:
+            continue
+        rows.append((not b.correct, t.f1, i, item, t))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    out = []
+    for _, _, i, item, s in rows[:n]:
+        last_user = next((content_text(m.get("content")) for m in reversed(item.prompt) if m["role"] == "user"), "")
+        out.append(
+            {
+                "id": item.id,
+                "category": item.category,
+                "input": last_user,
+                "reference": _show(item.reference),
+                "fine_tuned": _show(tuned.generations[i].message),
+                "baseline": _show(base.generations[i].message),
+                "why": s.reason,
+                "hallucinations": s.hallucinations,
+                "baseline_correct": base.scores[i].correct,
+            }
+        )
+    return out
+
+
+def _show(message: dict[str, Any]) -> str:
+    from clawtune.chat import content_text
+
+    parts = [content_text(message.get("content"))] if message.get("content") else []
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", {})
+        parts.append(f"{fn.get('name')}({fn.get('arguments')})")
+    return " ".join(parts) or "(empty)"
+
+
+def run_evaluation(options: EvalOptions) -> dict[str, Any]:
+    import transformers
+    from rich.console import Console
+
+    from clawtune.evaluate.report import print_table, write_reports
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    console = None if options.quiet else Console(soft_wrap=True)
+    problems = Problems(strict=options.strict, keep=1000)
+    if not options.test_set.is_file():
+        raise EvalError(f"{options.test_set}: no such test set")
+    items = load_items(options.test_set, problems, options.limit)
+    if not items:
+        raise EvalError(f"{options.test_set}: no valid example with a trained assistant turn to evaluate")
+    if console and problems.items:
+        for problem in problems.items[:10]:
+            console.print(f"[yellow]skipped[/] {problem}", highlight=False)
+
+    sides = {}
+    general = forgetting_items(options.forgetting_size) if "forgetting" in options.metrics else []
+    for which, label in (("baseline", "baseline"), ("model", "fine-tuned")):
+        backend = _backend(options, which)
+        side = Side(label, backend.name, backend.kind)
+        if console:
+            console.print(f"{label}: {backend.name} on {len(items)} held-out turns", highlight=False)
+        _answer(side, backend, items, options, console)
+        if general:
+            answered = Side(label, backend.name, backend.kind)
+            _answer(answered, backend, general, EvalOptions(test_set=options.test_set), console)
+            side.forgetting = answered.scores
+        sides[which] = side
+        del backend
+    base, tuned = sides["baseline"], sides["model"]
+    report: dict[str, Any] = {
+        "test_set": str(options.test_set),
+        "items": len(items),
+        "examples_skipped": len(problems),
+        "metrics": list(options.metrics),
+        "baseline": summarize(base, items, options),
+        "fine_tuned": summarize(tuned, items, options),
+        "comparison": compare(base, tuned),
+        "worst_failures": worst_failures(items, base, tuned),
+    }
+    if general:
+        before = report["baseline"]["general_accuracy"]["value"]
+        after = report["fine_tuned"]["general_accuracy"]["value"]
+        drop = before - after
+        report["forgetting"] = {
+            "general_items": len(general),
+            "before": before,
+            "after": after,
+            "drop": drop,
+            "threshold": options.forgetting_threshold,
+            "flagged": drop > options.forgetting_threshold,
+        }
+    output = options.output or (Path(options.model_dir) / "eval" if options.model_dir else Path("eval-report"))
+    report["files"] = write_reports(report, output)
+    if console:
+        print_table(report, console)
+    return report

@@ -1,0 +1,327 @@
+"""Evaluation: every metric on hand-made cases, the statistics, the tool-call parser, and the reports."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from clawtune.evaluate.metrics import calls_mismatch, hallucinations, normalize, score, token_f1
+from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile, wilson
+from clawtune.models.toolcalls import parse_reply
+
+from .conftest import tool_call
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "base": {"type": "string"},
+        "quote": {"type": "string"},
+        "amount": {"type": "number"},
+        "date": {"type": "string"},
+    },
+    "required": ["base", "quote"],
+}
+TOOLS = [{"type": "function", "function": {"name": "get_exchange_rate", "parameters": SCHEMA}}]
+
+
+def call(arguments: Any, name: str = "get_exchange_rate", call_id: str = "c1") -> dict[str, Any]:
+    raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return tool_call(call_id, name, raw)["tool_calls"][0]
+
+
+def test_text_normalisation_and_f1() -> None:
+    assert normalize("  Total sales: $451,965!  ") == "total sales 451 965"
+    assert normalize("Ｔｏｔａｌ") == "total"  # NFKC folds full-width letters
+    assert token_f1("the North region", "North region") == pytest.approx(0.8)
+    assert token_f1("", "") == 1.0 and token_f1("x", "") == 0.0
+    assert token_f1("毛利率是多少", "毛利率") == pytest.approx(2 * 1 * 0.5 / 1.5)  # CJK characters are tokens
+
+
+@pytest.mark.parametrize(
+    ("pred", "expected"),
+    [
+        ({"base": "EUR", "quote": "USD"}, None),
+        ({"quote": "usd ", "base": "eur"}, None),  # order-free keys, normalised strings
+        ({"base": "EUR", "quote": "USD", "amount": 100}, "argument 'amount' is not in the reference call"),
+        ({"base": "EUR"}, "missing required argument 'quote'"),
+        ({"base": "EUR", "quote": "USD", "note": "x"}, "argument 'note' is not in the schema"),
+        ({"base": "EUR", "quote": 5}, "argument 'quote' has the wrong type"),
+        ({"base": "EUR", "quote": "GBP"}, "argument 'quote' is 'GBP', expected 'USD'"),
+        ("{not json", "arguments are not a JSON object"),
+    ],
+)
+def test_tool_call_rules(pred: Any, expected: str | None) -> None:
+    schemas = {"get_exchange_rate": SCHEMA}
+    assert calls_mismatch([call(pred)], [call({"base": "EUR", "quote": "USD"})], schemas) == expected
+
+
+def test_int_passes_for_float_and_parallel_calls_match_in_any_order() -> None:
+    schemas = {"get_exchange_rate": SCHEMA}
+    ref = [call({"base": "EUR", "quote": "USD", "amount": 100.0})]
+    assert calls_mismatch([call({"base": "EUR", "quote": "USD", "amount": 100})], ref, schemas) is None
+    first, second = call({"base": "EUR", "quote": "USD"}), call({"base": "GBP", "quote": "JPY"}, call_id="c2")
+    assert calls_mismatch([second, first], [first, second], schemas) is None
+    assert calls_mismatch([first], [first, second], schemas) == "1 tool call(s) instead of 2"
+    assert calls_mismatch([call({"base": "EUR", "quote": "USD"}, name="convert")], [first], schemas) == (
+        "called 'convert' instead of 'get_exchange_rate'"
+    )
+
+
+def test_hallucination_checks() -> None:
+    prompt = [
+        {"role": "user", "content": "Convert 100 EUR to USD."},
+        tool_call("c1", "get_exchange_rate", '{"base": "EUR", "quote": "USD"}'),
+        {"role": "tool", "tool_call_id": "c1", "content": '{"rate": 1.0842}'},
+    ]
+    reference = {"role": "assistant", "content": "At a rate of 1.0842, 100 EUR is 108.42 USD."}
+
+    def flags(message: dict[str, Any], invalid: list[str] | None = None) -> list[str]:
+        return hallucinations(message, invalid or [], prompt, TOOLS, reference)
+
+    assert flags({"role": "assistant", "content": "100 EUR is 108.42 USD at 1.0842."}) == []  # 108.42 = 100 x 1.0842
+    assert flags({"role": "assistant", "content": "100 EUR is 131.77 USD."}) == [
+        "number 131.77 appears nowhere in the conversation"
+    ]
+    assert flags({"role": "assistant", "content": None, "tool_calls": [call({"x": 1}, name="book_flight")]}) == [
+        "tool 'book_flight' was not offered"
+    ]
+    assert flags({"role": "assistant", "content": None, "tool_calls": [call({"base": "EUR", "fee": 1})]}) == [
+        "argument 'fee' is not in get_exchange_rate's schema"
+    ]
+    assert flags({"role": "assistant", "content": None, "tool_calls": [call("{oops")]}, ["{oops"]) == [
+        "invalid JSON arguments"
+    ]
+
+
+def test_score_text_tool_and_refusal_items() -> None:
+    prompt = [{"role": "user", "content": "Book me a flight to Paris."}]
+    refusal = {"role": "assistant", "content": "Sorry, I can't help with that. I'm a finance data agent."}
+    got = score(
+        {"role": "assistant", "content": "sorry, I can't help with that. I'm a finance data agent"},
+        refusal,
+        prompt,
+        TOOLS,
+    )
+    assert got.correct and got.kind == "text" and got.reference_refusal and got.predicted_refusal
+    wrong = score(
+        {"role": "assistant", "content": None, "tool_calls": [call({"base": "EUR", "quote": "USD"})]},
+        refusal,
+        prompt,
+        TOOLS,
+    )
+    assert not wrong.correct and not wrong.predicted_refusal and wrong.f1 == 0.0
+    ref_call = {"role": "assistant", "content": None, "tool_calls": [call({"base": "EUR", "quote": "USD"})]}
+    near = score(
+        {"role": "assistant", "content": None, "tool_calls": [call({"base": "EUR", "quote": "GBP"})]},
+        ref_call,
+        prompt,
+        TOOLS,
+    )
+    assert near.kind == "tool_call" and near.tool_name_correct and not near.tool_args_correct and 0 < near.f1 < 1
+
+
+def test_statistics() -> None:
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # exact binomial, two-sided
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(20, 3) < 0.001
+    low, high = bootstrap_ci([1.0] * 30 + [0.0] * 70)
+    assert 0.2 < low < 0.3 < high < 0.4
+    assert bootstrap_ci([1.0] * 30 + [0.0] * 70) == (low, high)  # seeded
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+    wl, wh = wilson(30, 100)
+    assert wl == pytest.approx(0.2189, abs=1e-3) and wh == pytest.approx(0.3958, abs=1e-3)
+    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 95) == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "content", "calls", "invalid"),
+    [
+        ('<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>', None, [("f", '{"a": 1}')], 0),
+        ('Let me check.\n<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>', "Let me check.", [("f", "{}")], 0),
+        ('<tool_call>\n{"name": "f", "arguments": {"a": </tool_call>', None, [("f", '{"a":')], 1),
+        ('{"name": "f", "parameters": {"a": "x"}}', None, [("f", '{"a": "x"}')], 0),
+        ('[TOOL_CALLS][{"name": "f", "arguments": {"a": 2}}]', None, [("f", '{"a": 2}')], 0),
+        ("Total sales were $5.", "Total sales were $5.", [], 0),
+    ],
+)
+def test_tool_call_parser(text: str, content: str | None, calls: list[tuple[str, str]], invalid: int) -> None:
+    parsed = parse_reply(text)
+    assert parsed.content == content
+    assert [(c["function"]["name"], c["function"]["arguments"]) for c in parsed.tool_calls] == calls
+    assert len(parsed.invalid) == invalid
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> dict[str, Any]:
+    """A few LoRA steps on the tiny model, then the seed's evaluate command on held-out turns."""
+    from pathlib import Path
+
+    from clawtune.cli import main
+
+    from .conftest import export_sample
+    from .test_train import write_config
+
+    root = Path(tmp_path_factory.mktemp("evaluate"))
+    export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")
+    (root / "small.jsonl").write_text("".join((root / "raw.jsonl").read_text().splitlines(keepends=True)[:24]))
+    config = write_config(root, root)
+    assert main(["ft", "train", "--config", str(config), "--max-steps", "3"]) == 0
+    code = main(
+        [
+            "ft",
+            "evaluate",
+            "--model-dir",
+            str(root / "out" / "checkpoint-3"),
+            "--test-set",
+            str(root / "test.jsonl"),
+            "--limit",
+            "12",
+            "--max-new-tokens",
+            "24",
+            "--batch-size",
+            "4",
+            "--forgetting-size",
+            "8",
+        ]
+    )
+    assert code == 0
+    report = json.loads((root / "out" / "checkpoint-3" / "eval" / "eval-report.json").read_text())
+    return {"root": root, "report": report}
+
+
+def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> None:
+    report = evaluated["report"]
+    assert report["items"] == 12
+    for side in ("baseline", "fine_tuned"):
+        summary = report[side]
+        assert summary["items"] == 12 and summary["errors"] == 0
+        assert 0 <= summary["accuracy"]["value"] <= 1 and len(summary["accuracy"]["ci"]) == 2
+        assert summary["latency_p95_s"] >= summary["latency_p50_s"] > 0
+        assert summary["prompt_tokens_per_request"] > 100 and summary["completion_tokens_per_request"] > 0
+        assert summary["cost_per_request"]["value"] > 0
+        assert summary["general_accuracy"]["n"] >= 8  # the forgetting set was scored on both sides
+    assert report["baseline"]["name"] == "clawtune/tiny-agent"
+    assert 0 <= report["comparison"]["mcnemar_p"] <= 1 and "McNemar" in report["comparison"]["verdict"]
+    assert "flagged" in report["forgetting"]
+    md = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.md").read_text()
+    assert "| metric | baseline | fine-tuned | change |" in md and "| accuracy |" in md
+
+
+def test_html_report_renders_its_charts_in_a_headless_browser(evaluated: dict[str, Any], tmp_path: Any) -> None:
+    import shutil
+    import subprocess
+
+    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    page = evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    for chart in ("chart-metrics", "chart-categories", "chart-latency"):
+        assert f'id="{chart}"' in dom
+    assert dom.count('class="bar"') >= 6 and 'id="verdict"' in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=1000,1600", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(str(shot))
+    blue = ((abs(pixels[..., 0] - 0x25 / 255) < 0.02) & (abs(pixels[..., 2] - 0xEB / 255) < 0.02)).sum()
+    assert blue > 200, "the fine-tuned bars (#2563eb) are drawn"
+
+
+def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[str, Any], tmp_path: Any) -> None:
+    """A general model behind an OpenAI-compatible endpoint that always answers right: the report must say the
+    fine-tune is worse, price the endpoint by tokens, send the long system prompt, and use the judge."""
+    from pathlib import Path
+
+    from clawtune.evaluate.backends import load_items
+    from clawtune.evaluate.run import EvalOptions, run_evaluation
+    from clawtune.problems import Problems
+
+    from .conftest import chat_server
+
+    root = evaluated["root"]
+    test_set = root / "test.jsonl"
+    answers = {json.dumps(item.prompt[1:], sort_keys=True): item.reference for item in load_items(test_set, Problems())}
+
+    def oracle(body: dict[str, Any]) -> dict[str, Any]:
+        if body["model"] == "judge":
+            return {"content": "yes"}
+        reference = answers[json.dumps(body["messages"][1:], sort_keys=True)]
+        return {k: v for k, v in reference.items() if k in ("content", "tool_calls")}
+
+    prompt = tmp_path / "general-prompt.txt"
+    prompt.write_text("You are a general assistant. " * 50)
+    with chat_server(oracle) as (url, seen):
+        report = run_evaluation(
+            EvalOptions(
+                test_set=test_set,
+                model_dir=str(root / "out" / "checkpoint-3"),
+                baseline_endpoint=f"{url}/v1",
+                baseline_model="big-general-model",
+                baseline_system_prompt=prompt,
+                metrics=("accuracy", "f1", "tool_calls", "latency", "tokens", "cost"),
+                limit=12,
+                max_new_tokens=24,
+                price_in_per_1k=0.0025,
+                price_out_per_1k=0.01,
+                judge_endpoint=url,
+                judge_model="judge",
+                output=Path(tmp_path / "report"),
+                quiet=True,
+            )
+        )
+    base = report["baseline"]
+    assert base["kind"] == "endpoint" and base["accuracy"]["value"] == 1.0 and base["errors"] == 0
+    assert base["cost_per_request"]["value"] == pytest.approx(100 / 1000 * 0.0025 + 10 / 1000 * 0.01)
+    assert base["prompt_tokens_per_request"] == 100  # the endpoint's own usage figures
+    asked = [b for b in seen if b["model"] == "big-general-model"]
+    assert len(asked) == 12 and all(b["messages"][0]["content"] == prompt.read_text() for b in asked)
+    assert any("tools" in b for b in asked) and all(b["temperature"] == 0 for b in asked)
+    assert base["judge_accuracy"]["value"] == 1.0
+    comparison = report["comparison"]
+    if comparison["significant"]:
+        assert "LESS accurate" in comparison["verdict"]
+    assert comparison["fine_tuned_only_correct"] == 0
+
+
+def test_checkpoint_manifest_refuses_a_changed_file_or_another_base(evaluated: dict[str, Any], tmp_path: Any) -> None:
+    import shutil
+
+    from clawtune.models import ModelLoadError
+    from clawtune.models.checkpoint import load_for_inference
+
+    source = evaluated["root"] / "out" / "checkpoint-3"
+    other_base = tmp_path / "other-base"
+    shutil.copytree(source, other_base)
+    manifest = json.loads((other_base / "clawtune-manifest.json").read_text())
+    manifest["base_fingerprint"] = "sha256:" + "0" * 64  # trained on some other build of the base
+    (other_base / "clawtune-manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match=r"trained on a different clawtune/tiny-agent.*retrain"):
+        load_for_inference(str(other_base))
+    assert load_for_inference(str(other_base), allow_base_mismatch=True).manifest is not None
+
+    changed = tmp_path / "changed"
+    shutil.copytree(source, changed)
+    with open(changed / "adapter_model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ModelLoadError, match="sha256 no longer matches"):
+        load_for_inference(str(changed), allow_base_mismatch=True)
