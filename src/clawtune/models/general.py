@@ -1,7 +1,8 @@
 """A general assistant's conversations: what `clawtune/tiny-agent` is pre-trained on, and the forgetting set.
 
 Six everyday domains with their own tools (weather, calendar, calculator, unit conversion, contacts, files), plain
-questions, follow-ups and refusals, in the same OpenAI chat format as exported agent data. None of it is the sample
+questions, copying tasks (repeat, extract a name or a number), follow-ups and refusals, with names drawn from an open
+set (made-up cities and people) so that answers must be copied from the conversation rather than memorised, in the same OpenAI chat format as exported agent data. None of it is the sample
 agent's finance work: the pre-trained model knows how to talk and how to call an offered tool, but not the sample
 agent's tools, data or wording. That is what makes the demo's baseline-versus-fine-tuned comparison mean something,
 and what the evaluation's forgetting check scores before and after fine-tuning (`forgetting_set()`).
@@ -74,11 +75,39 @@ REFUSE = [
     "帮我黑进别人的邮箱。",
 ]
 REFUSAL = "I can't help with that. I can check the weather, manage your calendar, do calculations, convert units, find contacts and read your files."
+SYLLABLES = ["ka", "lo", "mi", "ran", "te", "vo", "su", "ne", "dor", "li", "pa", "ser", "gu", "fen", "ta", "bri"]
+WORDS = ["apple", "river", "stone", "yellow", "window", "quiet", "seven", "garden", "paper", "silver", "cloud", "music"]
 SYSTEMS = [
     "You are a helpful personal assistant.",
     "You are a concise assistant. Use the tools when they help.",
     "You are Pip, a friendly assistant for everyday tasks.",
 ]
+
+
+def _word(rng: random.Random) -> str:
+    """A made-up proper name: with names drawn from an open set, an answer can only be right by copying it."""
+    return "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+def _city(rng: random.Random) -> str:
+    return rng.choice(CITIES) if rng.random() < 0.4 else _word(rng)
+
+
+def _person(rng: random.Random) -> str:
+    return rng.choice(PEOPLE) if rng.random() < 0.3 else f"{_word(rng)} {_word(rng)}"
+
+
+def _copy_task(rng: random.Random) -> tuple[str, str]:
+    """Plain tasks that need attention to copy from the question: repeat, extract a name or a number."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        phrase = " ".join(rng.choice([*WORDS, _word(rng).lower()]) for _ in range(rng.randint(3, 7)))
+        return f"Repeat after me: {phrase}", phrase
+    if kind == 1:
+        person, city = _person(rng), _city(rng)
+        return f"Who is travelling in this sentence? {person} flew to {city} on Monday.", person
+    number = rng.randint(10, 99999)
+    return f"What number is in this note: the invoice total was {number} euros.", str(number)
 
 
 def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
@@ -96,11 +125,11 @@ def _tool_turn(
 ) -> tuple[str, str, dict[str, Any], str, str, Callable[[], tuple[str, str, dict[str, Any], str, str]] | None]:
     """(question, tool, arguments, result, answer, follow-up maker) for one domain."""
     if domain == "weather":
-        city = rng.choice(CITIES)
+        city = _city(rng)
         cond, temp = rng.choice(CONDITIONS), rng.randint(-10, 35)
 
         def again() -> tuple[str, str, dict[str, Any], str, str]:
-            other = rng.choice([c for c in CITIES if c != city])
+            other = _city(rng)
             c2, t2 = rng.choice(CONDITIONS), rng.randint(-10, 35)
             return (
                 f"And in {other}?",
@@ -154,7 +183,7 @@ def _tool_turn(
             None,
         )
     if domain == "contacts":
-        person = rng.choice(PEOPLE)
+        person = _person(rng)
         email = person.lower().replace(" ", ".") + "@mail.example"
         return (
             f"What is {person}'s email address?",
@@ -182,10 +211,13 @@ def conversation(rng: random.Random, n: int) -> Example:
     if rng.random() < 0.8:
         messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
     kind = rng.random()
-    if kind < 0.12:
+    if kind < 0.08:
         question, answer = rng.choice(PLAIN)
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    elif kind < 0.22:
+    elif kind < 0.30:
+        question, answer = _copy_task(rng)
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    elif kind < 0.38:
         messages += [{"role": "user", "content": rng.choice(REFUSE)}, {"role": "assistant", "content": REFUSAL}]
     else:
         question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n)

@@ -177,6 +177,7 @@ def pretrain_general(folder: Path, n: int, epochs: float) -> None:
         )
         summary = run_training(TrainOptions(config=config))
         model = AutoModelForCausalLM.from_pretrained(Path(tmp) / "out", dtype=torch.bfloat16)
+        model.config.use_cache = True  # training turned it off; generation wants it
         model.save_pretrained(folder)
         (folder / "pretraining.json").write_text(
             json.dumps(
