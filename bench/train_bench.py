@@ -223,20 +223,6 @@ def run_variant(variant: str, mode: str, steps: int, warmup: int, row: int, exam
     }
 
 
-def matmul_flops(device: str) -> float:
-    import torch
-
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    n = 4096 if device == "cuda" else 1024
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    runs, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 1.0:
-        a @ b
-        runs += 1
-    return 2 * n**3 * runs / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["auto", "cpu", "gpu"], default="auto")
@@ -269,7 +255,14 @@ def main() -> None:
             sys.exit(f"{variant} failed:\n{out.stderr[-4000:]}")
         results[variant] = json.loads(line[7:])
     base, ours = results["baseline"], results["clawtune"]
-    peak_flops = H200_BF16_FLOPS if mode == "gpu" else matmul_flops("cpu")
+    if mode == "gpu":
+        peak_flops = H200_BF16_FLOPS
+    else:
+        import torch
+
+        from clawtune.train.estimate import device_flops
+
+        peak_flops = device_flops("cpu", torch.float32)
     print(f"mode {mode}; {steps} measured steps after {warmup} warm-up; peak FLOP/s {peak_flops / 1e9:,.0f} G")
     print(f"{'variant':<10} {'non-pad tok/s':>14} {'padding eff.':>13} {'peak memory':>12} {'MFU':>6}")
     for r in (base, ours):

@@ -314,7 +314,6 @@ def ft_train(
         loaded = load_config(config, check_files=data is None)
         options = TrainOptions(
             config=loaded,
-            config_path=config,
             gpus=gpus,
             resume=resume,
             data=data,

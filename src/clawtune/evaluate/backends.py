@@ -50,14 +50,21 @@ def load_items(path: Path, problems: Problems, limit: int | None = None) -> list
     for lineno, example in iter_examples(path, problems):
         if not check_example(example, str(path), lineno, problems):
             continue
-        kind = category(example)
-        messages = example["messages"]
-        for i, message in enumerate(messages):
-            if i and is_trained(message) and messages[i - 1]["role"] in ("user", "tool"):
-                items.append(Item(f"{path.name}:{lineno}#{i}", kind, messages[:i], example.get("tools"), message))
+        items += example_items(example, f"{path.name}:{lineno}")
         if limit and len(items) >= limit:
             return items[:limit]
     return items
+
+
+def example_items(example: dict[str, Any], name: str) -> list[Item]:
+    """One item per trained assistant turn that answers a user or tool message, named `name#index`."""
+    kind = category(example)
+    messages = example["messages"]
+    return [
+        Item(f"{name}#{i}", kind, messages[:i], example.get("tools"), message)
+        for i, message in enumerate(messages)
+        if i and is_trained(message) and messages[i - 1]["role"] in ("user", "tool")
+    ]
 
 
 def _with_system(prompt: list[Message], system_prompt: str | None) -> list[Message]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clawtune.data.recipe import CATEGORIES
-from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, load_items
+from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, example_items, load_items
 from clawtune.evaluate.metrics import Score, score
 from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile
 from clawtune.problems import InputError, Problems
@@ -128,7 +128,7 @@ def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | N
     return text.startswith("yes")
 
 
-def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, console: Any) -> None:
+def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, console: Any, judge: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
@@ -146,7 +146,7 @@ def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, c
         score(g.message, item.reference, item.prompt, item.tools, g.invalid_calls)
         for item, g in zip(items, side.generations, strict=True)
     ]
-    if options.judge_endpoint and options.judge_model:
+    if judge and options.judge_endpoint and options.judge_model:
         side.judged = [
             _judge(options, item, g) if s.kind == "text" else s.correct
             for item, g, s in zip(items, side.generations, side.scores, strict=True)
@@ -245,16 +245,9 @@ def compare(base: Side, tuned: Side) -> dict[str, Any]:
 
 
 def forgetting_items(size: int) -> list[Item]:
-    from clawtune.data.recipe import category
     from clawtune.models.general import forgetting_set
 
-    items = []
-    for n, example in enumerate(forgetting_set(size)):
-        messages = example["messages"]
-        for i, message in enumerate(messages):
-            if i and message["role"] == "assistant" and messages[i - 1]["role"] in ("user", "tool"):
-                items.append(Item(f"general:{n}#{i}", category(example), messages[:i], example["tools"], message))
-    return items
+    return [item for n, example in enumerate(forgetting_set(size)) for item in example_items(example, f"general:{n}")]
 
 
 def worst_failures(items: list[Item], base: Side, tuned: Side, n: int = 10) -> list[dict[str, Any]]:
@@ -322,10 +315,10 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         side = Side(label, backend.name, backend.kind)
         if console:
             console.print(f"{label}: {backend.name} on {len(items)} held-out turns", highlight=False)
-        _answer(side, backend, items, options, console)
+        _answer(side, backend, items, options, console, judge=True)
         if general:
             answered = Side(label, backend.name, backend.kind)
-            _answer(answered, backend, general, EvalOptions(test_set=options.test_set), console)
+            _answer(answered, backend, general, options, console, judge=False)
             side.forgetting = answered.scores
         sides[which] = side
         del backend

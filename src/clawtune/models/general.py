@@ -204,6 +204,16 @@ def _tool_turn(
     )
 
 
+def _exchange(question: str, name: str, arguments: dict[str, Any], result: str, answer: str, call_id: str) -> list[Any]:
+    """A user question, the tool call it needs, the tool's result and the answer."""
+    return [
+        {"role": "user", "content": question},
+        _call(name, arguments, call_id),
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+        {"role": "assistant", "content": answer},
+    ]
+
+
 def conversation(rng: random.Random, n: int) -> Example:
     """One general-assistant conversation (deterministic for a given rng state)."""
     domains = rng.sample(sorted(TOOLS), rng.randint(2, 4))
@@ -221,22 +231,9 @@ def conversation(rng: random.Random, n: int) -> Example:
         messages += [{"role": "user", "content": rng.choice(REFUSE)}, {"role": "assistant", "content": REFUSAL}]
     else:
         question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n)
-        call_id = f"call_{n}_0"
-        messages += [
-            {"role": "user", "content": question},
-            _call(name, arguments, call_id),
-            {"role": "tool", "tool_call_id": call_id, "content": result},
-            {"role": "assistant", "content": answer},
-        ]
+        messages += _exchange(question, name, arguments, result, answer, f"call_{n}_0")
         if again is not None and rng.random() < 0.5:
-            question, name, arguments, result, answer = again()
-            call_id = f"call_{n}_1"
-            messages += [
-                {"role": "user", "content": question},
-                _call(name, arguments, call_id),
-                {"role": "tool", "tool_call_id": call_id, "content": result},
-                {"role": "assistant", "content": answer},
-            ]
+            messages += _exchange(*again(), f"call_{n}_1")
         elif rng.random() < 0.3:
             messages += [{"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You're welcome!"}]
     return {"messages": messages, "tools": [TOOLS[d] for d in domains], "metadata": {"source": "general"}}

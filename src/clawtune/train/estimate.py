@@ -17,12 +17,11 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
 from clawtune.models import resolve
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from clawtune.train.data import TokenizedData
     from clawtune.train.run import Plan, TrainOptions
 
@@ -40,13 +39,11 @@ def skeleton(options: TrainOptions, plan: Plan) -> Any:
         model = AutoModelForCausalLM.from_config(model_config, dtype=torch.bfloat16 if plan.bf16 else torch.float32)
     if config.method == "full":
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    lora = config.lora
-    return get_peft_model(
-        model,
-        LoraConfig(r=lora.r, lora_alpha=lora.alpha, target_modules=lora.target_modules, task_type="CAUSAL_LM"),
-    )
+    from clawtune.train.run import lora_config
+
+    return get_peft_model(model, lora_config(config))
 
 
 def device_flops(device: str, dtype: Any) -> float:
@@ -149,6 +146,8 @@ def _duration(seconds: float) -> str:
 
 
 def print_estimate(report: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
     table = Table(
         title=f"dry run: {report['method']} on {report['base_model']} ({report['device']})", show_header=False
     )

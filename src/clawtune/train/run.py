@@ -38,7 +38,6 @@ class TrainError(InputError):
 @dataclass
 class TrainOptions:
     config: FTConfig
-    config_path: Path | None = None
     gpus: int | None = None
     resume: Path | None = None
     data: Path | None = None
@@ -188,25 +187,29 @@ def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> An
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.method == "full":
         return model
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel, get_peft_model
 
     if init_from is not None:
         return PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
-    lora = config.lora
     try:
-        return get_peft_model(
-            model,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                task_type="CAUSAL_LM",
-            ),
-        )
+        return get_peft_model(model, lora_config(config))
     except ValueError as exc:
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise TrainError(f"lora.target_modules: {exc}. Linear layers of this model: {', '.join(names)}") from None
+
+
+def lora_config(config: FTConfig) -> Any:
+    """PEFT's LoraConfig for the config's `lora` section."""
+    from peft import LoraConfig
+
+    lora = config.lora
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -50,7 +50,6 @@ def make_trainer_class() -> type:
         """Trainer with document masks built on the device, selective logits, token counters, atomic checkpoints."""
 
         clawtune_attention = "sdpa"
-        clawtune_selective_logits = True
         clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
         clawtune_keep = 3
         clawtune_meter: Any = None
@@ -74,7 +73,7 @@ def make_trainer_class() -> type:
                 inputs["attention_mask"] = (documents >= 0).to(torch.long)
             if model.training and self.clawtune_meter is not None:
                 self.clawtune_meter.count(documents, inputs["labels"])
-            if return_outputs or not self.clawtune_selective_logits:
+            if return_outputs:  # evaluation wants the full logits
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = selective_loss(model, inputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
