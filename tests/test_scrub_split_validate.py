@@ -1,6 +1,7 @@
 """Every scrubber, the split, and the validator's messages."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ from clawtune.data.validate import validate_files
 
 from .conftest import read_jsonl, tool_call, write_jsonl
 
-SEED_EXAMPLE = "../shared/seed/tool-call-example.jsonl"
+SEED_EXAMPLE = str(Path(__file__).parent / "seed" / "tool-call-example.jsonl")  # verbatim from shared/seed/
 
 
 @pytest.mark.parametrize(
