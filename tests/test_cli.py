@@ -120,7 +120,8 @@ def test_invalid_training_file_does_not_raise(tmp_path, capsys):
 def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
     assert main(["demo", "--output", str(tmp_path), "--train-steps", "2", "--eval-limit", "4"]) == 0
     out = capsys.readouterr().out
-    for stage in ("export-training-data", "ft validate", "ft augment-data", "ft train --config", "ft evaluate"):
+    stages = ("export-training-data", "ft validate", "ft augment-data", "ft train --config", "ft evaluate", "ft export")
+    for stage in stages:
         assert stage in out
     model = tmp_path / "fine-tuned-model"
     summary = json.loads((model / "training-summary.json").read_text())
@@ -128,3 +129,8 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
     assert (model / "adapter_model.safetensors").is_file() and (model / "loss-curve.png").is_file()
     assert (model / "checkpoint-2" / "clawtune-manifest.json").is_file()
     assert (model / "checkpoint-2" / "eval" / "eval-report.html").is_file()
+    exports = tmp_path / "exports" / "demo-agent"
+    assert {p.name for p in exports.iterdir()} >= {"openclaw-lora", "merged", "gguf", "ollama", "vllm"}
+    assert "the Ollama TEMPLATE" in out and "ollama create demo-agent -f Modelfile" in out
+    assert '+          "primary": "clawtune/demo-agent"' in out, "the OpenClaw registration it would make"
+    assert not (tmp_path / "openclaw-state" / "openclaw.json").exists(), "a dry run writes nothing"

@@ -23,8 +23,10 @@ app = typer.Typer(
 )
 agent_app = typer.Typer(help="Work with an agent's OpenClaw sessions.", no_args_is_help=True)
 ft_app = typer.Typer(help="Fine-tuning: data, training, evaluation, export.", no_args_is_help=True)
+openclaw_app = typer.Typer(help="Plug clawtune's models into OpenClaw's config.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(ft_app, name="ft")
+app.add_typer(openclaw_app, name="openclaw")
 
 
 def _fail(message: str) -> None:
@@ -434,6 +436,122 @@ def ft_evaluate(
         )
     except InputError as exc:
         _fail(str(exc))
+
+
+@ft_app.command("export")
+def ft_export(
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="A checkpoint or output folder of `ft train`.")],
+    output: Annotated[Path, typer.Option("--output", help="The export folder, e.g. ./exports/finance-agent-v1/.")],
+    format: Annotated[
+        str,
+        typer.Option("--format", help="openclaw-lora, merged, gguf, ollama, vllm, a comma-separated list, or all."),
+    ] = "openclaw-lora",
+    name: Annotated[str | None, typer.Option("--name", help="Model name (default: the output folder's name).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export.")] = False,
+    chat_template: Annotated[
+        Path | None, typer.Option("--chat-template", help="Ship this Jinja template instead (parity-checked).")
+    ] = None,
+    ollama_template: Annotated[
+        Path | None, typer.Option("--ollama-template", help="A Go TEMPLATE for Ollama (parity-checked).")
+    ] = None,
+    ollama_base: Annotated[
+        str | None,
+        typer.Option("--ollama-base", help="An Ollama model to use as FROM instead of writing base.gguf."),
+    ] = None,
+    gguf_f16: Annotated[bool, typer.Option("--gguf-f16", help="Write whole-model GGUFs in float16.")] = False,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="The merged model's dtype (default: the base model's).")
+    ] = None,
+    allow_base_mismatch: Annotated[
+        bool, typer.Option("--allow-base-mismatch", help="Export an adapter whose base model has changed.")
+    ] = False,
+    register_endpoint: Annotated[
+        str | None,
+        typer.Option("--register-endpoint", help="Then show the OpenClaw registration for a server at this URL."),
+    ] = None,
+) -> None:
+    """Ship a trained model: the adapter, a merged model, GGUF, Ollama and vLLM, each parity-checked."""
+    from clawtune.export.run import ExportOptions, export, parse_formats, print_summary
+
+    try:
+        summary = export(
+            ExportOptions(
+                model_dir=model_dir,
+                output=output,
+                formats=parse_formats(format),
+                name=name,
+                force=force,
+                chat_template=chat_template,
+                ollama_template=ollama_template,
+                ollama_base=ollama_base,
+                gguf_f16=gguf_f16,
+                merged_dtype=dtype,
+                allow_base_mismatch=allow_base_mismatch,
+            )
+        )
+        print_summary(summary, register_endpoint)
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@openclaw_app.command("register")
+def openclaw_register(
+    model_id: Annotated[str, typer.Option("--model-id", help="The model id clients ask for, e.g. finance-agent.")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="Where it is served, e.g. http://127.0.0.1:8000/v1.")],
+    api: Annotated[str, typer.Option("--api", help="openai-completions (clawtune serve, vLLM) or ollama.")] = (
+        "openai-completions"
+    ),
+    agent: Annotated[str | None, typer.Option("--agent", help="Make it this agent's primary model.")] = None,
+    primary: Annotated[
+        bool, typer.Option("--primary", help="Make it the primary model (of --agent, else of every agent).")
+    ] = False,
+    provider: Annotated[str, typer.Option("--provider", help="Provider id in OpenClaw's config.")] = "clawtune",
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help='A key, or "${ENV_VAR}" for OpenClaw to read from the environment.')
+    ] = None,
+    context_window: Annotated[int | None, typer.Option("--context-window", min=1)] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="openclaw.json (default: $OPENCLAW_CONFIG_PATH, $OPENCLAW_STATE_DIR, ~/.openclaw)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the change as a diff; write nothing.")] = False,
+) -> None:
+    """Add a fine-tuned model to OpenClaw's config (comments and other settings kept, backup first)."""
+    from clawtune.openclaw.register import Registration, register
+
+    try:
+        result = register(
+            Registration(
+                model_id=model_id,
+                endpoint=endpoint,
+                api=api,
+                provider=provider,
+                agent=agent,
+                primary=primary,
+                api_key=api_key,
+                context_window=context_window,
+                max_tokens=max_tokens,
+            ),
+            config,
+            dry_run=dry_run,
+        )
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if not result.changed:
+        typer.echo(f"{result.path}: already registered; nothing to change")
+    elif dry_run:
+        typer.echo(result.diff, nl=False)
+        typer.echo(f"(dry run: {result.path} not changed)")
+    else:
+        typer.echo(result.diff, nl=False)
+        typer.echo(
+            f"{result.path}: registered {provider}/{model_id}"
+            + (f" (backup: {result.backup})" if result.backup else "")
+        )
 
 
 @app.command("demo")

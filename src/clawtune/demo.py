@@ -132,5 +132,28 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
             "names and numbers from the conversation, which most of the sample agent's answers need (README, step 5).[/]"
         )
 
+    console.rule("[bold]7. clawtune ft export (every format, each parity-checked) and clawtune openclaw register")
+    from clawtune.export.run import FORMATS, export, print_summary
+    from clawtune.export.run import ExportOptions as ModelExportOptions
+    from clawtune.openclaw.register import Registration, register
+
+    exports = output / "exports" / "demo-agent"
+    console.print(
+        f"clawtune ft export --model-dir {checkpoint} --format all --output {exports} --force", highlight=False
+    )
+    print_summary(export(ModelExportOptions(model_dir=checkpoint, output=exports, formats=list(FORMATS), force=True)))
+    config = state / "openclaw.json"
+    console.print(
+        f"clawtune openclaw register --model-id demo-agent --endpoint http://127.0.0.1:8000/v1 --agent my-agent "
+        f"--primary --config {config} --dry-run",
+        highlight=False,
+    )
+    registration = register(
+        Registration("demo-agent", "http://127.0.0.1:8000/v1", agent="my-agent", primary=True, context_window=32768),
+        config,
+        dry_run=True,
+    )
+    console.print(registration.diff, highlight=False, markup=False)
+
     console.rule("[bold]Done")
-    console.print(f"Everything is under {output}/ (train, evaluate, export and serve join this demo as they land).")
+    console.print(f"Everything is under {output}/ (serving joins this demo when it lands).")

@@ -115,7 +115,9 @@ class OpenClaw:
 
     @property
     def workspace(self) -> Path:
-        config: dict[str, Any] = json.loads((self.state / "openclaw.json").read_text())
+        from clawtune.openclaw import json5
+
+        config: dict[str, Any] = json5.loads((self.state / "openclaw.json").read_text())  # JSON5: may have comments
         return Path(config.get("agents", {}).get("defaults", {}).get("workspace") or self.state / "workspace")
 
     def turn(self, message: str, session_key: str | None = None) -> dict[str, Any]:

@@ -120,3 +120,22 @@ def test_real_openclaw_sessions_export_to_valid_training_data(tmp_path, openclaw
 
 def _json_tail(stdout: str) -> dict:
     return json.loads(stdout[stdout.index("{") :])
+
+
+def test_registered_model_gets_the_real_agents_turns(tmp_path, openclaw_binary, capsys):
+    """`clawtune openclaw register` edits the real config (with comments added by hand); OpenClaw validates it and
+    sends the agent's next turn to the registered endpoint and model."""
+    oc = OpenClaw(openclaw_binary, tmp_path / "home")
+    oc.run("setup", "--baseline")
+    config = oc.state / "openclaw.json"
+    config.write_text("// hand-written note: keep me\n" + config.read_text().replace('"gateway"', '/* gw */ "gateway"'))
+    with FakeOpenAI() as fake:
+        args = ["openclaw", "register", "--model-id", "finance-agent", "--endpoint", fake.base_url]
+        args += ["--config", str(config), "--agent", "main", "--primary", "--context-window", "128000"]
+        assert main(args) == 0, capsys.readouterr().err
+        text = config.read_text()
+        assert "// hand-written note: keep me" in text and "/* gw */" in text
+        assert main(args) == 0 and config.read_text() == text  # idempotent
+        assert "Config valid" in oc.run("config", "validate").stdout
+        oc.turn("Hi there, who are you?")
+    assert fake.requests and all(r["model"] == "finance-agent" for r in fake.requests)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clawtune.models import ModelLoadError, fingerprint, load_model, load_tokenizer
+from clawtune.models import ModelLoadError, fingerprint, load_model, load_tokenizer, resolve
 from clawtune.train.manifest import MANIFEST, read_manifest, sha256_file
 
 
@@ -36,6 +36,28 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
             raise ModelLoadError(
                 f"{path}: its sha256 no longer matches {MANIFEST}; the file was changed after training"
             )
+
+
+def verify_base(folder: Path, manifest: dict[str, Any], allow_base_mismatch: bool = False) -> None:
+    """An adapter's base model must be the one it was trained on: same architecture config and vocabulary."""
+    expected = manifest.get("base_fingerprint")
+    if manifest.get("kind") == "full" or not expected or allow_base_mismatch:
+        return
+    from transformers import AutoConfig
+
+    base_name = manifest["base_model"]
+    try:
+        config = AutoConfig.from_pretrained(resolve(base_name))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{base_name}: cannot load the base model's config: {exc}") from None
+    base_tokenizer, _ = load_tokenizer(base_name)
+    found = fingerprint(config.to_dict(), base_tokenizer)
+    if found != expected:
+        raise ModelLoadError(
+            f"{folder}: this adapter was trained on a different {base_name} (fingerprint {expected[:19]}..., "
+            f"this one {found[:19]}...). After a base model upgrade, retrain the adapter; "
+            "--allow-base-mismatch loads it anyway."
+        )
 
 
 def load_for_inference(
@@ -67,17 +89,8 @@ def load_for_inference(
     else:
         from peft import PeftModel
 
+        verify_base(folder, manifest, allow_base_mismatch)
         base = load_model(base_name, dtype=dtype)
-        expected = manifest.get("base_fingerprint")
-        if expected and not allow_base_mismatch:
-            base_tokenizer, _ = load_tokenizer(base_name)
-            found = fingerprint(base.config.to_dict(), base_tokenizer)
-            if found != expected:
-                raise ModelLoadError(
-                    f"{folder}: this adapter was trained on a different {base_name} (fingerprint {expected[:19]}..., "
-                    f"this one {found[:19]}...). After a base model upgrade, retrain the adapter; "
-                    "--allow-base-mismatch loads it anyway."
-                )
         model = PeftModel.from_pretrained(base, str(folder))
         if merge:
             model = model.merge_and_unload()

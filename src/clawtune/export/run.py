@@ -1,0 +1,581 @@
+"""`clawtune ft export`: a trained checkpoint leaves the training folder as something a user can ship.
+
+Formats:
+- `openclaw-lora`: the PEFT adapter, the chat template it was trained with, the tokenizer, a manifest (base id,
+  revision and fingerprint, training config, evaluation summary, sha256 of every file) and a model card.
+- `merged`: the adapter folded into the base weights, a whole Hugging Face model (refused if any weight is NaN/inf).
+- `gguf`: the adapter as a GGUF LoRA (`adapter.gguf`) for llama.cpp, read back and checked tensor by tensor.
+- `ollama`: Modelfiles for both routes: FROM a GGUF of the base + ADAPTER adapter.gguf, and FROM the merged model as
+  one GGUF (for Ollama releases that refuse ADAPTER), each with a TEMPLATE proven to render training's tokens.
+- `vllm`: the adapter and the `vllm serve` command, with the checks vLLM applies (rank, modules, no DoRA).
+
+Every export is built in a staging folder next to the output and renamed into place: a crash leaves the old export
+or none, never half of one; an existing output is replaced only with `force`. Before anything is written, the
+checkpoint's manifest is checked (files unchanged, the base is the one it was trained on) and every template the
+export ships is rendered against the training renderer (`parity.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clawtune.export import gguf as gguf_export
+from clawtune.export import ollama, parity
+from clawtune.export.gotemplate import render as render_go
+from clawtune.problems import InputError
+
+FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
+ADAPTER_FORMATS = {"openclaw-lora", "gguf", "vllm"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
+VLLM_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj"}
+
+
+class ExportError(InputError):
+    """The export cannot be made as asked; says why and what to do."""
+
+
+@dataclass
+class ExportOptions:
+    model_dir: Path
+    output: Path
+    formats: list[str] = field(default_factory=lambda: ["openclaw-lora"])
+    name: str | None = None
+    force: bool = False
+    allow_base_mismatch: bool = False
+    chat_template: Path | None = None  # ship this template instead of the trained one (parity-checked)
+    ollama_template: Path | None = None  # a Go TEMPLATE for a chat template clawtune has no twin for
+    ollama_base: str | None = None  # an Ollama model to use as FROM instead of writing base.gguf
+    gguf_f16: bool = False
+    merged_dtype: str | None = None  # the merged model's dtype (default: the base's)
+    parity_examples: int = 20
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if formats == ["all"]:
+        return list(FORMATS)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ExportError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)} or all")
+    return formats
+
+
+def source_folder(model_dir: Path) -> Path:
+    """The checkpoint or final training output to export: a folder holding a clawtune manifest."""
+    from clawtune.train.manifest import MANIFEST, find_checkpoint
+
+    if (model_dir / MANIFEST).is_file():
+        return model_dir
+    return find_checkpoint(model_dir)
+
+
+def evaluation_summary(folder: Path) -> dict[str, Any] | None:
+    """The headline of `clawtune ft evaluate`'s report for this checkpoint, if one was written."""
+    for candidate in (folder / "eval" / "eval-report.json", folder.parent / "eval" / "eval-report.json"):
+        if candidate.is_file():
+            report = json.loads(candidate.read_text(encoding="utf-8"))
+            comparison = report.get("comparison") or {}
+
+            return {
+                "report": str(candidate),
+                "test_set": report.get("test_set"),
+                "turns": report.get("items"),
+                "metrics": {
+                    metric: {side: _metric(report, side, metric) for side in ("baseline", "fine_tuned")}
+                    for metric in ("accuracy", "f1", "tool_name_accuracy", "tool_call_accuracy", "hallucination_rate")
+                },
+                "significant": comparison.get("significant"),
+                "verdict": comparison.get("verdict"),
+            }
+    return None
+
+
+def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
+    found = (report.get(side) or {}).get(metric)
+    return found.get("value") if isinstance(found, dict) else found
+
+
+def _parity_examples(manifest: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """The built-in sample plus a few training conversations (those with tools first)."""
+    examples = [parity.SAMPLE]
+    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
+    if train and Path(train).is_file() and limit > 0:
+        from clawtune.data.validate import iter_examples
+        from clawtune.problems import Problems
+
+        found = [e for _, e in iter_examples(Path(train), Problems())]
+        found.sort(key=lambda e: not e.get("tools"))
+        examples.extend(found[:limit])
+    return examples
+
+
+@dataclass
+class _Context:
+    options: ExportOptions
+    folder: Path
+    manifest: dict[str, Any]
+    tokenizer: Any
+    template: str
+    name: str
+    examples: list[dict[str, Any]]
+    parity: list[dict[str, Any]] = field(default_factory=list)
+    merged_dir: Path | None = None
+    work: Path | None = None
+
+
+def export(options: ExportOptions) -> dict[str, Any]:
+    """Write the export; return a summary (what was written where, parity results, commands to run next)."""
+    from rich.console import Console
+
+    from clawtune.models import load_tokenizer
+    from clawtune.models.checkpoint import verify_base, verify_files
+    from clawtune.train.manifest import read_manifest
+
+    console = Console(stderr=True)
+    folder = source_folder(options.model_dir)
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    verify_base(folder, manifest, options.allow_base_mismatch)
+    kind = manifest.get("kind", "lora")
+    if kind == "full" and ADAPTER_FORMATS.intersection(options.formats):
+        raise ExportError(
+            f"{folder} is a full fine-tune, not an adapter: formats {', '.join(sorted(ADAPTER_FORMATS))} need an "
+            "adapter; use merged (the model itself) or ollama"
+        )
+    tokenizer, _ = load_tokenizer(str(folder))
+    template = tokenizer.chat_template
+    if options.chat_template is not None:
+        template = options.chat_template.read_text(encoding="utf-8")
+    name = options.name or options.output.name
+    ctx = _Context(
+        options, folder, manifest, tokenizer, template, name, _parity_examples(manifest, options.parity_examples)
+    )
+    _check_jinja(ctx)
+
+    output = options.output
+    if output.exists() and not options.force:
+        raise ExportError(f"{output} already exists; pass --force to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    ctx.work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
+    written: dict[str, Any] = {}
+    try:
+        for fmt in options.formats:
+            target = staging if len(options.formats) == 1 else staging / fmt
+            target.mkdir(parents=True, exist_ok=True)
+            console.print(f"[bold]export[/] {fmt} -> {output if len(options.formats) == 1 else output / fmt}")
+            written[fmt] = WRITERS[fmt](ctx, target)
+        summary = {
+            "source": str(folder),
+            "output": str(output),
+            "name": name,
+            "formats": written,
+            "parity": ctx.parity,
+            "base_model": manifest.get("base_model"),
+        }
+        (staging / "export-summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        _swap(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(ctx.work, ignore_errors=True)
+    return summary
+
+
+def _swap(staging: Path, output: Path) -> None:
+    """Put the staged export in place: the old one (if any) is moved aside first and removed only afterwards."""
+    old = None
+    if output.exists():
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+    os.replace(staging, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- checks -------------------------------------------------------------------------------------------------
+
+
+def _check_jinja(ctx: _Context) -> None:
+    """The template shipped (as a Jinja file and in the tokenizer config) renders training's tokens."""
+    reference = parity.training_renderer(ctx.tokenizer)
+    if ctx.template == ctx.tokenizer.chat_template:
+        candidate = reference
+    else:
+        import copy
+
+        shipped = copy.copy(ctx.tokenizer)
+        shipped.chat_template = ctx.template
+        candidate = parity.training_renderer(shipped)
+    report = parity.check("the exported chat template", ctx.tokenizer, reference, candidate, ctx.examples)
+    ctx.parity.append(report.__dict__)
+
+
+def _check_reloaded(ctx: _Context, folder: Path) -> None:
+    """A tokenizer loaded from the export folder, as vLLM or transformers will load it, renders the same tokens."""
+    from clawtune.models import load_tokenizer
+
+    reloaded, _ = load_tokenizer(str(folder))
+    report = parity.check(
+        f"the tokenizer in {folder.name}",
+        ctx.tokenizer,
+        parity.training_renderer(ctx.tokenizer),
+        parity.training_renderer(reloaded),
+        ctx.examples,
+    )
+    ctx.parity.append(report.__dict__)
+
+
+# ---- shared pieces ------------------------------------------------------------------------------------------
+
+
+def _copy_tokenizer(ctx: _Context, target: Path) -> None:
+    for name in TOKENIZER_FILES:
+        if (ctx.folder / name).is_file():
+            shutil.copy2(ctx.folder / name, target / name)
+    (target / "chat_template.jinja").write_text(ctx.template, encoding="utf-8")
+
+
+def _base_config(ctx: _Context) -> dict[str, Any]:
+    from clawtune.models import resolve
+
+    base = ctx.manifest["base_model"]
+    path = Path(resolve(base))
+    if path.is_dir():
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    from transformers import AutoConfig
+
+    return dict(AutoConfig.from_pretrained(base).to_dict())
+
+
+def _export_manifest(ctx: _Context, target: Path, fmt: str, kind: str, extra: dict[str, Any] | None = None) -> None:
+    from clawtune.train.manifest import write_manifest
+
+    trained = ctx.manifest
+    info = {
+        "kind": kind,
+        "export_format": fmt,
+        "name": ctx.name,
+        "exported_from": str(ctx.folder),
+        "base_model": trained.get("base_model"),
+        "base_model_path": trained.get("base_model_path"),
+        "base_revision": trained.get("base_revision"),
+        "base_fingerprint": trained.get("base_fingerprint"),
+        "trained_as": trained.get("kind"),
+        "chat_template": {"file": "chat_template.jinja", "source": (trained.get("chat_template") or {}).get("source")},
+        "config": trained.get("config"),
+        "evaluation": evaluation_summary(ctx.folder),
+        "parity": ctx.parity,
+        "clawtune": trained.get("clawtune"),
+        **(extra or {}),
+    }
+    (target / "README.md").write_text(model_card(ctx, fmt, info), encoding="utf-8")
+    write_manifest(target, info)
+
+
+def _merged(ctx: _Context) -> Path:
+    """The adapter folded into the base, saved once per export (formats merged and ollama share it)."""
+    if ctx.merged_dir is not None:
+        return ctx.merged_dir
+    assert ctx.work is not None
+    target = ctx.work / "merged"
+    target.mkdir()
+    if ctx.manifest.get("kind") == "full":
+        for path in ctx.folder.iterdir():
+            if path.is_file() and (path.suffix in (".json", ".safetensors", ".jinja") or path.name.startswith("tok")):
+                shutil.copy2(path, target / path.name)
+    else:
+        model = merge(ctx)
+        model.save_pretrained(str(target), safe_serialization=True)
+    _copy_tokenizer(ctx, target)
+    for stray in ("clawtune-manifest.json", "training_args.bin", "trainer_state.json"):
+        (target / stray).unlink(missing_ok=True)
+    ctx.merged_dir = target
+    return target
+
+
+def merge(ctx: _Context) -> Any:
+    """Base + adapter merged in the base's own dtype; refused if any weight is NaN or infinite."""
+    import torch
+
+    from clawtune.models.checkpoint import load_for_inference
+
+    config = _base_config(ctx)
+    name = ctx.options.merged_dtype or str(config.get("dtype") or config.get("torch_dtype") or "float32")
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ExportError(f"unknown dtype {name!r} for the merged model (float32, bfloat16, float16)")
+    loaded = load_for_inference(
+        str(ctx.folder), device="cpu", dtype=dtype, allow_base_mismatch=ctx.options.allow_base_mismatch, merge=True
+    )
+    check_finite(loaded.model)
+    return loaded.model
+
+
+def check_finite(model: Any) -> None:
+    import torch
+
+    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        raise ExportError(
+            f"the merged model has NaN or infinite values in {len(broken)} tensors ({', '.join(broken[:3])}...); "
+            "refusing to write a broken model. The training diverged: lower the learning rate and retrain."
+        )
+
+
+# ---- formats ------------------------------------------------------------------------------------------------
+
+
+def write_openclaw_lora(ctx: _Context, target: Path) -> dict[str, Any]:
+    for name in ADAPTER_FILES:
+        shutil.copy2(ctx.folder / name, target / name)
+    _copy_tokenizer(ctx, target)
+    _check_reloaded(ctx, target)
+    _export_manifest(ctx, target, "openclaw-lora", ctx.manifest.get("kind", "lora"))
+    size = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
+    return {"folder": str(target.name), "bytes": size}
+
+
+def write_merged(ctx: _Context, target: Path) -> dict[str, Any]:
+    merged = _merged(ctx)
+    for path in merged.iterdir():
+        shutil.copy2(path, target / path.name)
+    _check_reloaded(ctx, target)
+    _export_manifest(ctx, target, "merged", "full", {"base_fingerprint": ctx.manifest.get("base_fingerprint")})
+    return {"bytes": sum(p.stat().st_size for p in target.iterdir() if p.is_file())}
+
+
+def write_gguf(ctx: _Context, target: Path) -> dict[str, Any]:
+    info = gguf_export.write_lora_gguf(ctx.folder, _base_config(ctx), target / "adapter.gguf", ctx.name)
+    verify_lora_gguf(ctx, target / "adapter.gguf")
+    (target / "chat_template.jinja").write_text(ctx.template, encoding="utf-8")
+    _export_manifest(ctx, target, "gguf", "gguf-lora", {"gguf": info})
+    return {**info, "file": "adapter.gguf", "bytes": (target / "adapter.gguf").stat().st_size}
+
+
+def verify_lora_gguf(ctx: _Context, path: Path) -> None:
+    """Read the GGUF back: metadata and every tensor must equal what was meant to be written."""
+    import numpy as np
+
+    expected, arch = gguf_export.lora_tensors(ctx.folder, _base_config(ctx))
+    fields, tensors = gguf_export.read_gguf(path)
+    if fields.get("general.type") != "adapter" or fields.get("adapter.type") != "lora":
+        raise ExportError(f"{path}: written without the adapter metadata")
+    if fields.get("general.architecture") != arch:
+        raise ExportError(f"{path}: architecture {fields.get('general.architecture')}, expected {arch}")
+    if set(tensors) != set(expected):
+        raise ExportError(f"{path}: tensors differ from the adapter's ({sorted(set(tensors) ^ set(expected))[:3]})")
+    for name, array in expected.items():
+        if not np.array_equal(tensors[name], array):
+            raise ExportError(f"{path}: tensor {name} does not read back as written")
+
+
+def write_ollama(ctx: _Context, target: Path) -> dict[str, Any]:
+    if ctx.options.ollama_template is not None:
+        go_template = ctx.options.ollama_template.read_text(encoding="utf-8")
+        stops = ollama.CHATML_STOPS if "<|im_end|>" in go_template else []
+    else:
+        known = ollama.known_go_template(ctx.template)
+        if known is None:
+            raise ExportError(
+                "clawtune has no Ollama TEMPLATE for this model's chat template (Ollama renders Go templates, not "
+                "Jinja). Write one and pass --ollama-template FILE: the export checks that it renders the tokens "
+                "training rendered."
+            )
+        go_template, stops = known
+    report = parity.check(
+        "the Ollama TEMPLATE",
+        ctx.tokenizer,
+        parity.training_renderer(ctx.tokenizer),
+        lambda messages, tools: render_go(go_template, ollama.ollama_values(messages, tools)),
+        ctx.examples,
+    )
+    ctx.parity.append(report.__dict__)
+    (target / "template.gotmpl").write_text(go_template, encoding="utf-8")
+    files: dict[str, Any] = {}
+    merged = _merged(ctx)
+    files["model.gguf"] = gguf_export.write_model_gguf(
+        merged, target / "model.gguf", ctx.name, ctx.template, ctx.options.gguf_f16
+    )
+    (target / "Modelfile.merged").write_text(ollama.modelfile("./model.gguf", None, go_template, stops), "utf-8")
+    commands = [f"ollama create {ctx.name} -f Modelfile.merged"]
+    if ctx.manifest.get("kind") != "full":
+        files["adapter.gguf"] = gguf_export.write_lora_gguf(
+            ctx.folder, _base_config(ctx), target / "adapter.gguf", ctx.name
+        )
+        source = ctx.options.ollama_base
+        if source is None:
+            base_dir = _base_dir(ctx)
+            files["base.gguf"] = gguf_export.write_model_gguf(
+                base_dir, target / "base.gguf", ctx.manifest["base_model"], ctx.template, ctx.options.gguf_f16
+            )
+            source = "./base.gguf"
+        (target / "Modelfile").write_text(ollama.modelfile(source, "./adapter.gguf", go_template, stops), "utf-8")
+        commands.insert(0, f"ollama create {ctx.name} -f Modelfile")
+    _export_manifest(ctx, target, "ollama", "ollama", {"ollama": {"commands": commands, "stops": stops}})
+    return {"files": files, "commands": commands}
+
+
+def _base_dir(ctx: _Context) -> Path:
+    """The base model's folder with its tokenizer (for base.gguf); a hub id must be in the local cache."""
+    from clawtune.models import resolve
+
+    path = Path(resolve(ctx.manifest["base_model"]))
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(ctx.manifest["base_model"], allow_patterns=["*.json", "*.safetensors"]))
+
+
+def vllm_check(adapter_config: dict[str, Any]) -> int:
+    """The `--max-lora-rank` vLLM needs for this adapter; raises for what vLLM refuses."""
+    rank = int(adapter_config["r"])
+    if adapter_config.get("use_dora"):
+        raise ExportError("vLLM does not serve DoRA adapters; train with use_dora off or export merged")
+    if adapter_config.get("modules_to_save"):
+        raise ExportError(f"vLLM does not load modules_to_save ({adapter_config['modules_to_save']}); export merged")
+    if adapter_config.get("bias", "none") != "none":
+        raise ExportError("vLLM does not load LoRA biases (bias must be 'none'); export merged")
+    targets = adapter_config.get("target_modules") or []
+    if isinstance(targets, str):
+        targets = []  # a regex ("all-linear" is expanded by PEFT when saving)
+    unknown = sorted({t.rsplit(".", 1)[-1] for t in targets} - VLLM_MODULES)
+    if unknown:
+        raise ExportError(
+            f"vLLM applies LoRA only to attention and MLP projections; this adapter also targets {unknown}"
+        )
+    allowed = [r for r in VLLM_RANKS if r >= rank]
+    if not allowed:
+        raise ExportError(f"rank {rank} is above vLLM's largest --max-lora-rank ({VLLM_RANKS[-1]})")
+    return allowed[0]
+
+
+def tool_call_parser(template: str) -> str:
+    """vLLM's --tool-call-parser for the tool-call syntax a chat template teaches."""
+    if "<tool_call>" in template:
+        return "hermes"
+    if "[TOOL_CALLS]" in template:
+        return "mistral"
+    if "<|python_tag|>" in template or "<|eom_id|>" in template:
+        return "llama3_json"
+    return "hermes  # check: no known tool-call syntax found in the chat template"
+
+
+def write_vllm(ctx: _Context, target: Path) -> dict[str, Any]:
+    adapter_config = json.loads((ctx.folder / "adapter_config.json").read_text(encoding="utf-8"))
+    max_rank = vllm_check(adapter_config)
+    for name in ADAPTER_FILES:
+        shutil.copy2(ctx.folder / name, target / name)
+    _copy_tokenizer(ctx, target)
+    _check_reloaded(ctx, target)
+    parser = tool_call_parser(ctx.template)
+    command = (
+        f"vllm serve {ctx.manifest['base_model']} --enable-lora --lora-modules {ctx.name}=$(pwd) "
+        f"--max-lora-rank {max_rank} --chat-template $(pwd)/chat_template.jinja "
+        f"--enable-auto-tool-choice --tool-call-parser {parser}"
+    )
+    (target / "serve.sh").write_text(
+        f"#!/bin/sh\n# Serve {ctx.name} with vLLM (run from this folder).\n{command}\n", "utf-8"
+    )
+    (target / "serve.sh").chmod(0o755)
+    _export_manifest(ctx, target, "vllm", ctx.manifest.get("kind", "lora"), {"vllm": {"command": command}})
+    return {"command": command, "max_lora_rank": max_rank}
+
+
+WRITERS = {
+    "openclaw-lora": write_openclaw_lora,
+    "merged": write_merged,
+    "gguf": write_gguf,
+    "ollama": write_ollama,
+    "vllm": write_vllm,
+}
+
+
+# ---- model card ---------------------------------------------------------------------------------------------
+
+
+def model_card(ctx: _Context, fmt: str, info: dict[str, Any]) -> str:
+    config = info.get("config") or {}
+    training = config.get("training") or {}
+    lora = config.get("lora") or {}
+    lines = [
+        f"# {ctx.name}",
+        "",
+        f"A fine-tune of `{info.get('base_model')}` made with clawtune from an OpenClaw agent's own sessions "
+        f"({info.get('trained_as')}), exported as `{fmt}`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{info.get('base_model')}` (revision {info.get('base_revision') or 'local'}) |",
+        f"| base fingerprint | `{(info.get('base_fingerprint') or '')[:23]}...` |",
+        f"| method | {info.get('trained_as')}"
+        + (f", r={lora.get('r')}, alpha={lora.get('alpha')}" if info.get("trained_as") in ("lora", "qlora") else "")
+        + " |",
+        f"| epochs / learning rate | {training.get('epochs')} / {training.get('learning_rate')} |",
+        f"| training data | `{(config.get('data') or {}).get('train')}` |",
+        f"| chat template | `chat_template.jinja` ({(info.get('chat_template') or {}).get('source')}) |",
+    ]
+    evaluation = info.get("evaluation")
+    if evaluation:
+        lines.append(f"| evaluation | {evaluation.get('turns')} held-out turns: {evaluation.get('verdict')} |")
+        for metric, sides in (evaluation.get("metrics") or {}).items():
+            if sides["baseline"] is not None and sides["fine_tuned"] is not None:
+                lines.append(f"| {metric} | {sides['baseline']:.3f} (base) -> {sides['fine_tuned']:.3f} (fine-tuned) |")
+    lines += [
+        "",
+        "## Train/serve parity",
+        "",
+        "Checked at export: each template shipped here renders, token for token, the prompts training rendered.",
+        "",
+    ]
+    lines += [f"- {p['renderer']}: {p['prompts']} prompts, {p['tokens']} tokens, identical" for p in ctx.parity]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "The base model must be the one above: an adapter on another base (even a newer release of it) behaves "
+        "erratically; retrain after a base upgrade. clawtune refuses a mismatched base unless told otherwise.",
+        "",
+        "```sh",
+        f"clawtune ft evaluate --model-dir {ctx.options.output} --test-set test.jsonl"
+        if fmt in ("openclaw-lora", "merged")
+        else "",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def print_summary(summary: dict[str, Any], register_endpoint: str | None = None) -> None:
+    """What was written, the parity results, and the commands to run next (Ollama, vLLM, OpenClaw)."""
+    from rich.console import Console
+
+    console = Console()
+    output = Path(summary["output"])
+    console.print(f"[green]Exported[/] {summary['name']} to {output}", highlight=False)
+    for fmt, info in summary["formats"].items():
+        size = info.get("bytes") or sum(f.get("bytes", 0) for f in (info.get("files") or {}).values())
+        console.print(f"  {fmt}: " + (f"{size / 1e6:.1f} MB" if size else ""), highlight=False)
+        for command in info.get("commands") or ([info["command"]] if info.get("command") else []):
+            console.print(f"    {command}", highlight=False)
+    for check in summary["parity"]:
+        console.print(
+            f"  parity: {check['renderer']}: {check['prompts']} prompts, {check['tokens']:,} tokens identical",
+            highlight=False,
+        )
+    endpoint = register_endpoint or "http://127.0.0.1:8000/v1"
+    console.print(
+        "Register it with OpenClaw once it is served:\n"
+        f"  clawtune openclaw register --model-id {summary['name']} --endpoint {endpoint} --agent main --primary",
+        highlight=False,
+    )

@@ -1,0 +1,345 @@
+"""`clawtune ft export`: every format from one tiny LoRA checkpoint, the parity check, the manifest refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from clawtune.cli import main
+from clawtune.export import gotemplate, ollama, parity
+from clawtune.export.gguf import permute_rows, read_gguf
+from clawtune.export.run import ExportError, ExportOptions, check_finite, export, vllm_check
+from clawtune.models import load_tokenizer
+from clawtune.models.checkpoint import load_for_inference
+from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
+
+from .conftest import export_sample, read_jsonl, write_jsonl
+
+torch = pytest.importorskip("torch")
+
+
+# ---- the Go template interpreter ----------------------------------------------------------------------------
+
+
+def test_go_template_subset() -> None:
+    source = (
+        "{{- /* a comment */ -}}\n"
+        "{{ range $i, $m := .Messages }}{{ if $i }}, {{ end }}{{ $m.Role }}={{ .Content }}{{ end }}\n"
+        '{{- if eq .Mode "a" }} A{{ else if eq .Mode "b" "c" }} BC{{ else }} other{{ end }}\n'
+        "{{ range $k, $v := .Map }}{{ $k }}:{{ $v }};{{ end }}"
+        "{{ $last := eq (len (slice .Messages 1)) 1 }}{{ if $last }} last{{ end }}"
+        "{{ with .Missing }}never{{ else }} none{{ end }}"
+        ' {{ json .Text }} {{ and 1 0 }} {{ or 0 "x" }} {{ not .Text }} {{ index .Map "b" }}'
+        "{{ $n := 1 }}{{ range .Messages }}{{ $n = 2 }}{{ end }} n={{ $n }}"
+    )
+    data = {
+        "Messages": [{"Role": "user", "Content": "hi"}, {"Role": "assistant", "Content": "yo"}],
+        "Mode": "c",
+        "Map": {"b": 2, "a": 1},
+        "Text": "<a & b>",
+    }
+    assert gotemplate.render(source, data) == (
+        'user=hi, assistant=yo BC\na:1;b:2; last none "\\u003ca \\u0026 b\\u003e" 0 x false 2 n=2'
+    )
+
+
+def test_go_template_errors_name_the_line() -> None:
+    with pytest.raises(gotemplate.GoTemplateError, match=r"line 2: .*has no"):
+        gotemplate.render("ok\n{{ if .A }}never closed", {})
+    with pytest.raises(gotemplate.GoTemplateError, match='line 1: function "nope" not defined'):
+        gotemplate.render("{{ nope 1 }}", {})
+
+
+def test_go_json_matches_go() -> None:
+    assert gotemplate.go_json({"b": [1, 2.0, 2.5], "a": "é<\u2028"}) == '{"a":"é\\u003c\\u2028","b":[1,2,2.5]}'
+
+
+# ---- parity --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return load_tokenizer("clawtune/tiny-agent")[0]
+
+
+def _ollama_renderer(template: str) -> parity.Renderer:
+    return lambda messages, tools: gotemplate.render(template, ollama.ollama_values(messages, tools))
+
+
+def test_ollama_template_renders_training_tokens(tokenizer: Any) -> None:
+    go, stops = ollama.known_go_template(tokenizer.chat_template) or ("", [])
+    report = parity.check(
+        "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(go), [parity.SAMPLE]
+    )
+    assert report.prompts == 3 and report.tokens > 1000 and stops == ["<|im_end|>", "<|im_start|>"]
+
+
+def test_parity_catches_a_different_template(tokenizer: Any) -> None:
+    go, _ = ollama.known_go_template(tokenizer.chat_template) or ("", [])
+    # The most common drift: tool-call arguments written with spaces (json.dumps) instead of the trained form.
+    drifted = go.replace("{{ .Function.Arguments }}", "{{ json .Function.Name | print }}")
+    with pytest.raises(parity.ParityError, match=r"prompt before message 5.*\n  training: .*arguments"):
+        parity.check(
+            "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(drifted), [parity.SAMPLE]
+        )
+    missing_newline = go.replace("</tools>\n\nFor each", "</tools>\nFor each")
+    with pytest.raises(parity.ParityError, match="prompt before message 2"):
+        parity.check(
+            "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(missing_newline), [parity.SAMPLE]
+        )
+
+
+# ---- exports from a trained checkpoint ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
+    """Four LoRA steps on every linear layer of the tiny model, with a large step so the adapter matters."""
+    folder = tmp_path_factory.mktemp("export-ckpt")
+    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
+    write_jsonl(folder / "small.jsonl", read_jsonl(folder / "raw.jsonl")[:12])
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(folder / "small.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "save_steps": 100},
+        "output_dir": str(folder / "out"),
+        "tracking": {"tensorboard": False},
+    }
+    (folder / "ft-config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["ft", "train", "--config", str(folder / "ft-config.yaml"), "--max-steps", "4"]) == 0
+    return folder / "out" / "checkpoint-4"
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("exports") / "finance-agent"
+    code = main(
+        ["ft", "export", "--model-dir", str(checkpoint), "--output", str(out), "--format", "all", "--dtype", "float32"]
+    )
+    assert code == 0
+    return out
+
+
+def _logits(model: Any, ids: list[int]) -> Any:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0]
+
+
+def _ids(tokenizer: Any) -> list[int]:
+    text = parity.training_renderer(tokenizer)(parity.SAMPLE["messages"][:6], parity.SAMPLE["tools"])
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def test_every_format_is_written_with_a_manifest_and_card(exported: Path) -> None:
+    summary = json.loads((exported / "export-summary.json").read_text())
+    assert set(summary["formats"]) == {"openclaw-lora", "merged", "gguf", "ollama", "vllm"}
+    renderers = [p["renderer"] for p in summary["parity"]]
+    assert "the Ollama TEMPLATE" in renderers and "the exported chat template" in renderers
+    for fmt in summary["formats"]:
+        manifest = read_manifest(exported / fmt)
+        assert manifest["base_model"] == "clawtune/tiny-agent" and manifest["base_fingerprint"].startswith("sha256:")
+        assert manifest["config"]["lora"]["r"] == 8 and "README.md" in manifest["files"]
+        assert "## Train/serve parity" in (exported / fmt / "README.md").read_text()
+    lora = exported / "openclaw-lora"
+    assert {"adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "tokenizer.json"} <= {
+        p.name for p in lora.iterdir()
+    }
+    assert not list(exported.parent.glob(".finance-agent.*")), "no staging or work folders left behind"
+
+
+def test_adapter_reloads_identically_and_merged_equals_adapter(exported: Path, checkpoint: Path) -> None:
+    original = load_for_inference(str(checkpoint), device="cpu", dtype=torch.float32)
+    reloaded = load_for_inference(str(exported / "openclaw-lora"), device="cpu", dtype=torch.float32)
+    merged = load_for_inference(str(exported / "merged"), device="cpu", dtype=torch.float32)
+    ids = _ids(original.tokenizer)
+    a, b, m = (_logits(x.model, ids) for x in (original, reloaded, merged))
+    base = _logits(load_for_inference("clawtune/tiny-agent", device="cpu", dtype=torch.float32).model, ids)
+    assert torch.equal(a, b)
+    assert torch.allclose(a, m, atol=1e-4), (a - m).abs().max()
+    assert (a - base).abs().max() > 1.0, "the adapter changes the model, so the comparisons mean something"
+
+
+def test_gguf_adapter_reads_back_with_metadata_and_permuted_tensors(exported: Path, checkpoint: Path) -> None:
+    from safetensors.torch import load_file
+
+    fields, tensors = read_gguf(exported / "gguf" / "adapter.gguf")
+    assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
+    assert fields["general.architecture"] == "llama" and fields["adapter.lora.alpha"] == pytest.approx(16.0)
+    peft = {k: v.float().numpy() for k, v in load_file(str(checkpoint / "adapter_model.safetensors")).items()}
+    prefix = "base_model.model.model.layers.1."
+    q_a, q_b = peft[prefix + "self_attn.q_proj.lora_A.weight"], peft[prefix + "self_attn.q_proj.lora_B.weight"]
+    k_b = peft[prefix + "self_attn.k_proj.lora_B.weight"]
+    v_b = peft[prefix + "self_attn.v_proj.lora_B.weight"]
+    assert q_a.shape == (8, 192) and q_b.shape == (192, 8)
+    np.testing.assert_array_equal(tensors["blk.1.attn_q.weight.lora_a"], q_a)
+    np.testing.assert_array_equal(tensors["blk.1.attn_q.weight.lora_b"], permute_rows(q_b, 6))  # 6 query heads
+    np.testing.assert_array_equal(tensors["blk.1.attn_k.weight.lora_b"], permute_rows(k_b, 2))  # 2 key/value heads
+    np.testing.assert_array_equal(tensors["blk.1.attn_v.weight.lora_b"], v_b)  # values are not permuted
+    assert not np.array_equal(permute_rows(q_b, 6), q_b)
+    assert len(tensors) == 2 * 7 * 4  # A and B for 7 linear layers in 4 blocks
+    assert {"blk.0.ffn_gate.weight.lora_a", "blk.3.attn_output.weight.lora_b"} <= set(tensors)
+
+
+def test_permutation_matches_llama_cpp_rotary_layout() -> None:
+    """Rows of one head go from [x0..x(d/2-1), y0..] (rotate-half) to interleaved [x0, y0, x1, y1, ...]."""
+    rows = np.arange(8, dtype=np.float32).reshape(8, 1)  # one head of dim 8
+    assert permute_rows(rows, 1).ravel().tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def test_ollama_modelfiles_and_whole_model_gguf(exported: Path, checkpoint: Path) -> None:
+    folder = exported / "ollama"
+    modelfile = (folder / "Modelfile").read_text()
+    assert modelfile.startswith('FROM ./base.gguf\nADAPTER ./adapter.gguf\nTEMPLATE """')
+    assert 'PARAMETER stop "<|im_end|>"' in modelfile and "{{ .Function.Arguments }}" in modelfile
+    assert (folder / "Modelfile.merged").read_text().startswith("FROM ./model.gguf\nTEMPLATE")
+    manifest = read_manifest(folder)
+    assert manifest["ollama"]["commands"] == [
+        "ollama create finance-agent -f Modelfile",
+        "ollama create finance-agent -f Modelfile.merged",
+    ]
+    fields, tensors = read_gguf(folder / "model.gguf")
+    tokenizer = load_tokenizer(str(checkpoint))[0]
+    assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 4
+    assert fields["llama.attention.head_count_kv"] == 2 and fields["tokenizer.ggml.pre"] == "gpt-2"
+    assert (
+        len(fields["tokenizer.ggml.tokens"]) == len(tokenizer)
+        and fields["tokenizer.chat_template"] == tokenizer.chat_template
+    )
+    assert "output.weight" not in tensors and "token_embd.weight" in tensors  # tied embeddings
+    merged = load_for_inference(str(exported / "merged"), device="cpu", dtype=torch.float32).model.state_dict()
+    np.testing.assert_array_equal(
+        tensors["blk.2.attn_k.weight"], permute_rows(merged["model.layers.2.self_attn.k_proj.weight"].numpy(), 2)
+    )
+
+
+def test_vllm_command_and_checks(exported: Path) -> None:
+    command = (exported / "vllm" / "serve.sh").read_text()
+    assert "--enable-lora --lora-modules finance-agent=" in command and "--max-lora-rank 8" in command
+    assert "--tool-call-parser hermes" in command
+    assert vllm_check({"r": 12, "target_modules": ["q_proj", "v_proj"]}) == 16
+    for bad, message in (
+        ({"r": 1024}, "largest"),
+        ({"r": 8, "use_dora": True}, "DoRA"),
+        ({"r": 8, "modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"r": 8, "target_modules": ["q_proj", "lm_head"]}, "lm_head"),
+    ):
+        with pytest.raises(ExportError, match=message):
+            vllm_check(bad)
+
+
+def test_existing_output_needs_force_and_a_crash_keeps_the_old_export(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "agent"
+    args = ["ft", "export", "--model-dir", str(checkpoint), "--output", str(out)]
+    assert main(args) == 0
+    before = (out / MANIFEST).read_text()
+    assert main(args) == 2 and "already exists; pass --force" in capsys.readouterr().err
+
+    from clawtune.export import run as export_run
+
+    def crash(ctx: Any, target: Path) -> dict[str, Any]:
+        (target / "half-written.bin").write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(export_run.WRITERS, "openclaw-lora", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export(ExportOptions(model_dir=checkpoint, output=out, force=True))
+    assert (out / MANIFEST).read_text() == before and not (out / "half-written.bin").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"], "no staging folder left"
+    monkeypatch.undo()
+    assert main([*args, "--force"]) == 0 and (out / MANIFEST).read_text() != before
+
+
+def test_manifest_refusals(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    changed = tmp_path / "changed"
+    shutil.copytree(checkpoint, changed)
+    with open(changed / "adapter_model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x00\x80\x7f")
+    assert main(["ft", "export", "--model-dir", str(changed), "--output", str(tmp_path / "x")]) == 2
+    assert "sha256 no longer matches" in capsys.readouterr().err
+
+    other_base = tmp_path / "other-base"
+    shutil.copytree(checkpoint, other_base)
+    manifest = read_manifest(other_base)
+    manifest["base_fingerprint"] = "sha256:" + "0" * 64
+    (other_base / MANIFEST).write_text(json.dumps(manifest))
+    assert main(["ft", "export", "--model-dir", str(other_base), "--output", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "trained on a different clawtune/tiny-agent" in err and "retrain" in err
+    args = ["ft", "export", "--model-dir", str(other_base), "--output", str(tmp_path / "y"), "--allow-base-mismatch"]
+    assert main(args) == 0
+
+
+def test_a_different_shipped_template_is_refused(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = (checkpoint / "chat_template.jinja").read_text()
+    other = tmp_path / "other.jinja"
+    other.write_text(template.replace('<tool_call>\\n{"name": "', '<tool_call>{"name": "'))
+    args = [
+        "ft",
+        "export",
+        "--model-dir",
+        str(checkpoint),
+        "--output",
+        str(tmp_path / "o"),
+        "--chat-template",
+        str(other),
+    ]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "the exported chat template does not render what training rendered" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_merge_refuses_nan(checkpoint: Path) -> None:
+    model = load_for_inference(str(checkpoint), device="cpu", dtype=torch.float32, merge=True).model
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight[0, 0] = float("nan")
+    with pytest.raises(ExportError, match=r"NaN or infinite.*model\.layers\.0\.self_attn\.q_proj\.weight"):
+        check_finite(model)
+
+
+def test_export_of_a_rewritten_manifest_still_checks_files(checkpoint: Path, tmp_path: Path) -> None:
+    """write_manifest is what training calls; a re-signed folder exports (the refusal above is about drift)."""
+    copy = tmp_path / "resigned"
+    shutil.copytree(checkpoint, copy)
+    info = {k: v for k, v in read_manifest(copy).items() if k not in ("files", "format", "created")}
+    write_manifest(copy, info)
+    summary = export(ExportOptions(model_dir=copy, output=tmp_path / "out", formats=["gguf"]))
+    assert summary["formats"]["gguf"]["tensors"] == 56
+
+
+def test_llama_cpp_runs_the_exported_ggufs(exported: Path, checkpoint: Path) -> None:
+    """With llama-cpp-python installed (optional, it compiles llama.cpp): the GGUFs give Hugging Face's logits."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (optional)")
+    folder = exported / "ollama"
+    tokenizer = load_tokenizer(str(checkpoint))[0]
+    ids = _ids(tokenizer)[:256]
+
+    def run(**kwargs: Any) -> Any:
+        llm = llama_cpp.Llama(n_ctx=512, logits_all=True, verbose=False, n_threads=2, **kwargs)
+        llm.eval(ids)
+        return llm, np.array(llm.scores[: len(ids)])
+
+    merged = _logits(load_for_inference(str(exported / "merged"), device="cpu", dtype=torch.float32).model, ids)
+    llm, scores = run(model_path=str(folder / "model.gguf"))
+    assert np.abs(scores - merged.numpy()).max() < 0.05
+    text = tokenizer.decode(ids)
+    assert (
+        llm.tokenize(text.encode(), add_bos=False, special=True)
+        == tokenizer(text, add_special_tokens=False)["input_ids"]
+    )
+    adapter = _logits(load_for_inference(str(checkpoint), device="cpu", dtype=torch.float32).model, ids)
+    _, scores = run(model_path=str(folder / "base.gguf"), lora_path=str(folder / "adapter.gguf"))
+    assert np.abs(scores - adapter.numpy()).max() < 0.05

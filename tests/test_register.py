@@ -1,0 +1,134 @@
+"""`clawtune openclaw register`: JSON5 edits that keep comments and settings, idempotent, with a backup."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clawtune.cli import main
+from clawtune.openclaw import json5
+from clawtune.openclaw.register import Registration, apply, base_url
+
+CONFIG = """// OpenClaw config, edited by hand
+{
+  agents: {
+    defaults: {
+      workspace: '~/.openclaw/workspace', // where the agent works
+      model: "anthropic/claude-sonnet-4",
+    },
+    entries: {
+      main: { name: "main" },
+    },
+  },
+  /* channels the gateway listens on */
+  channels: { telegram: { enabled: true, token: "${TELEGRAM_TOKEN}" } },
+  models: {
+    mode: 'merge',
+    providers: {
+      anthropic: { apiKey: "${ANTHROPIC_API_KEY}", api: "anthropic-messages" },
+    },
+  },
+  gateway: { mode: "local", port: 18789, },
+}
+"""
+
+
+def test_json5_reads_what_openclaw_writes() -> None:
+    assert json5.loads(CONFIG)["channels"]["telegram"]["token"] == "${TELEGRAM_TOKEN}"
+    assert json5.loads("{a: +1, b: .5, c: 0x1F, d: [1, 2,], e: 'it\\'s', f: Infinity, // c\n}") == {
+        "a": 1,
+        "b": 0.5,
+        "c": 31,
+        "d": [1, 2],
+        "e": "it's",
+        "f": float("inf"),
+    }
+    with pytest.raises(json5.JSON5Error, match=r"cfg: line 3, column 3: expected ',' or '}'"):
+        json5.loads("{\n  a: 1\n  b: 2\n}", "cfg")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=10,
+    )
+)
+def test_json5_round_trips_json(value: object) -> None:
+    assert json5.loads(json.dumps(value, indent=2)) == value
+    assert json5.loads(json5.dumps(value)) == value
+
+
+def test_register_keeps_everything_else_and_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text(CONFIG)
+    args = ["openclaw", "register", "--model-id", "finance-agent", "--endpoint", "http://127.0.0.1:8000"]
+    args += ["--config", str(path), "--agent", "main", "--primary", "--context-window", "8192"]
+    assert main(args) == 0
+    first = path.read_text()
+    assert "registered clawtune/finance-agent" in capsys.readouterr().out
+    backups = list(tmp_path.glob("openclaw.json.clawtune-*.bak"))
+    assert len(backups) == 1 and backups[0].read_text() == CONFIG
+
+    for comment in ("// OpenClaw config, edited by hand", "// where the agent works", "/* channels the gateway"):
+        assert comment in first
+    data = json5.loads(first)
+    before = json5.loads(CONFIG)
+    provider = data["models"]["providers"]["clawtune"]
+    assert provider["baseUrl"] == "http://127.0.0.1:8000/v1" and provider["api"] == "openai-completions"
+    assert provider["models"][0]["id"] == "finance-agent" and provider["models"][0]["contextWindow"] == 8192
+    assert data["agents"]["entries"]["main"]["model"] == {"primary": "clawtune/finance-agent"}
+    # Everything else is untouched.
+    del data["models"]["providers"]["clawtune"], data["agents"]["entries"]["main"]["model"]
+    assert data == before
+
+    assert main(args) == 0
+    assert path.read_text() == first and "already registered" in capsys.readouterr().out
+    assert len(list(tmp_path.glob("openclaw.json.clawtune-*.bak"))) == 1, "no change, no new backup"
+
+
+def test_dry_run_prints_a_diff_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text(CONFIG)
+    args = ["openclaw", "register", "--model-id", "m", "--endpoint", "http://h:9/v1", "--config", str(path)]
+    assert main([*args, "--primary", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '+      model: {\n+        primary: "clawtune/m",\n+        fallbacks: ["anthropic/claude-sonnet-4"],' in out
+    assert "dry run" in out and path.read_text() == CONFIG and not list(tmp_path.glob("*.bak"))
+
+
+def test_primary_keeps_the_old_model_as_fallback_and_list_agents() -> None:
+    text = apply(CONFIG, Registration("m", "http://h:1", primary=True), "c")
+    assert json5.loads(text)["agents"]["defaults"]["model"] == {
+        "primary": "clawtune/m",
+        "fallbacks": ["anthropic/claude-sonnet-4"],
+    }
+    again = apply(text, Registration("m2", "http://h:1", primary=True), "c")
+    assert json5.loads(again)["agents"]["defaults"]["model"]["fallbacks"] == ["clawtune/m", "anthropic/claude-sonnet-4"]
+    listed = '{ agents: { list: [ { id: "ops" }, { id: "main", model: "openai/gpt-4o" } ] } }'
+    out = json5.loads(apply(listed, Registration("m", "http://h:1", agent="main"), "c"))
+    assert out["agents"]["list"][1]["model"] == {"primary": "clawtune/m", "fallbacks": ["openai/gpt-4o"]}
+    assert out["agents"]["list"][0] == {"id": "ops"}
+
+
+def test_plain_json_stays_json_and_ollama_urls() -> None:
+    text = apply(json.dumps(json5.loads(CONFIG), indent=2), Registration("m", "http://h:11434/v1", api="ollama"), "c")
+    config = json.loads(text)  # still strict JSON
+    assert config["models"]["providers"]["clawtune"]["baseUrl"] == "http://h:11434"
+    assert "apiKey" not in config["models"]["providers"]["clawtune"]
+    assert base_url("http://h:8000/v1/chat/completions", "openai-completions") == "http://h:8000/v1"
+    with pytest.raises(Exception, match="--api must be one of"):
+        apply("{}", Registration("m", "http://h", api="grpc"), "c")
+
+
+def test_a_broken_config_is_reported_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "openclaw.json"
+    path.write_text("{ agents: { defaults: } }")
+    assert main(["openclaw", "register", "--model-id", "m", "--endpoint", "http://h", "--config", str(path)]) == 2
+    assert "line 1, column 23: unexpected '}'" in capsys.readouterr().err
+    assert path.read_text() == "{ agents: { defaults: } }"
