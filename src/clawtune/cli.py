@@ -554,6 +554,82 @@ def openclaw_register(
         )
 
 
+@app.command("serve")
+def serve(
+    config: Annotated[Path, typer.Option("--config", help="The models file (the seed's models: list).")],
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where the request log (SQLite) goes (default: ./clawtune-data).")
+    ] = None,
+) -> None:
+    """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
+    import signal
+
+    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.config import load
+
+    try:
+        settings = load(config)
+        server = Server(Gateway(settings, data_dir=data_dir), host, port)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    except OSError as exc:
+        _fail(f"cannot listen on {host or settings.server.host}:{port or settings.server.port}: {exc.strerror}")
+        return
+    models = ", ".join(server.gateway.entries)
+    typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        typer.echo("stopping: finishing requests in flight, flushing the log")
+        server.close()
+
+
+@app.command("chat")
+def chat(
+    model: Annotated[str, typer.Option("--model", help="The model id (or auto, or an experiment id).")],
+    message: Annotated[
+        str | None, typer.Option("--message", help="Ask once and print the answer; without it, an interactive chat.")
+    ] = None,
+    endpoint: Annotated[str, typer.Option("--endpoint", help="The server (default: the local clawtune serve).")] = (
+        "http://127.0.0.1:8000/v1"
+    ),
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CLAWTUNE_API_KEY")] = None,
+    system: Annotated[str | None, typer.Option("--system", help="A system prompt for --message.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the whole reply as JSON.")] = False,
+) -> None:
+    """Talk to a served model: `--message` once, or interactively with streaming and /model, /reset, /feedback."""
+    import json
+
+    from clawtune.serve.chat import interactive, once
+
+    try:
+        if message is None:
+            interactive(endpoint, model, api_key)
+            return
+        reply = once(endpoint, model, message, api_key, system)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if json_output:
+        typer.echo(json.dumps(reply, ensure_ascii=False, indent=2))
+        return
+    content = reply["message"].get("content")
+    if content:
+        typer.echo(content)
+    for call in reply["message"].get("tool_calls") or []:
+        typer.echo(f"[tool call] {call['function']['name']}({call['function']['arguments']})")
+
+
 @app.command("demo")
 def demo(
     output: Annotated[Path, typer.Option("--output", help="Folder for everything the demo writes.")] = Path(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -155,5 +156,83 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     )
     console.print(registration.diff, highlight=False, markup=False)
 
+    console.rule("[bold]8. clawtune serve, and a chat with a tool through the official openai client")
+    serve_demo(output, exports / "openclaw-lora", console)
+
     console.rule("[bold]Done")
-    console.print(f"Everything is under {output}/ (serving joins this demo when it lands).")
+    console.print(f"Everything is under {output}/.")
+
+
+DEMO_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "query_database",
+            "description": "Run a read-only SQL query on the finance warehouse.",
+            "parameters": {
+                "type": "object",
+                "properties": {"query": {"type": "string", "description": "SQL"}},
+                "required": ["query"],
+            },
+        },
+    }
+]
+
+
+def serve_demo(output: Path, adapter: Path, console: Console) -> None:
+    """Start the gateway on the demo adapter, send one chat with a tool (and OpenClaw's long prompt), stop it."""
+    import openai
+    import yaml
+
+    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.config import load
+
+    config_path = output / "models.yaml"
+    models = {
+        "models": [
+            {
+                "id": "demo-agent",
+                "provider": "clawtune",
+                "model": TINY_AGENT,
+                "adapters": {"demo-lora": {"path": str(adapter)}},
+                "tags": ["finance"],
+            },
+            {"id": "tiny-base", "provider": "clawtune", "model": TINY_AGENT},
+        ],
+        "default_model": "tiny-base",
+        "server": {"port": 0, "data_dir": str(output / "serve-data")},
+    }
+    config_path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
+    console.print(f"clawtune serve --config {config_path}", highlight=False)
+    with Server(Gateway(load(config_path))) as server:
+        console.print(f"serving demo-agent and tiny-base on {server.url}/v1", highlight=False)
+        client: Any = openai.OpenAI(base_url=server.url + "/v1", api_key="clawtune-local", max_retries=0)
+        long_prompt = ("You are OpenClaw. Workspace files, skills and the tool catalog follow. " * 700)[:48000]
+        messages = [
+            {"role": "system", "content": long_prompt},
+            {"role": "user", "content": "What was the revenue in EMEA last quarter?"},
+        ]
+        raw = client.chat.completions.with_raw_response.create(
+            model="demo-agent", messages=messages, tools=DEMO_TOOLS, max_tokens=64
+        )
+        reply = raw.parse()
+        message = reply.choices[0].message
+        console.print(
+            f"POST /v1/chat/completions model=demo-agent, with a tool and a {len(long_prompt):,}-character system "
+            f"prompt -> finish_reason {reply.choices[0].finish_reason}, request id {raw.headers['x-request-id']}",
+            highlight=False,
+        )
+        if message.content:
+            console.print(f"  content: {message.content!r}", highlight=False, markup=False)
+        for call in message.tool_calls or []:
+            console.print(
+                f"  tool call: {call.function.name}({call.function.arguments})", highlight=False, markup=False
+            )
+        used = reply.usage.model_extra or {}
+        console.print(
+            f"  prompt tokens {reply.usage.prompt_tokens:,} (the agent's own prompt would have been "
+            f"{used.get('prompt_tokens_before_policy', 0):,}: the adapter's training replaced it with a short one), "
+            f"completion tokens {reply.usage.completion_tokens}",
+            highlight=False,
+        )
+    console.print(f"stopped; every request is in {server.gateway.log.path}", highlight=False)

@@ -139,3 +139,100 @@ def test_registered_model_gets_the_real_agents_turns(tmp_path, openclaw_binary, 
         assert "Config valid" in oc.run("config", "validate").stdout
         oc.turn("Hi there, who are you?")
     assert fake.requests and all(r["model"] == "finance-agent" for r in fake.requests)
+
+
+def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_binary, sample_state, capsys):
+    """The whole loop with the real agent: OpenClaw, pointed at `clawtune serve` by `clawtune openclaw register`,
+    completes turns with tools (a forwarded engine that calls tools, the fine-tuned tiny adapter, the tiny base model
+    taking OpenClaw's whole 48,000-character prompt), every request lands in the log, and the turns OpenClaw recorded
+    export back into training data."""
+    import sqlite3
+
+    import yaml
+
+    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.config import load
+
+    from ..conftest import export_sample, write_jsonl
+
+    data = tmp_path / "data"
+    export_sample(data, sample_state, "--date-range", "2026-04-01:2026-05-20")
+    write_jsonl(data / "small.jsonl", read_jsonl(data / "raw.jsonl")[:8])
+    train_config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(data / "small.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.005, "warmup_steps": 0},
+        "output_dir": str(tmp_path / "ft"),
+        "tracking": {"tensorboard": False},
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(train_config))
+    assert main(["ft", "train", "--config", str(tmp_path / "ft.yaml"), "--max-steps", "2"]) == 0
+    assert main(["ft", "export", "--model-dir", str(tmp_path / "ft"), "--output", str(tmp_path / "export")]) == 0
+
+    oc = OpenClaw(openclaw_binary, tmp_path / "home")
+    oc.run("setup", "--baseline")
+    (oc.workspace / "HELLO.txt").write_text("The quarterly owner is the finance team.\n")
+    with FakeOpenAI() as fake:
+        models = {
+            "models": [
+                {"id": "engine-tools", "provider": "openai", "model": "fake-model", "endpoint": fake.base_url},
+                {
+                    "id": "tiny-ft",
+                    "provider": "clawtune",
+                    "model": "clawtune/tiny-agent",
+                    "adapters": {"ft": {"path": str(tmp_path / "export")}},
+                },
+                {"id": "tiny-base", "provider": "clawtune", "model": "clawtune/tiny-agent", "system_prompt": "keep"},
+            ],
+            "server": {"port": 0, "data_dir": str(tmp_path / "serve-data")},
+        }
+        (tmp_path / "models.yaml").write_text(yaml.safe_dump(models))
+        with Server(Gateway(load(tmp_path / "models.yaml"))) as server:
+            config = str(oc.state / "openclaw.json")
+            for model_id in ("engine-tools", "tiny-ft", "tiny-base"):
+                register = [
+                    "openclaw",
+                    "register",
+                    "--model-id",
+                    model_id,
+                    "--endpoint",
+                    server.url,
+                    "--config",
+                    config,
+                ]
+                register += ["--agent", "main", "--primary", "--context-window", "32768", "--max-tokens", "24"]
+                assert main(register) == 0, capsys.readouterr().err
+                assert "Config valid" in oc.run("config", "validate").stdout
+                if model_id == "engine-tools":
+                    oc.turn("Please read HELLO.txt")  # forwarded: the engine calls read, OpenClaw runs it, then answers
+                else:
+                    oc.turn("Hi there, who are you?", session_key=f"agent:main:{model_id}")
+            log = server.gateway.log.path
+    conn = sqlite3.connect(log)
+    rows = conn.execute(
+        "select model, status, stream, prompt_tokens, prompt_tokens_original, finish_reason, request_json "
+        "from requests order by created"
+    ).fetchall()
+    conn.close()
+    assert rows and all(r[1] == 200 and r[2] == 1 for r in rows), [r[:6] for r in rows]
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row[0], []).append(row)
+    assert len(by_model["engine-tools"]) >= 2 and by_model["engine-tools"][0][5] == "tool_calls"
+    assert any('"role": "tool"' in r[6] or '"role":"tool"' in r[6] for r in by_model["engine-tools"])
+    first = json.loads(by_model["tiny-ft"][0][6])
+    assert len(first["messages"][0]["content"]) > 20_000 and len(first["tools"]) >= 5, "OpenClaw's real request"
+    ft = by_model["tiny-ft"][0]
+    assert ft[4] > 5 * ft[3], "the adapter's short system prompt replaced OpenClaw's"
+    base = by_model["tiny-base"][0]
+    assert base[3] > 5000 and base[3] == base[4], "the tiny model took OpenClaw's whole prompt"
+
+    out = tmp_path / "loop-data"
+    args = ["agent", "export-training-data", "--agent-id", "main", "--output", str(out), "--state-dir", str(oc.state)]
+    assert main([*args, "--split", "100:0:0"]) == 0, capsys.readouterr().err
+    examples = read_jsonl(out / "raw.jsonl")
+    calls = [c["function"]["name"] for e in examples for m in e["messages"] for c in m.get("tool_calls") or []]
+    assert "read" in calls and len(examples) >= 3
+    assert validate_files([out / "raw.jsonl"]).ok

@@ -103,6 +103,33 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
     return found.get("value") if isinstance(found, dict) else found
 
 
+def training_system_prompt(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
+    per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
+    from collections import Counter
+
+    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
+    if not train or not Path(train).is_file():
+        return None
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+
+    policies: Counter[str] = Counter()
+    prompts: Counter[str] = Counter()
+    for _, example in iter_examples(Path(train), Problems()):
+        policy = (example.get("metadata") or {}).get("system_prompt")
+        if policy in ("keep", "drop", "replace"):
+            policies[policy] += 1
+            first = (example.get("messages") or [{}])[0]
+            if policy == "replace" and first.get("role") == "system" and isinstance(first.get("content"), str):
+                prompts[first["content"]] += 1
+    if not policies:
+        return None
+    policy = policies.most_common(1)[0][0]
+    prompt = prompts.most_common(1)[0][0] if prompts else None
+    return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
+
+
 def _parity_examples(manifest: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """The built-in sample plus a few training conversations (those with tools first)."""
     examples = [parity.SAMPLE]
@@ -220,13 +247,13 @@ def _check_jinja(ctx: _Context) -> None:
     ctx.parity.append(report.__dict__)
 
 
-def _check_reloaded(ctx: _Context, folder: Path) -> None:
+def _check_reloaded(ctx: _Context, folder: Path, fmt: str) -> None:
     """A tokenizer loaded from the export folder, as vLLM or transformers will load it, renders the same tokens."""
     from clawtune.models import load_tokenizer
 
     reloaded, _ = load_tokenizer(str(folder))
     report = parity.check(
-        f"the tokenizer in {folder.name}",
+        f"the tokenizer in the {fmt} export",
         ctx.tokenizer,
         parity.training_renderer(ctx.tokenizer),
         parity.training_renderer(reloaded),
@@ -274,6 +301,7 @@ def _export_manifest(ctx: _Context, target: Path, fmt: str, kind: str, extra: di
         "chat_template": {"file": "chat_template.jinja", "source": (trained.get("chat_template") or {}).get("source")},
         "config": trained.get("config"),
         "evaluation": evaluation_summary(ctx.folder),
+        "system_prompt": training_system_prompt(trained),
         "parity": ctx.parity,
         "clawtune": trained.get("clawtune"),
         **(extra or {}),
@@ -339,7 +367,7 @@ def write_openclaw_lora(ctx: _Context, target: Path) -> dict[str, Any]:
     for name in ADAPTER_FILES:
         shutil.copy2(ctx.folder / name, target / name)
     _copy_tokenizer(ctx, target)
-    _check_reloaded(ctx, target)
+    _check_reloaded(ctx, target, "openclaw-lora")
     _export_manifest(ctx, target, "openclaw-lora", ctx.manifest.get("kind", "lora"))
     size = sum(p.stat().st_size for p in target.iterdir() if p.is_file())
     return {"folder": str(target.name), "bytes": size}
@@ -349,7 +377,7 @@ def write_merged(ctx: _Context, target: Path) -> dict[str, Any]:
     merged = _merged(ctx)
     for path in merged.iterdir():
         shutil.copy2(path, target / path.name)
-    _check_reloaded(ctx, target)
+    _check_reloaded(ctx, target, "merged")
     _export_manifest(ctx, target, "merged", "full", {"base_fingerprint": ctx.manifest.get("base_fingerprint")})
     return {"bytes": sum(p.stat().st_size for p in target.iterdir() if p.is_file())}
 
@@ -477,7 +505,7 @@ def write_vllm(ctx: _Context, target: Path) -> dict[str, Any]:
     for name in ADAPTER_FILES:
         shutil.copy2(ctx.folder / name, target / name)
     _copy_tokenizer(ctx, target)
-    _check_reloaded(ctx, target)
+    _check_reloaded(ctx, target, "vllm")
     parser = tool_call_parser(ctx.template)
     command = (
         f"vllm serve {ctx.manifest['base_model']} --enable-lora --lora-modules {ctx.name}=$(pwd) "

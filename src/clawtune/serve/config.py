@@ -1,0 +1,198 @@
+"""`clawtune serve --config FILE`: the seed's `models:` list, accepted as written, plus clawtune's own settings.
+
+```yaml
+models:
+  - id: miaoquai-finance-agent      # what clients put in "model"
+    provider: clawtune              # clawtune (in-process transformers + PEFT) | ollama | vllm | openai
+    model: clawtune/tiny-agent      # the base model (clawtune) or the engine's model name (remote)
+    endpoint: http://localhost:11434   # remote providers only
+    adapters:
+      finance-lora: {path: ./exports/finance-lora/openclaw-lora, weight: 1.0}
+    tags: [finance, domestic]
+    system_prompt: replace          # keep | drop | replace (default: what the adapter's training data did)
+experiments:
+  - id: finance-ab                  # a virtual model split between arms
+    arms: {finance-v1: 50, finance-v2: 50}
+    sticky: session                 # session | user
+default_model: miaoquai-finance-agent   # where model "auto" goes when no tags match
+server: {host: 127.0.0.1, port: 8000, api_keys: [...], max_concurrency: 32, ...}
+```
+
+Every mistake in the file is listed at once, each with its key path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from clawtune.problems import InputError
+
+PROVIDERS = ("clawtune", "ollama", "vllm", "openai")
+
+
+class ServeConfigError(InputError):
+    """The serve config has mistakes; all of them are listed, each with its key path."""
+
+
+class Adapter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    weight: float = Field(1.0, gt=0, le=4)
+
+
+class ModelEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    provider: Literal["clawtune", "ollama", "vllm", "openai"] = "clawtune"
+    model: str | None = None
+    endpoint: str | None = None
+    adapters: dict[str, Adapter] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    system_prompt: Literal["keep", "drop", "replace"] | None = None
+    system_prompt_text: str | None = None
+    api_key: str | None = None  # for remote engines; "${ENV}" reads the environment
+    timeout_s: float = Field(120, gt=0)
+    description: str | None = None
+
+
+class Experiment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(min_length=1)
+    arms: dict[str, float]
+    sticky: Literal["session", "user"] = "session"
+
+
+class Server(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_keys: list[str] = Field(default_factory=list)
+    admin_keys: list[str] = Field(default_factory=list)
+    max_concurrency: int = Field(32, ge=1)  # requests queued or running; more get 429
+    batch_size: int = Field(8, ge=1)  # requests generated together (mixed adapters)
+    max_body_bytes: int = Field(8_000_000, ge=1024)
+    max_tokens_limit: int = Field(4096, ge=1)
+    default_max_tokens: int = Field(512, ge=1)
+    timeout_s: float = Field(300, gt=0)
+    data_dir: str = "clawtune-data"
+    log_max_rows: int = Field(1_000_000, ge=100)
+    adapter_dirs: list[str] = Field(default_factory=list)  # where the admin endpoint may load adapters from
+    device: str | None = None
+    max_context: int | None = None  # cap the model's context (default: the model's own)
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: list[ModelEntry] = Field(min_length=1)
+    experiments: list[Experiment] = Field(default_factory=list)
+    default_model: str | None = None
+    server: Server = Field(default_factory=Server)
+    source: str | None = None
+
+    def entry(self, model_id: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.id == model_id), None)
+
+    def base_model(self) -> str | None:
+        """The one base model the clawtune provider holds in memory."""
+        return next((m.model for m in self.models if m.provider == "clawtune"), None)
+
+
+def _loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            parts.append(("." if parts else "") + str(part))
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return "".join(parts)
+
+
+def parse(data: Any, source: str) -> ServeConfig:
+    """Validate a loaded YAML document; raise with every problem found."""
+    if not isinstance(data, dict):
+        raise ServeConfigError(f"{source}: expected a mapping with a models: list")
+    problems: list[str] = []
+    try:
+        config = ServeConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append(f"{_loc(error['loc'], data)}: {error['msg']}")
+        raise ServeConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+    problems.extend(semantic_problems(config, Path(source).parent if source else Path()))
+    if problems:
+        raise ServeConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return config
+
+
+def semantic_problems(config: ServeConfig, base_dir: Path) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    local_bases = {m.model for m in config.models if m.provider == "clawtune" and m.model}
+    for i, m in enumerate(config.models):
+        where = f"models[{i}] ({m.id})"
+        if m.id in seen or m.id == "auto":
+            problems.append(f"{where}.id: {'reserved' if m.id == 'auto' else 'duplicate'} model id {m.id!r}")
+        seen.add(m.id)
+        if m.provider == "clawtune":
+            if not m.model:
+                problems.append(f"{where}.model: the base model (a Hugging Face id or folder) is required")
+            if m.endpoint:
+                problems.append(f"{where}.endpoint: the clawtune provider runs in this process; remove the endpoint")
+            for name, adapter in m.adapters.items():
+                path = resolve_path(adapter.path, base_dir)
+                if not path.is_dir():
+                    problems.append(f"{where}.adapters.{name}.path: {path} is not a folder")
+        else:
+            if not m.endpoint:
+                problems.append(f"{where}.endpoint: a {m.provider} model needs the engine's URL")
+            if not m.model:
+                problems.append(f"{where}.model: the engine's model name is required")
+            for name, adapter in m.adapters.items():
+                if adapter.weight != 1.0:
+                    problems.append(
+                        f"{where}.adapters.{name}.weight: {m.provider} applies an adapter at weight 1.0 only; "
+                        "use provider: clawtune for other weights"
+                    )
+    if len(local_bases) > 1:
+        problems.append(
+            f"models: the clawtune provider holds one base model in memory, but these name several: {sorted(local_bases)}"
+        )
+    for i, e in enumerate(config.experiments):
+        if e.id in seen:
+            problems.append(f"experiments[{i}].id: {e.id!r} is already a model id")
+        for arm, weight in e.arms.items():
+            if config.entry(arm) is None:
+                problems.append(f"experiments[{i}].arms.{arm}: no model with this id")
+            if weight <= 0:
+                problems.append(f"experiments[{i}].arms.{arm}: a weight must be positive")
+        if not e.arms:
+            problems.append(f"experiments[{i}].arms: at least one arm is needed")
+    if config.default_model and config.entry(config.default_model) is None:
+        problems.append(f"default_model: no model with id {config.default_model!r}")
+    return problems
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else (base_dir / candidate)
+
+
+def load(path: Path) -> ServeConfig:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ServeConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ServeConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse(data, str(path))

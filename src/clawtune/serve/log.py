@@ -1,0 +1,180 @@
+"""Every request and response the gateway handles, in SQLite (WAL): what the improvement loop reads.
+
+One writer thread owns the connection; handlers put records on a queue, so a slow disk never blocks a request and
+concurrent requests never contend for the database. `close()` drains the queue before returning, so nothing is lost
+on shutdown. The log is capped at `max_rows` requests: the oldest rows (and their feedback) are deleted beyond it.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    model TEXT,            -- the model id that served it
+    requested_model TEXT,  -- what the client asked for (an id, "auto", an experiment)
+    provider TEXT,
+    adapter TEXT,
+    experiment TEXT,
+    arm TEXT,
+    session TEXT,
+    user TEXT,
+    status INTEGER,
+    error TEXT,
+    stream INTEGER,
+    latency_ms REAL,
+    prompt_tokens INTEGER,
+    prompt_tokens_original INTEGER,  -- before the system-prompt policy (the savings)
+    completion_tokens INTEGER,
+    finish_reason TEXT,
+    tool_calls INTEGER,
+    tool_calls_valid INTEGER,
+    request_json TEXT,
+    response_json TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
+CREATE TABLE IF NOT EXISTS feedback (
+    request_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    rating TEXT NOT NULL CHECK (rating IN ('positive', 'negative')),
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_request ON feedback(request_id);
+"""
+
+COLUMNS = [
+    "id",
+    "created",
+    "model",
+    "requested_model",
+    "provider",
+    "adapter",
+    "experiment",
+    "arm",
+    "session",
+    "user",
+    "status",
+    "error",
+    "stream",
+    "latency_ms",
+    "prompt_tokens",
+    "prompt_tokens_original",
+    "completion_tokens",
+    "finish_reason",
+    "tool_calls",
+    "tool_calls_valid",
+    "request_json",
+    "response_json",
+]
+
+
+class RequestLog:
+    def __init__(self, path: Path, max_rows: int = 1_000_000) -> None:
+        self.path = path
+        self.max_rows = max_rows
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clawtune-log", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+        self.written = 0
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _run(self) -> None:
+        conn = self._connect()
+        conn.executescript(SCHEMA)
+        self._ready.set()
+        since_trim = 0
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while True:  # write whatever else is waiting in the same transaction
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            flushed: list[threading.Event] = []
+            with conn:
+                for entry in batch:
+                    if entry is None:
+                        stop = True
+                        continue
+                    kind, payload = entry
+                    if kind == "request":
+                        conn.execute(
+                            f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                            [payload.get(c) for c in COLUMNS],
+                        )
+                        self.written += 1
+                        since_trim += 1
+                    elif kind == "feedback":
+                        conn.execute(
+                            "INSERT INTO feedback (request_id, created, rating, comment) VALUES (?, ?, ?, ?)", payload
+                        )
+                    elif kind == "flush":
+                        flushed.append(payload)
+            for event in flushed:
+                event.set()
+            if since_trim >= 500:
+                self._trim(conn)
+                since_trim = 0
+            if stop:
+                self._trim(conn)
+                conn.close()
+                return
+
+    def _trim(self, conn: sqlite3.Connection) -> None:
+        with conn:
+            (count,) = conn.execute("SELECT count(*) FROM requests").fetchone()
+            if count > self.max_rows:
+                cutoff = conn.execute(
+                    "SELECT created FROM requests ORDER BY created DESC LIMIT 1 OFFSET ?", (self.max_rows - 1,)
+                ).fetchone()[0]
+                conn.execute(
+                    "DELETE FROM feedback WHERE request_id IN (SELECT id FROM requests WHERE created < ?)", (cutoff,)
+                )
+                conn.execute("DELETE FROM requests WHERE created < ?", (cutoff,))
+
+    def request(self, record: dict[str, Any]) -> None:
+        record = dict(record)
+        for key in ("request_json", "response_json"):
+            if record.get(key) is not None and not isinstance(record[key], str):
+                record[key] = json.dumps(record[key], ensure_ascii=False)
+        record.setdefault("created", time.time())
+        self._queue.put(("request", record))
+
+    def feedback(self, request_id: str, rating: str, comment: str | None) -> None:
+        self._queue.put(("feedback", (request_id, time.time(), rating, comment)))
+
+    def flush(self, timeout: float = 30) -> None:
+        """Wait until everything queued so far is committed."""
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        done.wait(timeout)
+
+    def has_request(self, request_id: str) -> bool:
+        self.flush()
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return conn.execute("SELECT 1 FROM requests WHERE id = ?", (request_id,)).fetchone() is not None
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=60)

@@ -1,0 +1,616 @@
+"""`clawtune serve` and `clawtune chat`, driven with the official `openai` client.
+
+Protocol tests run against a scripted engine (deterministic replies, including tool calls); the engine tests run the
+tiny model with real adapters (mixed-adapter batches equal one-at-a-time generation, weights, policies, limits).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from clawtune.cli import main
+from clawtune.serve.app import Gateway, Server, choose_arm
+from clawtune.serve.config import ServeConfigError, load, parse
+from clawtune.serve.engine import Engine, GenRequest
+
+from .conftest import export_sample, read_jsonl, write_jsonl
+from .integration.fake_openai import FakeOpenAI
+
+SEED_MODELS = Path(__file__).parent / "seed" / "models.yaml"
+
+
+# ---- a scripted engine: the protocol without a model ---------------------------------------------------------
+
+
+class ScriptedEngine:
+    """Answers by the last user message: "call X" -> a Hermes tool call to X, "slow" -> waits, else an echo."""
+
+    base_name = "scripted"
+    max_context = 2000
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.adapters: dict[str, Any] = {}
+        self.delay = delay
+        self.seen: list[GenRequest] = []
+
+    def render(self, adapter: str | None, messages: list[dict[str, Any]], tools: Any) -> list[int]:
+        text = json.dumps(messages) + json.dumps(tools)
+        self._last = messages
+        return [1] * (len(text) // 4 + 1)
+
+    def submit(self, request: GenRequest) -> None:
+        self.seen.append(request)
+        last = next(m for m in reversed(self._last) if m["role"] in ("user", "tool"))
+        content = str(last.get("content"))
+        if content.startswith("call "):
+            name = content.split()[1]
+            reply = f'Let me look.<tool_call>\n{{"name": "{name}", "arguments": {{"q": "x<y"}}}}\n</tool_call>'
+        else:
+            reply = f"You said: {content}"
+
+        def run() -> None:
+            time.sleep(self.delay)
+            for i in range(0, len(reply), 5):
+                request.events.put(("text", reply[i : i + 5]))
+            request.events.put(("done", "stop", len(reply) // 5 + 1))
+
+        threading.Thread(target=run, daemon=True).start()
+
+    def pending(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def _config(tmp_path: Path, **extra: Any) -> Any:
+    data = {
+        "models": [
+            {"id": "general", "provider": "clawtune", "model": "scripted", "tags": ["general"]},
+            {"id": "finance", "provider": "clawtune", "model": "scripted", "tags": ["finance", "domestic"]},
+            {
+                "id": "finance-v2",
+                "provider": "clawtune",
+                "model": "scripted",
+                "system_prompt": "replace",
+                "system_prompt_text": "Short.",
+            },
+        ],
+        "experiments": [{"id": "finance-ab", "arms": {"finance": 70, "finance-v2": 30}}],
+        "default_model": "general",
+        "server": {"port": 0, "data_dir": str(tmp_path / "data"), "max_tokens_limit": 1000},
+    }
+    for key, value in extra.items():
+        if key == "server":
+            data["server"].update(value)
+        else:
+            data[key] = value
+    return parse(data, str(tmp_path / "models.yaml"))
+
+
+@pytest.fixture
+def scripted(tmp_path: Path) -> Iterator[tuple[Server, openai.OpenAI]]:
+    with Server(Gateway(_config(tmp_path), engine=ScriptedEngine())) as server:  # type: ignore[arg-type]
+        yield server, openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+
+
+def _db(server: Server) -> sqlite3.Connection:
+    server.gateway.log.flush()
+    return sqlite3.connect(server.gateway.log.path)
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}},
+    }
+]
+
+
+# ---- config ------------------------------------------------------------------------------------------------------
+
+
+def test_the_seed_models_file_is_accepted_as_written() -> None:
+    config = load(SEED_MODELS)
+    assert [m.id for m in config.models] == ["llama-3.1-8b-base", "miaoquai-finance-agent"]
+    assert config.models[1].adapters["finance-lora"].weight == 1.0 and config.models[1].tags == ["finance", "domestic"]
+
+
+def test_config_mistakes_are_listed_all_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "models": [
+                    {
+                        "id": "a",
+                        "provider": "clawtune",
+                        "model": "m1",
+                        "adapters": {"x": {"path": str(tmp_path / "nope")}},
+                    },
+                    {"id": "a", "provider": "clawtune", "model": "m2"},
+                    {
+                        "id": "o",
+                        "provider": "ollama",
+                        "model": "llama3.1:8b",
+                        "adapters": {"l": {"path": "/p", "weight": 0.5}},
+                    },
+                    {"id": "v", "provider": "vllm"},
+                ],
+                "experiments": [{"id": "ab", "arms": {"a": 1, "ghost": 1}}],
+                "default_model": "missing",
+            }
+        )
+    )
+    with pytest.raises(ServeConfigError) as info:
+        load(path)
+    message = str(info.value)
+    for expected in (
+        "models[0] (a).adapters.x.path",
+        "models[1] (a).id: duplicate model id 'a'",
+        "models[2] (o).adapters.l.weight: ollama applies an adapter at weight 1.0 only",
+        "models[3] (v).endpoint",
+        "holds one base model in memory",
+        "experiments[0].arms.ghost: no model with this id",
+        "default_model: no model with id 'missing'",
+    ):
+        assert expected in message
+    path.write_text("models:\n  - id: a\n    provider: bogus\n    weight: [\n")
+    with pytest.raises(ServeConfigError, match=r"models.yaml:\d+: not valid YAML"):
+        load(path)
+    path.write_text(yaml.safe_dump({"models": [{"id": "a", "provider": "bogus", "colour": 1}]}))
+    with pytest.raises(ServeConfigError, match=r"models\[0\]\.provider: .*\n  models\[0\]\.colour: Extra inputs"):
+        load(path)
+
+
+# ---- the OpenAI protocol --------------------------------------------------------------------------------------
+
+
+def test_plain_streaming_and_models(scripted: tuple[Server, openai.OpenAI]) -> None:
+    _server, client = scripted
+    raw = client.chat.completions.with_raw_response.create(
+        model="general", messages=[{"role": "user", "content": "hi"}]
+    )
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "You said: hi" and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens > 0
+    assert raw.headers["x-request-id"] == reply.id and raw.headers["x-clawtune-model"] == "general"
+
+    chunks = list(
+        client.chat.completions.create(
+            model="general", messages=[{"role": "user", "content": "stream me"}], stream=True
+        )
+    )
+    assert len({c.id for c in chunks}) == 1 and len({c.created for c in chunks}) == 1
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "You said: stream me"
+    assert chunks[-1].choices[0].finish_reason == "stop" and all(c.usage is None for c in chunks)
+    with_usage = list(
+        client.chat.completions.create(
+            model="general",
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert with_usage[-1].choices == [] and with_usage[-1].usage.completion_tokens > 0
+    assert [m.id for m in client.models.list()] == ["finance", "finance-v2", "general", "finance-ab"]
+
+
+def test_tool_calls_plain_and_streamed(scripted: tuple[Server, openai.OpenAI]) -> None:
+    _, client = scripted
+    messages = [{"role": "user", "content": "call lookup"}]
+    reply = client.chat.completions.create(model="general", messages=messages, tools=TOOLS)
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me look."
+    (call,) = choice.message.tool_calls
+    assert (
+        call.type == "function"
+        and call.function.name == "lookup"
+        and json.loads(call.function.arguments) == {"q": "x<y"}
+    )
+    assert call.id.startswith("call_")
+    # The official stream helper accumulates tool-call deltas by index (it crashes without one).
+    with client.chat.completions.stream(model="general", messages=messages, tools=TOOLS) as stream:
+        final = stream.get_final_completion()
+    message = final.choices[0].message
+    assert final.choices[0].finish_reason == "tool_calls" and message.tool_calls[0].function.name == "lookup"
+    assert message.content == "Let me look." and "<tool_call>" not in (message.content or "")
+
+
+def test_errors_have_the_openai_shape(scripted: tuple[Server, openai.OpenAI]) -> None:
+    server, client = scripted
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert info.value.code == "model_not_found" and info.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError, match="max_tokens is limited to 1000"):
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], max_tokens=5000)
+    with pytest.raises(openai.BadRequestError, match="only n=1"):
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], n=2)
+    with pytest.raises(openai.BadRequestError, match="context length is 2000 tokens") as info:
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x" * 9000}])
+    assert info.value.code == "context_length_exceeded"
+    for body, status in ((b"{not json", 400), (b'{"model": "general", "messages": []}', 400)):
+        request = urllib.request.Request(
+            server.url + "/v1/chat/completions", body, {"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as http:
+            urllib.request.urlopen(request)
+        assert http.value.code == status and set(json.loads(http.value.read())["error"]) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
+
+
+def test_api_keys_and_body_limit(tmp_path: Path) -> None:
+    config = _config(tmp_path, server={"api_keys": ["secret"], "max_body_bytes": 2048})
+    with Server(Gateway(config, engine=ScriptedEngine())) as server:  # type: ignore[arg-type]
+        bad = openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}])
+        good = openai.OpenAI(base_url=server.url + "/v1", api_key="secret", max_retries=0)
+        assert good.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}]).choices
+        with pytest.raises(openai.APIStatusError) as info:
+            good.chat.completions.create(model="general", messages=[{"role": "user", "content": "x" * 5000}])
+        assert info.value.status_code == 413
+
+
+# ---- routing --------------------------------------------------------------------------------------------------
+
+
+def test_routing_by_tags_default_and_sticky_experiments(scripted: tuple[Server, openai.OpenAI]) -> None:
+    _server, client = scripted
+
+    def served(**kwargs: Any) -> tuple[str, str | None]:
+        raw = client.chat.completions.with_raw_response.create(messages=[{"role": "user", "content": "x"}], **kwargs)
+        return raw.headers["x-clawtune-model"], raw.headers.get("x-clawtune-arm")
+
+    assert served(model="auto", extra_headers={"X-Clawtune-Tags": "domestic, other"})[0] == "finance"
+    assert served(model="auto", metadata={"tags": "general"})[0] == "general"
+    assert served(model="auto", extra_headers={"X-Clawtune-Tags": "weather"})[0] == "general"  # the default
+    first = served(model="finance-ab", extra_headers={"X-Clawtune-Session": "s-1"})
+    assert first[0] == first[1] and all(
+        served(model="finance-ab", extra_headers={"X-Clawtune-Session": "s-1"}) == first for _ in range(5)
+    ), "sticky per session"
+    arms = [choose_arm("finance-ab", f"session-{i}", {"finance": 70, "finance-v2": 30}) for i in range(2000)]
+    assert 0.66 < arms.count("finance") / len(arms) < 0.74, "split by weight"
+    reply = client.chat.completions.create(model="finance-ab", messages=[{"role": "user", "content": "x"}], user="u-9")
+    assert reply.model == "finance-ab" and reply.model_extra["clawtune"]["arm"] in ("finance", "finance-v2")
+
+
+def test_system_prompt_policy_replaces_the_agents_long_prompt(scripted: tuple[Server, openai.OpenAI]) -> None:
+    server, client = scripted
+    long_prompt = "You are OpenClaw. " + "Tool catalog and workspace files. " * 1400  # about 48,000 characters
+    messages = [{"role": "system", "content": long_prompt}, {"role": "user", "content": "hi"}]
+    reply = client.chat.completions.create(model="finance-v2", messages=messages)
+    engine = server.gateway.engine
+    assert engine.seen[-1].prompt_ids and json.dumps(engine._last).count("Short.") == 1  # type: ignore[union-attr]
+    used = reply.usage.model_extra
+    assert used["prompt_tokens_before_policy"] > 20 * reply.usage.prompt_tokens
+    row = (
+        _db(server)
+        .execute("select prompt_tokens, prompt_tokens_original from requests where id = ?", (reply.id,))
+        .fetchone()
+    )
+    assert row == (reply.usage.prompt_tokens, used["prompt_tokens_before_policy"])
+
+
+# ---- the log and feedback -------------------------------------------------------------------------------------
+
+
+def test_feedback_round_trip_into_the_log(scripted: tuple[Server, openai.OpenAI], tmp_path: Path) -> None:
+    server, client = scripted
+    raw = client.chat.completions.with_raw_response.create(
+        model="finance", messages=[{"role": "user", "content": "call lookup"}], tools=TOOLS
+    )
+    request_id = raw.headers["x-request-id"]
+    body = json.dumps({"request_id": request_id, "rating": "negative", "comment": "wrong table"}).encode()
+    request = urllib.request.Request(server.url + "/v1/feedback", body, {"Content-Type": "application/json"})
+    assert json.loads(urllib.request.urlopen(request).read())["recorded"] is True
+    bad = urllib.request.Request(
+        server.url + "/v1/feedback", json.dumps({"request_id": "nope", "rating": "negative"}).encode()
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(bad)
+    assert info.value.code == 404
+    row = (
+        _db(server)
+        .execute(
+            "select r.model, r.tool_calls, r.tool_calls_valid, r.finish_reason, f.rating, f.comment, r.request_json "
+            "from requests r join feedback f on f.request_id = r.id where r.id = ?",
+            (request_id,),
+        )
+        .fetchone()
+    )
+    assert row[:6] == ("finance", 1, 1, "tool_calls", "negative", "wrong table")
+    assert json.loads(row[6])["messages"][0]["content"] == "call lookup"
+    # clawtune chat --message, then its /feedback
+    assert main(["chat", "--model", "general", "--message", "hello there", "--endpoint", server.url]) == 0
+
+
+def test_chat_interactive_commands(scripted: tuple[Server, openai.OpenAI]) -> None:
+    import io
+
+    from clawtune.serve.chat import interactive
+
+    server, _ = scripted
+    inputs = iter(["hello", "/feedback positive nice", "/model finance", "call lookup", "/reset", "/quit"])
+    out = io.StringIO()
+    interactive(server.url, "general", read=lambda _: next(inputs), out=out)
+    text = out.getvalue()
+    assert "You said: hello" in text and "(recorded positive feedback on chatcmpl-" in text
+    assert "(now talking to finance)" in text and "(conversation reset)" in text
+    assert '{"name": "lookup"' in text, "no tools offered: the call comes back as text, not as a call to run"
+    ratings = _db(server).execute("select rating, comment from feedback").fetchall()
+    assert ratings == [("positive", "nice")]
+
+
+# ---- load: every request answered or refused, every answered one logged ---------------------------------------
+
+
+def test_bounded_load(tmp_path: Path) -> None:
+    config = _config(tmp_path, server={"max_concurrency": 4})
+    server = Server(Gateway(config, engine=ScriptedEngine(delay=0.2))).start()  # type: ignore[arg-type]
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+
+    def one(i: int) -> tuple[int, str | None]:
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model="general", messages=[{"role": "user", "content": f"n{i}"}]
+            )
+            return 200, raw.headers["x-request-id"]
+        except openai.RateLimitError:
+            return 429, None
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, range(48)))
+    server.close()  # finishes in-flight requests and flushes the log
+    statuses = [s for s, _ in results]
+    assert set(statuses) == {200, 429} and statuses.count(200) >= 4
+    conn = sqlite3.connect(server.gateway.log.path)
+    logged = dict(conn.execute("select id, status from requests").fetchall())
+    answered = {rid for s, rid in results if s == 200}
+    assert answered <= set(logged) and all(logged[r] == 200 for r in answered)
+    assert sorted(logged.values()).count(429) == statuses.count(429)
+    assert f"clawtune_rejected_total {statuses.count(429)}" in server.gateway.metrics.render(0)
+
+
+# ---- forwarding to remote engines ------------------------------------------------------------------------------
+
+
+def test_forward_to_a_remote_engine(tmp_path: Path) -> None:
+    with FakeOpenAI() as fake:
+        config = parse(
+            {
+                "models": [
+                    {"id": "remote", "provider": "vllm", "model": "fake-model", "endpoint": fake.base_url},
+                    {
+                        "id": "down",
+                        "provider": "openai",
+                        "model": "m",
+                        "endpoint": "http://127.0.0.1:9",
+                        "timeout_s": 5,
+                    },
+                ],
+                "server": {"port": 0, "data_dir": str(tmp_path / "data")},
+            },
+            str(tmp_path / "m.yaml"),
+        )
+        with Server(Gateway(config)) as server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+            reply = client.chat.completions.create(
+                model="remote",
+                messages=[{"role": "user", "content": "please read a.txt"}],
+                tools=[
+                    {
+                        "type": "function",
+                        "function": {"name": "read", "parameters": {"type": "object", "properties": {}}},
+                    }
+                ],
+            )
+            assert reply.choices[0].message.tool_calls[0].function.name == "read"
+            chunks = list(
+                client.chat.completions.create(
+                    model="remote",
+                    messages=[{"role": "user", "content": "hello"}],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+            )
+            assert "Hello from the fake model" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert fake.requests[-1]["model"] == "fake-model" and chunks[-1].usage.total_tokens == 15
+            with pytest.raises(openai.APIStatusError) as info:
+                client.chat.completions.create(model="down", messages=[{"role": "user", "content": "x"}])
+            assert info.value.status_code == 502 and "cannot be reached" in info.value.message
+            rows = _db(server).execute("select model, provider, status from requests order by created").fetchall()
+            assert rows == [("remote", "vllm", 200), ("remote", "vllm", 200), ("down", "openai", 502)]
+
+
+# ---- the real engine: tiny model, real adapters -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> dict[str, Path]:
+    """Two LoRA adapters of the tiny model (different data and seeds), exported as openclaw-lora."""
+    folder = tmp_path_factory.mktemp("serve-adapters")
+    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
+    rows = read_jsonl(folder / "raw.jsonl")
+    out = {}
+    for name, part, seed in (("alpha", rows[:10], 1), ("beta", rows[10:20], 2)):
+        write_jsonl(folder / f"{name}.jsonl", part)
+        config = {
+            "base_model": "clawtune/tiny-agent",
+            "method": "lora",
+            "data": {"train": str(folder / f"{name}.jsonl")},
+            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+            "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": seed},
+            "output_dir": str(folder / f"{name}-out"),
+            "tracking": {"tensorboard": False},
+        }
+        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        assert main(["ft", "train", "--config", str(folder / f"{name}.yaml"), "--max-steps", "3"]) == 0
+        target = folder / "exports" / name
+        assert main(["ft", "export", "--model-dir", str(folder / f"{name}-out"), "--output", str(target)]) == 0
+        out[name] = target
+    return out
+
+
+@pytest.fixture(scope="module")
+def engine(adapters: dict[str, Path]) -> Iterator[Engine]:
+    engine = Engine("clawtune/tiny-agent", device="cpu", batch_size=8)
+    engine.add_adapter("alpha", str(adapters["alpha"]))
+    engine.add_adapter("beta", str(adapters["beta"]))
+    yield engine
+    engine.close()
+
+
+def _generate(engine: Engine, requests: list[GenRequest]) -> list[tuple[str, str, int]]:
+    for request in requests:
+        engine.submit(request)
+    out = []
+    for request in requests:
+        text = ""
+        while True:
+            event = request.events.get(timeout=120)
+            if event[0] == "text":
+                text += event[1]
+            elif event[0] == "done":
+                out.append((text, event[1], event[2]))
+                break
+            else:
+                raise AssertionError(event)
+    return out
+
+
+def test_mixed_adapter_batches_equal_one_at_a_time(engine: Engine) -> None:
+    prompts = [
+        [{"role": "user", "content": "What was revenue in Q3 for EMEA?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Find the contact for Lisbon."}],
+    ]
+    jobs = [(adapter, messages) for adapter in (None, "alpha", "beta") for messages in prompts]
+    single = []
+    for adapter, messages in jobs:
+        single += _generate(engine, [GenRequest(engine.render(adapter, messages, TOOLS), adapter, 24)])
+    before = engine.batches
+    mixed = _generate(engine, [GenRequest(engine.render(a, m, TOOLS), a, 24) for a, m in jobs])
+    assert engine.batches - before <= 2, "the six requests ran together"
+    assert mixed == single
+    assert len({text for text, _, _ in single}) >= 3, "base and adapters answer differently"
+
+
+def test_stacked_adapters_equal_peft_and_weights_scale(
+    engine: Engine, adapters: dict[str, Path], tmp_path: Path
+) -> None:
+    """The serving engine's gathered LoRA gives PEFT's logits, per row of a mixed batch, and a weight scales it."""
+    import shutil
+
+    import torch
+    from peft import PeftModel
+
+    from clawtune.models import load_model
+
+    rows = [engine.render(None, [{"role": "user", "content": text}], None) for text in ("Revenue in Q3?", "Hello")]
+    width = min(len(r) for r in rows)
+    ids = torch.tensor([r[:width] for r in rows])
+
+    def served(names: list[str | None]) -> Any:
+        with torch.no_grad(), engine.lora.rows(names, "cpu"):
+            return engine.model(input_ids=ids).logits
+
+    reference = PeftModel.from_pretrained(
+        load_model("clawtune/tiny-agent", dtype=torch.float32), str(adapters["alpha"])
+    )
+    reference.load_adapter(str(adapters["beta"]), adapter_name="beta")
+    with torch.no_grad():
+        peft_alpha = reference(input_ids=ids).logits
+        peft_mixed = reference(input_ids=ids, adapter_names=["beta", "__base__"]).logits
+        with reference.disable_adapter():
+            base = reference(input_ids=ids).logits
+    assert torch.allclose(served(["alpha", "alpha"]), peft_alpha, atol=1e-5)
+    assert torch.allclose(served(["beta", None]), peft_mixed, atol=1e-5)
+    assert (peft_alpha - base).abs().max() > 0.5, "the adapter matters, so the comparison means something"
+
+    engine.add_adapter("alpha-half", str(adapters["alpha"]), weight=0.5)
+    try:
+        for module in reference.modules():
+            if isinstance(getattr(module, "scaling", None), dict) and "default" in module.scaling:
+                module.scaling["default"] *= 0.5
+        with torch.no_grad():
+            peft_half = reference(input_ids=ids).logits
+        assert torch.allclose(served(["alpha-half", "alpha-half"]), peft_half, atol=1e-5)
+    finally:
+        engine.remove_adapter("alpha-half")
+    assert torch.allclose(served(["alpha", None]), torch.cat([peft_alpha[:1], base[1:]]), atol=1e-5)
+    tampered = tmp_path / "tampered"
+    shutil.copytree(adapters["beta"], tampered)
+    with open(tampered / "adapter_config.json", "a") as f:
+        f.write(" ")
+    with pytest.raises(Exception, match="sha256 no longer matches"):
+        engine.add_adapter("tampered", str(tampered))
+
+
+def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path], tmp_path: Path) -> None:
+    config = parse(
+        {
+            "models": [
+                {"id": "base", "provider": "clawtune", "model": "clawtune/tiny-agent"},
+                {
+                    "id": "alpha",
+                    "provider": "clawtune",
+                    "model": "clawtune/tiny-agent",
+                    "adapters": {"a": {"path": str(adapters["alpha"])}},
+                },
+            ],
+            "server": {"port": 0, "data_dir": str(tmp_path / "data"), "adapter_dirs": [str(adapters["beta"].parent)]},
+        },
+        str(tmp_path / "m.yaml"),
+    )
+    with Server(Gateway(config)) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "What was revenue in Q3 for EMEA?"}]
+        plain = client.chat.completions.create(model="alpha", messages=messages, tools=TOOLS, max_tokens=20)
+        streamed = list(
+            client.chat.completions.create(model="alpha", messages=messages, tools=TOOLS, max_tokens=20, stream=True)
+        )
+        assert plain.usage.completion_tokens > 0 and streamed[-1].choices[0].finish_reason in (
+            "stop",
+            "length",
+            "tool_calls",
+        )
+
+        def admin(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+            data = json.dumps(body).encode() if body is not None else None
+            request = urllib.request.Request(
+                server.url + path, data, {"Content-Type": "application/json"}, method=method
+            )
+            try:
+                with urllib.request.urlopen(request) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        assert admin("POST", "/admin/adapters", {"name": "beta", "path": str(adapters["beta"])})[0] == 200
+        assert client.chat.completions.create(model="beta", messages=messages, max_tokens=5).choices
+        status, body = admin("POST", "/admin/adapters", {"name": "evil", "path": str(tmp_path)})
+        assert status == 403 and "outside the folders" in body["error"]["message"]
+        assert admin("DELETE", "/admin/adapters/beta")[0] == 200
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="beta", messages=messages, max_tokens=5)
+        health = json.loads(urllib.request.urlopen(server.url + "/health").read())
+        assert health["status"] == "ok" and health["models"] == ["alpha", "base"]
+        metrics = urllib.request.urlopen(server.url + "/metrics").read().decode()
+        assert 'clawtune_requests_total{model="alpha",status="200"} 2' in metrics
