@@ -120,6 +120,44 @@ def run_scenario(url: str, models: list[str], clients: int, requests: int, max_t
     }
 
 
+def engine_only(base: str, adapters: list[Path], batch: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    """The engine without HTTP or clients: what batching gains when nothing else shares the CPU."""
+    from clawtune.serve.engine import Engine, GenRequest
+
+    engine = Engine(base, batch_size=batch)
+    for i, path in enumerate(adapters):
+        engine.add_adapter(f"a{i}", str(path))
+
+    def run(names: list[str | None], size: int) -> float:
+        engine.batch_size = size
+        jobs = [
+            GenRequest(
+                engine.render(names[i % len(names)], [{"role": "user", "content": PROMPTS[i % 8]}], TOOLS),
+                names[i % len(names)],
+                max_tokens,
+            )
+            for i in range(requests)
+        ]
+        started = time.perf_counter()
+        for job in jobs:
+            engine.submit(job)
+        for job in jobs:
+            while job.events.get()[0] != "done":
+                pass
+        return requests / (time.perf_counter() - started)
+
+    run([None], batch)  # warm-up
+    mixed: list[str | None] = ["a0", "a1", "a2", "a3"]
+    out = {
+        "base_batched": run([None], batch),
+        "base_serial": run([None], 1),
+        "mixed_batched": run(mixed, batch),
+        "mixed_serial": run(mixed, 1),
+    }
+    engine.close()
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def engine_counts(url: str) -> tuple[int, int]:
     """(batches, requests batched) from the server's /metrics."""
     import urllib.request
@@ -177,6 +215,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--engine-only", action="store_true", help="also time the engine alone (no HTTP, no clients)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +239,10 @@ def main() -> int:
                     batches = after[0] - before[0]
                     results[name]["mean_batch_size"] = round((after[1] - before[1]) / batches, 2) if batches else None
                     print(f"{name:14s} {json.dumps(results[name])}", flush=True)
+        engine = None
+        if args.engine_only:
+            engine = engine_only(args.base, adapters, args.clients, args.clients * args.requests, args.max_tokens)
+            print(f"engine only (requests/s): {json.dumps(engine)}", flush=True)
     overhead = 1 - results["one-adapter"]["requests_per_s"] / results["base"]["requests_per_s"]
     gain = results["mixed-batched"]["requests_per_s"] / results["mixed-serial"]["requests_per_s"]
     summary = {
@@ -211,6 +254,7 @@ def main() -> int:
         "scenarios": results,
         "adapter_overhead": round(overhead, 3),
         "mixed_batching_gain": round(gain, 2),
+        "engine_only_requests_per_s": engine,
     }
     print(
         f"\nadapter overhead: {overhead:+.1%} throughput vs the base model (goal: under 15%)\n"

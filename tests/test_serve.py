@@ -614,3 +614,23 @@ def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path],
         assert health["status"] == "ok" and health["models"] == ["alpha", "base"]
         metrics = urllib.request.urlopen(server.url + "/metrics").read().decode()
         assert 'clawtune_requests_total{model="alpha",status="200"} 2' in metrics
+
+
+def test_log_is_capped_by_rotating_old_rows_into_an_archive(tmp_path: Path) -> None:
+    from clawtune.serve.log import RequestLog
+
+    log = RequestLog(tmp_path / "requests.sqlite", max_rows=100)
+    for i in range(700):
+        log.request({"id": f"r{i}", "created": 1000.0 + i, "model": "m", "status": 200, "request_json": {"i": i}})
+    log.feedback("r5", "negative", "old but kept")
+    log.close()
+    live = sqlite3.connect(tmp_path / "requests.sqlite")
+    (archive,) = tmp_path.glob("requests-*.sqlite")
+    old = sqlite3.connect(archive)
+    kept = live.execute("select count(*), min(created) from requests").fetchone()
+    moved = old.execute("select count(*) from requests").fetchone()[0]
+    assert kept == (100, 1600.0) and kept[0] + moved == 700, "capped, and nothing lost"
+    assert old.execute("select rating, comment from feedback where request_id = 'r5'").fetchone() == (
+        "negative",
+        "old but kept",
+    )

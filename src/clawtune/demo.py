@@ -163,27 +163,12 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     console.print(f"Everything is under {output}/.")
 
 
-DEMO_TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "query_database",
-            "description": "Run a read-only SQL query on the finance warehouse.",
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string", "description": "SQL"}},
-                "required": ["query"],
-            },
-        },
-    }
-]
-
-
 def serve_demo(output: Path, adapter: Path, console: Console) -> None:
     """Start the gateway on the demo adapter, send one chat with a tool (and OpenClaw's long prompt), stop it."""
     import openai
     import yaml
 
+    from clawtune.export.parity import SAMPLE
     from clawtune.serve.app import Gateway, Server
     from clawtune.serve.config import load
 
@@ -213,7 +198,7 @@ def serve_demo(output: Path, adapter: Path, console: Console) -> None:
             {"role": "user", "content": "What was the revenue in EMEA last quarter?"},
         ]
         raw = client.chat.completions.with_raw_response.create(
-            model="demo-agent", messages=messages, tools=DEMO_TOOLS, max_tokens=64
+            model="demo-agent", messages=messages, tools=SAMPLE["tools"], max_tokens=64
         )
         reply = raw.parse()
         message = reply.choices[0].message

@@ -57,8 +57,17 @@ def _renderer() -> Any:
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda value: json.dumps(value, ensure_ascii=False)
-    return env.from_string(default_chat_template()).render
+    env.filters["tojson"] = lambda value, ensure_ascii=False, indent=None, separators=None, sort_keys=False: json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+    template = env.from_string(default_chat_template())
+
+    def render(messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        from clawtune.train.render import template_messages
+
+        return template.render(messages=template_messages(messages), **kwargs)  # arguments as objects, as in training
+
+    return render
 
 
 def train_tokenizer(texts: Iterator[str], vocab_size: int, chat_template: str | None) -> Any:

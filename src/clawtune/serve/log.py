@@ -2,7 +2,7 @@
 
 One writer thread owns the connection; handlers put records on a queue, so a slow disk never blocks a request and
 concurrent requests never contend for the database. `close()` drains the queue before returning, so nothing is lost
-on shutdown. The log is capped at `max_rows` requests: the oldest rows (and their feedback) are deleted beyond it.
+on shutdown. The log is capped at `max_rows` requests: beyond it the oldest rows (and their feedback) move to a monthly archive file.
 """
 
 from __future__ import annotations
@@ -139,16 +139,36 @@ class RequestLog:
                 return
 
     def _trim(self, conn: sqlite3.Connection) -> None:
-        with conn:
-            (count,) = conn.execute("SELECT count(*) FROM requests").fetchone()
-            if count > self.max_rows:
-                cutoff = conn.execute(
-                    "SELECT created FROM requests ORDER BY created DESC LIMIT 1 OFFSET ?", (self.max_rows - 1,)
-                ).fetchone()[0]
+        """Past `max_rows`, the oldest rows (with their feedback) move to an archive file beside the log, one per
+        month (`requests-2026-11.sqlite`): the live log stays small, and nothing the improvement loop reads is lost."""
+        (count,) = conn.execute("SELECT count(*) FROM requests").fetchone()
+        if count <= self.max_rows:
+            return
+        cutoff = conn.execute(
+            "SELECT created FROM requests ORDER BY created DESC LIMIT 1 OFFSET ?", (self.max_rows - 1,)
+        ).fetchone()[0]
+        archive = self.path.with_name(f"{self.path.stem}-{time.strftime('%Y-%m', time.gmtime())}.sqlite")
+        conn.execute("ATTACH DATABASE ? AS archive", (str(archive),))
+        try:
+            with conn:
+                for table in ("requests", "feedback"):
+                    (ddl,) = conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ?", (table,)).fetchone()
+                    conn.execute(ddl.replace(f"CREATE TABLE {table}", f"CREATE TABLE IF NOT EXISTS archive.{table}", 1))
+                old = "SELECT id FROM main.requests WHERE created < ?"
+                # feedback whose request was archived earlier goes along too
+                stray = "request_id NOT IN (SELECT id FROM main.requests)"
                 conn.execute(
-                    "DELETE FROM feedback WHERE request_id IN (SELECT id FROM requests WHERE created < ?)", (cutoff,)
+                    f"INSERT OR REPLACE INTO archive.requests SELECT * FROM main.requests WHERE id IN ({old})",
+                    (cutoff,),
                 )
-                conn.execute("DELETE FROM requests WHERE created < ?", (cutoff,))
+                conn.execute(
+                    f"INSERT INTO archive.feedback SELECT * FROM main.feedback WHERE request_id IN ({old}) OR {stray}",
+                    (cutoff,),
+                )
+                conn.execute(f"DELETE FROM main.feedback WHERE request_id IN ({old}) OR {stray}", (cutoff,))
+                conn.execute("DELETE FROM main.requests WHERE created < ?", (cutoff,))
+        finally:
+            conn.execute("DETACH DATABASE archive")
 
     def request(self, record: dict[str, Any]) -> None:
         record = dict(record)
