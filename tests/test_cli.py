@@ -118,8 +118,10 @@ def test_invalid_training_file_does_not_raise(tmp_path, capsys):
     assert f"{tmp_path / 'missing.jsonl'}: no such file" in err
 
 
-def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
-    assert main(["demo", "--output", str(tmp_path), "--train-steps", "2", "--eval-limit", "4"]) == 0
+def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --output, as `make demo` gives
+    assert main(["demo", "--output", "demo-out", "--train-steps", "2", "--eval-limit", "4"]) == 0
+    tmp_path = tmp_path / "demo-out"
     out = capsys.readouterr().out
     stages = ("export-training-data", "ft validate", "ft augment-data", "ft train --config", "ft evaluate", "ft export")
     for stage in stages:
@@ -135,3 +137,4 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys):
     assert "the Ollama TEMPLATE" in out and "ollama create demo-agent -f Modelfile" in out
     assert '+          "primary": "clawtune/demo-agent"' in out, "the OpenClaw registration it would make"
     assert not (tmp_path / "openclaw-state" / "openclaw.json").exists(), "a dry run writes nothing"
+    assert "POST /v1/chat/completions model=demo-agent" in out and "stopped; every request is in" in out

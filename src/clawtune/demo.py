@@ -179,13 +179,13 @@ def serve_demo(output: Path, adapter: Path, console: Console) -> None:
                 "id": "demo-agent",
                 "provider": "clawtune",
                 "model": TINY_AGENT,
-                "adapters": {"demo-lora": {"path": str(adapter)}},
+                "adapters": {"demo-lora": {"path": str(adapter.resolve())}},  # the file's paths are relative to it
                 "tags": ["finance"],
             },
             {"id": "tiny-base", "provider": "clawtune", "model": TINY_AGENT},
         ],
         "default_model": "tiny-base",
-        "server": {"port": 0, "data_dir": str(output / "serve-data")},
+        "server": {"port": 0, "data_dir": str((output / "serve-data").resolve())},
     }
     config_path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
     console.print(f"clawtune serve --config {config_path}", highlight=False)
