@@ -209,6 +209,13 @@ def serve_demo(output: Path, adapter: Path, console: Console) -> None:
         )
         if message.content:
             console.print(f"  content: {message.content!r}", highlight=False, markup=False)
+            if "<tool_call>" in message.content:
+                console.print(
+                    "  (the model wrote a tool call the server could not read as JSON for an offered tool, so it comes "
+                    "back as text, logged as an invalid call, instead of being handed to the agent to run)",
+                    highlight=False,
+                    markup=False,
+                )
         for call in message.tool_calls or []:
             console.print(
                 f"  tool call: {call.function.name}({call.function.arguments})", highlight=False, markup=False
