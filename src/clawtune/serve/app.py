@@ -761,8 +761,16 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             gateway.log.feedback(request_id, rating, comment if isinstance(comment, str) else None)
             self._send_json(200, {"request_id": request_id, "rating": rating, "recorded": True})
 
+        def _commit(self, record: dict[str, Any]) -> None:
+            """Log the request now, before its last bytes go out: a client that has its answer finds it in the log
+            (feedback right after an answer must not miss it)."""
+            if not record.get("_logged"):
+                record["latency_ms"] = round((time.monotonic() - self._started) * 1000, 2)
+                gateway.log.request(record)
+                record["_logged"] = True
+
         def _chat(self, body: Any, request_id: str) -> None:
-            started = time.monotonic()
+            started = self._started = time.monotonic()
             record: dict[str, Any] = {"id": request_id, "created": time.time(), "request_json": body, "status": 200}
             if not isinstance(body, dict):
                 raise APIError(400, "the request body must be a JSON object")
@@ -809,8 +817,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 record.update(status=499, error="the client disconnected")
             finally:
                 latency = time.monotonic() - started
-                record["latency_ms"] = round(latency * 1000, 2)
-                gateway.log.request(record)
+                self._commit(record)
                 gateway.metrics.observe(model_id, status, latency, prompt_tokens, completion_tokens)
                 if acquired:
                     with gateway.metrics.lock:
@@ -847,9 +854,9 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                     except APIError as error:
                         self._sse(json.dumps(error.body()))
                         record.update(status=error.status, error=error.message)
+                    self._finish_local(record, completion, completion_body(completion, model_name))
                     self._sse("[DONE]")
                     self.wfile.write(b"0\r\n\r\n")
-                    response = completion_body(completion, model_name)
                 else:
                     for event in wait_events(request, settings.timeout_s):
                         if event[0] == "text":
@@ -857,10 +864,14 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                         else:
                             completion.finish, completion.completion_tokens = event[1], event[2]
                     response = completion_body(completion, model_name)
+                    self._finish_local(record, completion, response)
                     self._send_json(200, response, extra)
             except (BrokenPipeError, ConnectionResetError):
                 request.cancelled.set()
                 raise
+            return completion.prompt_tokens, completion.completion_tokens
+
+        def _finish_local(self, record: dict[str, Any], completion: Completion, response: dict[str, Any]) -> None:
             _, calls, invalid = completion.parsed()
             record.update(
                 completion_tokens=completion.completion_tokens,
@@ -869,7 +880,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 tool_calls_valid=int(invalid == 0) if calls or invalid else None,
                 response_json=response,
             )
-            return completion.prompt_tokens, completion.completion_tokens
+            self._commit(record)
 
         def _sse(self, data: str) -> None:
             payload = f"data: {data}\n\n".encode()
@@ -898,7 +909,9 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                         if not line.startswith("data:"):
                             continue
                         data = line[5:].strip()
-                        if data != "[DONE]":
+                        if data == "[DONE]":
+                            break
+                        if data:
                             try:
                                 chunk = json.loads(data)
                             except json.JSONDecodeError:
@@ -914,7 +927,6 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                                     slot["arguments"] += function.get("arguments") or ""
                                 finish = choice.get("finish_reason") or finish
                         self._sse(data)
-                    self.wfile.write(b"0\r\n\r\n")
                     message: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
                     if calls:
                         message["tool_calls"] = [{"type": "function", "function": calls[i]} for i in sorted(calls)]
@@ -922,9 +934,17 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
                         "usage": usage_seen,
                     }
+                    self._finish_remote(record, response)
+                    self._sse("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
                 else:
                     response = json.loads(upstream.read())
+                    self._finish_remote(record, response)
                     self._send_json(200, response, extra)
+            used = response.get("usage") or {}
+            return int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
+
+        def _finish_remote(self, record: dict[str, Any], response: dict[str, Any]) -> None:
             used = response.get("usage") or {}
             choice = (response.get("choices") or [{}])[0] or {}
             record.update(
@@ -934,7 +954,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 finish_reason=choice.get("finish_reason"),
                 tool_calls=len((choice.get("message") or {}).get("tool_calls") or []),
             )
-            return int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0)
+            self._commit(record)
 
     return Handler
 
