@@ -256,7 +256,9 @@ def test_existing_output_needs_force_and_a_crash_keeps_the_old_export(
     assert (out / MANIFEST).read_text() == before and not (out / "half-written.bin").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"], "no staging folder left"
     monkeypatch.undo()
-    assert main([*args, "--force"]) == 0 and (out / MANIFEST).read_text() != before
+    (out / "left-by-the-old-export").write_text("x")
+    assert main([*args, "--force"]) == 0 and not (out / "left-by-the-old-export").exists(), "replaced as a whole"
+    assert (out / MANIFEST).is_file()
 
 
 def test_manifest_refusals(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
