@@ -811,6 +811,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             except APIError as error:
                 status = error.status
                 record.update(status=error.status, error=error.message)
+                self._commit(record)  # logged before the client can see the error
                 self._error(error, {"X-Request-Id": request_id})
             except (BrokenPipeError, ConnectionResetError):
                 status = 499
