@@ -765,16 +765,23 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             """Log the request now, before its last bytes go out: a client that has its answer finds it in the log
             (feedback right after an answer must not miss it)."""
             if not record.get("_logged"):
-                record["latency_ms"] = round((time.monotonic() - self._started) * 1000, 2)
+                latency = time.monotonic() - self._started
+                record["latency_ms"] = round(latency * 1000, 2)
                 gateway.log.request(record)
+                gateway.metrics.observe(
+                    str(record.get("model") or record["request_json"].get("model")),
+                    int(record.get("status") or 200),
+                    latency,
+                    int(record.get("prompt_tokens") or 0),
+                    int(record.get("completion_tokens") or 0),
+                )
                 record["_logged"] = True
 
         def _chat(self, body: Any, request_id: str) -> None:
-            started = self._started = time.monotonic()
+            self._started = time.monotonic()
             record: dict[str, Any] = {"id": request_id, "created": time.time(), "request_json": body, "status": 200}
             if not isinstance(body, dict):
                 raise APIError(400, "the request body must be a JSON object")
-            status, prompt_tokens, completion_tokens, model_id = 200, 0, 0, str(body.get("model"))
             acquired = gateway.slots.acquire(blocking=False)
             try:
                 if not acquired:
@@ -789,7 +796,6 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 with gateway.metrics.lock:
                     gateway.metrics.in_flight += 1
                 route = gateway.route(body, self._headers())
-                model_id = route.entry.id
                 record.update(
                     model=route.entry.id,
                     requested_model=route.requested,
@@ -805,21 +811,17 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                     extra["X-Clawtune-Arm"] = route.arm
                     extra["X-Clawtune-Experiment"] = str(route.experiment)
                 if route.entry.provider == "clawtune":
-                    prompt_tokens, completion_tokens = self._local(route, body, request_id, record, extra)
+                    self._local(route, body, request_id, record, extra)
                 else:
-                    prompt_tokens, completion_tokens = self._remote(route, body, record, extra)
+                    self._remote(route, body, record, extra)
             except APIError as error:
-                status = error.status
                 record.update(status=error.status, error=error.message)
                 self._commit(record)  # logged before the client can see the error
                 self._error(error, {"X-Request-Id": request_id})
             except (BrokenPipeError, ConnectionResetError):
-                status = 499
                 record.update(status=499, error="the client disconnected")
             finally:
-                latency = time.monotonic() - started
-                self._commit(record)
-                gateway.metrics.observe(model_id, status, latency, prompt_tokens, completion_tokens)
+                self._commit(record)  # logged and counted (if nothing did it before the answer went out)
                 if acquired:
                     with gateway.metrics.lock:
                         gateway.metrics.in_flight -= 1
