@@ -103,20 +103,27 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
     return found.get("value") if isinstance(found, dict) else found
 
 
-def training_system_prompt(manifest: dict[str, Any]) -> dict[str, Any] | None:
+def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversations the checkpoint was trained on, if the training file is still where the config says."""
+    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
+    if not train or not Path(train).is_file():
+        return []
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+
+    return [e for _, e in iter_examples(Path(train), Problems())]
+
+
+def training_system_prompt(
+    manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None
+) -> dict[str, Any] | None:
     """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
     per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
     from collections import Counter
 
-    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
-    if not train or not Path(train).is_file():
-        return None
-    from clawtune.data.validate import iter_examples
-    from clawtune.problems import Problems
-
     policies: Counter[str] = Counter()
     prompts: Counter[str] = Counter()
-    for _, example in iter_examples(Path(train), Problems()):
+    for example in training_examples(manifest) if examples is None else examples:
         policy = (example.get("metadata") or {}).get("system_prompt")
         if policy in ("keep", "drop", "replace"):
             policies[policy] += 1
@@ -130,18 +137,10 @@ def training_system_prompt(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
 
 
-def _parity_examples(manifest: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+def _parity_examples(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The built-in sample plus a few training conversations (those with tools first)."""
-    examples = [parity.SAMPLE]
-    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
-    if train and Path(train).is_file() and limit > 0:
-        from clawtune.data.validate import iter_examples
-        from clawtune.problems import Problems
-
-        found = [e for _, e in iter_examples(Path(train), Problems())]
-        found.sort(key=lambda e: not e.get("tools"))
-        examples.extend(found[:limit])
-    return examples
+    found = sorted(trained, key=lambda e: not e.get("tools"))
+    return [parity.SAMPLE, *found[: max(0, limit)]]
 
 
 @dataclass
@@ -153,6 +152,10 @@ class _Context:
     template: str
     name: str
     examples: list[dict[str, Any]]
+    base_config: dict[str, Any]
+    # what every format's manifest records, worked out once: the training data's system-prompt policy, the evaluation
+    system_prompt: dict[str, Any] | None
+    evaluation: dict[str, Any] | None
     parity: list[dict[str, Any]] = field(default_factory=list)
     merged_dir: Path | None = None
     work: Path | None = None
@@ -182,8 +185,18 @@ def export(options: ExportOptions) -> dict[str, Any]:
     if options.chat_template is not None:
         template = options.chat_template.read_text(encoding="utf-8")
     name = options.name or options.output.name
+    trained = training_examples(manifest)  # read once: parity samples and the system-prompt policy
     ctx = _Context(
-        options, folder, manifest, tokenizer, template, name, _parity_examples(manifest, options.parity_examples)
+        options,
+        folder,
+        manifest,
+        tokenizer,
+        template,
+        name,
+        _parity_examples(trained, options.parity_examples),
+        _base_config(manifest),
+        training_system_prompt(manifest, trained),
+        evaluation_summary(folder),
     )
     _check_jinja(ctx)
 
@@ -272,10 +285,10 @@ def _copy_tokenizer(ctx: _Context, target: Path) -> None:
     (target / "chat_template.jinja").write_text(ctx.template, encoding="utf-8")
 
 
-def _base_config(ctx: _Context) -> dict[str, Any]:
+def _base_config(manifest: dict[str, Any]) -> dict[str, Any]:
     from clawtune.models import resolve
 
-    base = ctx.manifest["base_model"]
+    base = manifest["base_model"]
     path = Path(resolve(base))
     if path.is_dir():
         return json.loads((path / "config.json").read_text(encoding="utf-8"))
@@ -300,8 +313,8 @@ def _export_manifest(ctx: _Context, target: Path, fmt: str, kind: str, extra: di
         "trained_as": trained.get("kind"),
         "chat_template": {"file": "chat_template.jinja", "source": (trained.get("chat_template") or {}).get("source")},
         "config": trained.get("config"),
-        "evaluation": evaluation_summary(ctx.folder),
-        "system_prompt": training_system_prompt(trained),
+        "evaluation": ctx.evaluation,
+        "system_prompt": ctx.system_prompt,
         "parity": ctx.parity,
         "clawtune": trained.get("clawtune"),
         **(extra or {}),
@@ -337,7 +350,7 @@ def merge(ctx: _Context) -> Any:
 
     from clawtune.models.checkpoint import load_for_inference
 
-    config = _base_config(ctx)
+    config = ctx.base_config
     name = ctx.options.merged_dtype or str(config.get("dtype") or config.get("torch_dtype") or "float32")
     dtype = getattr(torch, name, None)
     if not isinstance(dtype, torch.dtype):
@@ -383,7 +396,7 @@ def write_merged(ctx: _Context, target: Path) -> dict[str, Any]:
 
 
 def write_gguf(ctx: _Context, target: Path) -> dict[str, Any]:
-    info = gguf_export.write_lora_gguf(ctx.folder, _base_config(ctx), target / "adapter.gguf", ctx.name)
+    info = gguf_export.write_lora_gguf(ctx.folder, ctx.base_config, target / "adapter.gguf", ctx.name)
     verify_lora_gguf(ctx, target / "adapter.gguf")
     (target / "chat_template.jinja").write_text(ctx.template, encoding="utf-8")
     _export_manifest(ctx, target, "gguf", "gguf-lora", {"gguf": info})
@@ -394,7 +407,7 @@ def verify_lora_gguf(ctx: _Context, path: Path) -> None:
     """Read the GGUF back: metadata and every tensor must equal what was meant to be written."""
     import numpy as np
 
-    expected, arch = gguf_export.lora_tensors(ctx.folder, _base_config(ctx))
+    expected, arch = gguf_export.lora_tensors(ctx.folder, ctx.base_config)
     fields, tensors = gguf_export.read_gguf(path)
     if fields.get("general.type") != "adapter" or fields.get("adapter.type") != "lora":
         raise ExportError(f"{path}: written without the adapter metadata")
@@ -438,7 +451,7 @@ def write_ollama(ctx: _Context, target: Path) -> dict[str, Any]:
     commands = [f"ollama create {ctx.name} -f Modelfile.merged"]
     if ctx.manifest.get("kind") != "full":
         files["adapter.gguf"] = gguf_export.write_lora_gguf(
-            ctx.folder, _base_config(ctx), target / "adapter.gguf", ctx.name
+            ctx.folder, ctx.base_config, target / "adapter.gguf", ctx.name
         )
         source = ctx.options.ollama_base
         if source is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from clawtune.models.toolcalls import parse_reply
+from clawtune.openai_http import completions_url
 from clawtune.serve.config import ModelEntry, ServeConfig, resolve_path
 from clawtune.serve.engine import Engine, EngineError, GenRequest
 from clawtune.serve.log import RequestLog
@@ -529,13 +530,6 @@ def _partial_marker(text: str) -> int:
 # ---- forwarding to remote engines -------------------------------------------------------------------------------
 
 
-def upstream_url(entry: ModelEntry) -> str:
-    base = (entry.endpoint or "").rstrip("/")
-    if not base.endswith("/v1"):
-        base += "/v1"
-    return base + "/chat/completions"
-
-
 def upstream_model(entry: ModelEntry) -> str:
     """The model name to ask the engine for: for an Ollama entry with adapters, the model made from its Modelfile."""
     if entry.provider == "ollama" and entry.adapters:
@@ -564,7 +558,9 @@ def forward(entry: ModelEntry, body: dict[str, Any]) -> Any:
     key = _api_key(entry)
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(upstream_url(entry), json.dumps(payload).encode(), headers, method="POST")
+    request = urllib.request.Request(
+        completions_url(entry.endpoint or ""), json.dumps(payload).encode(), headers, method="POST"
+    )
     try:
         return urllib.request.urlopen(request, timeout=entry.timeout_s)
     except urllib.error.HTTPError as exc:

@@ -37,7 +37,6 @@ class GenRequest:
     seed: int | None = None
     events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
-    queued_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -158,9 +157,6 @@ class Engine:
         template = self.template(adapter)
         text = render_text(_with_template(tokenizer, template), template_messages(messages), tools, True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _stop_ids(self) -> set[int]:
         ids: set[int] = set()
