@@ -128,8 +128,14 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
         assert stage in out
     model = tmp_path / "fine-tuned-model"
     summary = json.loads((model / "training-summary.json").read_text())
-    assert summary["steps"] == 2 and summary["examples"]["used"] == 342
+    assert summary["steps"] == 2 and summary["examples"]["used"] == 559
     assert (model / "adapter_model.safetensors").is_file() and (model / "loss-curve.png").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(model / "adapter_model.safetensors"), "pt") as weights:
+        keys = list(weights.keys())
+    assert any("lm_head.lora_A" in k for k in keys), "the demo's LoRA trains the output layer"
+    assert not any("base_layer" in k for k in keys), "the adapter holds LoRA weights only, not the frozen lm_head"
     assert (model / "checkpoint-2" / "clawtune-manifest.json").is_file()
     assert (model / "checkpoint-2" / "eval" / "eval-report.html").is_file()
     exports = tmp_path / "exports" / "demo-agent"

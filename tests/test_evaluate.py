@@ -157,6 +157,41 @@ def test_tool_call_parser(text: str, content: str | None, calls: list[tuple[str,
 
 # ----------------------------------------------------------------------------------------------- end to end
 
+
+def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_path: Any) -> None:
+    """A held-out turn whose conversation so far was in the training data (other call id, other system prompt) is
+    counted as seen; the verdict on the unseen turns is computed from them alone."""
+    from clawtune.evaluate.backends import example_items
+    from clawtune.evaluate.run import Side, overlap
+
+    from .conftest import tool_call
+
+    question = {"role": "user", "content": "Convert 100 EUR to USD."}
+    answer = tool_call("call_a", "get_exchange_rate", '{"base": "EUR", "quote": "USD"}')
+    train = tmp_path / "train.jsonl"
+    seen = {"messages": [{"role": "system", "content": "short"}, question, answer], "tools": TOOLS}
+    train.write_text(json.dumps(seen) + "\n")
+    again = tool_call("call_b", "get_exchange_rate", '{"quote": "USD", "base": "EUR"}')  # same call, other id/order
+    test = [
+        {"messages": [{"role": "system", "content": "a long prompt"}, question, again], "tools": TOOLS},
+        *(
+            {"messages": [{"role": "user", "content": f"Convert {n} GBP to JPY."}, answer], "tools": TOOLS}
+            for n in range(7)
+        ),
+    ]
+    items = [item for n, example in enumerate(test) for item in example_items(example, f"t{n}")]
+    right = score(answer, answer, [question], TOOLS)
+    wrong = score({"role": "assistant", "content": "no idea"}, answer, [question], TOOLS)
+    base = Side("baseline", "b", "local", scores=[right] + [wrong] * 7)
+    tuned = Side("fine-tuned", "t", "local", scores=[right] * 8)
+    got = overlap(items, base, tuned, train)
+    assert got["items_seen"] == 1 and got["items_unseen"] == 7 and got["seen_ids"] == ["t0#2"]
+    assert got["unseen"]["fine_tuned_accuracy"]["value"] == 1.0 and got["unseen"]["baseline_accuracy"]["value"] == 0
+    assert got["unseen"]["comparison"]["fine_tuned_only_correct"] == 7 and got["unseen"]["comparison"]["significant"]
+    tuned.scores = [right] + [wrong] * 7  # right only where it was trained: no win on the unseen turns
+    assert not overlap(items, base, tuned, train)["unseen"]["comparison"]["significant"]
+
+
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
@@ -212,6 +247,8 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
     assert report["baseline"]["name"] == "clawtune/tiny-agent"
     assert 0 <= report["comparison"]["mcnemar_p"] <= 1 and "McNemar" in report["comparison"]["verdict"]
     assert "flagged" in report["forgetting"]
+    overlap = report["overlap"]  # checked against the training file named in the checkpoint's manifest
+    assert overlap["items_seen"] + overlap["items_unseen"] == 12
     md = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.md").read_text()
     assert "| metric | baseline | fine-tuned | change |" in md and "| accuracy |" in md
 

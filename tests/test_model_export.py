@@ -13,7 +13,14 @@ import yaml
 
 from clawtune.cli import main
 from clawtune.export import gotemplate, ollama, parity
-from clawtune.export.gguf import permute_rows, read_gguf
+from clawtune.export.gguf import (
+    QWEN2_SPLIT,
+    GGUFExportError,
+    check_output_lora,
+    permute_rows,
+    pre_tokenizer_name,
+    read_gguf,
+)
 from clawtune.export.run import ExportError, ExportOptions, check_finite, export, vllm_check
 from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
@@ -188,6 +195,25 @@ def test_gguf_adapter_reads_back_with_metadata_and_permuted_tensors(exported: Pa
     assert {"blk.0.ffn_gate.weight.lora_a", "blk.3.attn_output.weight.lora_b"} <= set(tensors)
 
 
+def test_pre_tokenizer_names_for_llama_cpp() -> None:
+    """Only splits llama.cpp reproduces get a name; anything else is refused rather than tokenized differently."""
+    assert pre_tokenizer_name({"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}) == "gpt-2"
+    qwen2 = {
+        "type": "Sequence",
+        "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
+        ],
+    }
+    assert pre_tokenizer_name(qwen2) == "qwen2"
+    other = json.loads(json.dumps(qwen2))
+    other["pretokenizers"][0]["pattern"]["Regex"] = QWEN2_SPLIT.replace(r"\p{N}|", r"\p{N}{1,3}|")  # Llama 3's
+    assert pre_tokenizer_name(other) is None
+    assert pre_tokenizer_name({"type": "Metaspace", "replacement": "▁"}) is None
+    tokenizer = load_tokenizer("clawtune/tiny-agent")[0]
+    assert tokenizer.tokenize("$855,424") == ["$", "8", "5", "5", ",", "4", "2", "4"]  # digit by digit
+
+
 def test_permutation_matches_llama_cpp_rotary_layout() -> None:
     """Rows of one head go from [x0..x(d/2-1), y0..] (rotate-half) to interleaved [x0, y0, x1, y1, ...]."""
     rows = np.arange(8, dtype=np.float32).reshape(8, 1)  # one head of dim 8
@@ -208,12 +234,15 @@ def test_ollama_modelfiles_and_whole_model_gguf(exported: Path, checkpoint: Path
     fields, tensors = read_gguf(folder / "model.gguf")
     tokenizer = load_tokenizer(str(checkpoint))[0]
     assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 4
-    assert fields["llama.attention.head_count_kv"] == 2 and fields["tokenizer.ggml.pre"] == "gpt-2"
+    assert fields["llama.attention.head_count_kv"] == 2 and fields["tokenizer.ggml.pre"] == "qwen2"
     assert (
         len(fields["tokenizer.ggml.tokens"]) == len(tokenizer)
         and fields["tokenizer.chat_template"] == tokenizer.chat_template
     )
-    assert "output.weight" not in tensors and "token_embd.weight" in tensors  # tied embeddings
+    assert "output.weight" in tensors and "token_embd.weight" in tensors  # the tiny model's output layer is untied
+    with pytest.raises(GGUFExportError, match="ties to its embeddings"):
+        check_output_lora({"target_modules": ["q_proj", "lm_head"]}, {"tie_word_embeddings": True})
+    check_output_lora({"target_modules": ["q_proj", "lm_head"]}, {"tie_word_embeddings": False})
     merged = load_for_inference(str(exported / "merged"), device="cpu", dtype=torch.float32).model.state_dict()
     np.testing.assert_array_equal(
         tensors["blk.2.attn_k.weight"], permute_rows(merged["model.layers.2.self_attn.k_proj.weight"].numpy(), 2)
@@ -225,11 +254,12 @@ def test_vllm_command_and_checks(exported: Path) -> None:
     assert "--enable-lora --lora-modules finance-agent=" in command and "--max-lora-rank 8" in command
     assert "--tool-call-parser hermes" in command
     assert vllm_check({"r": 12, "target_modules": ["q_proj", "v_proj"]}) == 16
+    assert vllm_check({"r": 16, "target_modules": ["q_proj", "lm_head"]}) == 16  # vLLM's LoRA covers lm_head
     for bad, message in (
         ({"r": 1024}, "largest"),
         ({"r": 8, "use_dora": True}, "DoRA"),
         ({"r": 8, "modules_to_save": ["lm_head"]}, "modules_to_save"),
-        ({"r": 8, "target_modules": ["q_proj", "lm_head"]}, "lm_head"),
+        ({"r": 8, "target_modules": ["q_proj", "input_layernorm"]}, "input_layernorm"),
     ):
         with pytest.raises(ExportError, match=message):
             vllm_check(bad)

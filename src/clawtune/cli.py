@@ -404,6 +404,13 @@ def ft_evaluate(
     allow_base_mismatch: Annotated[
         bool, typer.Option("--allow-base-mismatch", help="Load an adapter on a base it was not trained on.")
     ] = False,
+    train_set: Annotated[
+        Path | None,
+        typer.Option(
+            "--train-set",
+            help="Training data to check the held-out turns against (default: the file in the checkpoint's manifest).",
+        ),
+    ] = None,
 ) -> None:
     """Baseline vs fine-tuned on held-out turns: accuracy, F1, tool calls, refusals, hallucination, latency, cost."""
     from clawtune.evaluate.run import EvalOptions, parse_metrics, run_evaluation
@@ -432,6 +439,7 @@ def ft_evaluate(
                 allow_base_mismatch=allow_base_mismatch,
                 judge_endpoint=judge_endpoint,
                 judge_model=judge_model,
+                train_set=train_set,
             )
         )
     except InputError as exc:

@@ -116,6 +116,8 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         else "yellow"
     )
     console.print(f"[{colour}]{comparison['verdict']}[/]", highlight=False)
+    if line := overlap_line(report):
+        console.print(f"overlap: {line}", highlight=False, markup=False)
     if report.get("forgetting", {}).get("flagged"):
         f = report["forgetting"]
         console.print(
@@ -126,6 +128,22 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     console.print(f"reports: {', '.join(report['files'].values())}", highlight=False)
 
 
+def overlap_line(report: dict[str, Any]) -> str | None:
+    """What the held-out turns share with the training data, and the verdict on the turns never seen in training."""
+    o = report.get("overlap")
+    if not o:
+        return None
+    if not o["items_seen"]:
+        return f"no held-out turn was asked word for word in the training data ({o['train_set']})"
+    u = o["unseen"]
+    return (
+        f"{o['items_seen']} of {o['items_seen'] + o['items_unseen']} held-out turns were asked word for word in the "
+        f"training data ({o['train_set']}); on the other {o['items_unseen']}: baseline "
+        f"{_fmt(u['baseline_accuracy']['value'], 'rate')}, fine-tuned {_fmt(u['fine_tuned_accuracy']['value'], 'rate')}"
+        f", {u['comparison']['verdict']}"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Evaluation: baseline vs fine-tuned",
@@ -134,6 +152,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- baseline: {report['baseline']['name']}",
         f"- fine-tuned: {report['fine_tuned']['name']}",
         f"- **verdict: {report['comparison']['verdict']}**",
+        *([f"- overlap: {line}"] if (line := overlap_line(report)) else []),
         "",
         "| metric | baseline | fine-tuned | change |",
         "|---|---|---|---|",
@@ -230,6 +249,7 @@ td.up {{ color: #15803d; font-weight: 600; }} td.down {{ color: #b91c1c; font-we
 <p>{report["items"]} held-out assistant turns from <code>{html.escape(report["test_set"])}</code>.
 Baseline: <b>{html.escape(base["name"])}</b>. Fine-tuned: <b>{html.escape(tuned["name"])}</b>.</p>
 <p class="verdict" id="verdict">{html.escape(report["comparison"]["verdict"])}</p>
+{f'<p id="overlap">{html.escape(line)}</p>' if (line := overlap_line(report)) else ""}
 <table id="metrics"><tr><th>metric</th><th>baseline</th><th>fine-tuned</th><th>change</th></tr>{table}</table>
 <p class="legend"><span style="color:#9aa5b1">■ baseline</span><span style="color:#2563eb">■ fine-tuned</span>
 Rates show their 95% bootstrap interval in brackets.</p>

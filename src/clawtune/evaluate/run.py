@@ -49,6 +49,7 @@ class EvalOptions:
     judge_model: str | None = None
     strict: bool = False
     quiet: bool = False
+    train_set: Path | None = None
 
 
 @dataclass
@@ -220,10 +221,10 @@ def cost(side: Side, options: EvalOptions) -> dict[str, Any] | None:
     }
 
 
-def compare(base: Side, tuned: Side) -> dict[str, Any]:
+def compare(base: list[Score], tuned: list[Score]) -> dict[str, Any]:
     """McNemar's exact test on the paired accuracy outcomes."""
-    only_tuned = sum(t.correct and not b.correct for b, t in zip(base.scores, tuned.scores, strict=True))
-    only_base = sum(b.correct and not t.correct for b, t in zip(base.scores, tuned.scores, strict=True))
+    only_tuned = sum(t.correct and not b.correct for b, t in zip(base, tuned, strict=True))
+    only_base = sum(b.correct and not t.correct for b, t in zip(base, tuned, strict=True))
     p = mcnemar_exact(only_tuned, only_base)
     significant = p < ALPHA
     if not significant:
@@ -241,6 +242,73 @@ def compare(base: Side, tuned: Side) -> dict[str, Any]:
         "significant": significant,
         "alpha": ALPHA,
         "verdict": verdict,
+    }
+
+
+def prompt_key(prompt: list[dict[str, Any]]) -> str:
+    """A conversation's words and calls, without the system prompt and the call ids (which differ per session)."""
+    import json
+
+    from clawtune.chat import content_text
+
+    parts = []
+    for message in prompt:
+        if message["role"] == "system":
+            continue
+        calls = []
+        for call in message.get("tool_calls") or []:
+            fn = call.get("function") or {}
+            arguments = fn.get("arguments")
+            if isinstance(arguments, str):
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    pass
+            calls.append([fn.get("name"), arguments])
+        parts.append([message["role"], content_text(message.get("content")), calls])
+    return json.dumps(parts, sort_keys=True, ensure_ascii=False)
+
+
+def training_set(options: EvalOptions) -> Path | None:
+    """--train-set, or the training file named in the checkpoint's manifest when it is still there."""
+    if options.train_set is not None:
+        if not options.train_set.is_file():
+            raise EvalError(f"--train-set {options.train_set}: no such file")
+        return options.train_set
+    if not options.model_dir:
+        return None
+    from clawtune.train.manifest import MANIFEST, read_manifest
+
+    folder = Path(options.model_dir)
+    if not (folder / MANIFEST).is_file():
+        return None
+    train = ((read_manifest(folder).get("config") or {}).get("data") or {}).get("train")
+    return Path(train) if train and Path(train).is_file() else None
+
+
+def overlap(items: list[Item], base: Side, tuned: Side, train: Path) -> dict[str, Any]:
+    """Which held-out turns were asked, word for word, in the training data, and the comparison without them: a
+    win that holds only on turns the model has seen is memory, not skill."""
+    from clawtune.data.validate import iter_examples
+
+    seen_prompts = {
+        prompt_key(item.prompt)
+        for n, example in iter_examples(train, Problems(keep=0))
+        for item in example_items(example, str(n))
+    }
+    seen = [prompt_key(item.prompt) in seen_prompts for item in items]
+    unseen = [i for i, s in enumerate(seen) if not s]
+    base_unseen, tuned_unseen = [base.scores[i] for i in unseen], [tuned.scores[i] for i in unseen]
+    return {
+        "train_set": str(train),
+        "items_seen": sum(seen),
+        "items_unseen": len(unseen),
+        "seen_ids": [item.id for item, s in zip(items, seen, strict=True) if s],
+        "unseen": {
+            "baseline_accuracy": rate([s.correct for s in base_unseen]),
+            "fine_tuned_accuracy": rate([s.correct for s in tuned_unseen]),
+            "comparison": compare(base_unseen, tuned_unseen),
+        },
     }
 
 
@@ -330,7 +398,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         "metrics": list(options.metrics),
         "baseline": summarize(base, items, options),
         "fine_tuned": summarize(tuned, items, options),
-        "comparison": compare(base, tuned),
+        "comparison": compare(base.scores, tuned.scores),
         "worst_failures": worst_failures(items, base, tuned),
     }
     if general:
@@ -345,6 +413,8 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
             "threshold": options.forgetting_threshold,
             "flagged": drop > options.forgetting_threshold,
         }
+    train = training_set(options)
+    report["overlap"] = overlap(items, base, tuned, train) if train else None
     output = options.output or (Path(options.model_dir) / "eval" if options.model_dir else Path("eval-report"))
     report["files"] = write_reports(report, output)
     if console:

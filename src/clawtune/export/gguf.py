@@ -95,10 +95,23 @@ def check_adapter_for_gguf(adapter_config: dict[str, Any]) -> None:
         raise GGUFExportError("per-module ranks or alphas cannot be written as one GGUF LoRA alpha")
 
 
+def check_output_lora(adapter_config: dict[str, Any], base_config: dict[str, Any]) -> None:
+    """llama.cpp has no output tensor for a base that ties it to the embeddings, so a LoRA on lm_head has nothing to
+    apply to there."""
+    targets = adapter_config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else targets
+    if base_config.get("tie_word_embeddings", False) and any(t.rsplit(".", 1)[-1] == "lm_head" for t in targets):
+        raise GGUFExportError(
+            "the adapter trains lm_head, which this base ties to its embeddings: llama.cpp has no separate output "
+            "tensor to apply it to; export the merged model instead"
+        )
+
+
 def lora_tensors(adapter_dir: Path, base_config: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
     """The adapter's tensors under their GGUF names (`<base tensor>.lora_a` / `.lora_b`), and the architecture."""
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     check_adapter_for_gguf(adapter_config)
+    check_output_lora(adapter_config, base_config)
     arch, permute = gguf_architecture(base_config)
     name_map = _name_map(arch, int(base_config["num_hidden_layers"]))
     tensors: dict[str, np.ndarray] = {}
@@ -143,15 +156,41 @@ def _finish(writer: Any) -> None:
 # ---- a whole model -------------------------------------------------------------------------------------------
 
 
+# llama.cpp's name for each pre-tokenizer split recognised here (its `llama-vocab.cpp` holds the same regexes).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def pre_tokenizer_name(pre: dict[str, Any]) -> str | None:
+    """`gpt-2` for ByteLevel with its own regex, `qwen2` for Qwen2's split then ByteLevel; None for any other."""
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    steps = pre.get("pretokenizers") or []
+    if (
+        pre.get("type") == "Sequence"
+        and len(steps) == 2
+        and steps[0].get("type") == "Split"
+        and (steps[0].get("pattern") or {}).get("Regex") == QWEN2_SPLIT
+        and str(steps[0].get("behavior")).lower() == "isolated"
+        and not steps[0].get("invert")
+        and steps[1].get("type") == "ByteLevel"
+        and not steps[1].get("use_regex", True)
+    ):
+        return "qwen2"
+    return None
+
+
 def _tokenizer_vocab(model_dir: Path) -> dict[str, Any]:
-    """Tokens, types and merges for GGUF's `gpt2` (byte-level BPE) tokenizer model."""
+    """Tokens, types, merges and llama.cpp's pre-tokenizer name for GGUF's `gpt2` (byte-level BPE) tokenizer."""
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
     model, pre = tokenizer.get("model") or {}, tokenizer.get("pre_tokenizer") or {}
-    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+    pre_name = pre_tokenizer_name(pre)
+    if model.get("type") != "BPE" or pre_name is None:
         raise GGUFExportError(
-            "a whole-model GGUF is written here only for byte-level BPE tokenizers with GPT-2's pre-tokenizer; "
-            "for this base use llama.cpp's convert_hf_to_gguf.py on the merged model (it knows each model "
-            "family's pre-tokenizer), or the GGUF LoRA adapter on a GGUF of the base"
+            "a whole-model GGUF is written here only for byte-level BPE tokenizers with GPT-2's or Qwen2's "
+            "pre-tokenizer; for this base use llama.cpp's convert_hf_to_gguf.py on the merged model (it knows each "
+            "model family's pre-tokenizer), or the GGUF LoRA adapter on a GGUF of the base"
         )
     vocab: dict[str, int] = dict(model["vocab"])
     added = {t["content"]: t for t in tokenizer.get("added_tokens") or []}
@@ -165,7 +204,7 @@ def _tokenizer_vocab(model_dir: Path) -> dict[str, Any]:
         token = added.get(content)
         types[index] = (3 if token.get("special") else 4) if token else 1
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-    return {"tokens": tokens, "types": types, "merges": merges}
+    return {"tokens": tokens, "types": types, "merges": merges, "pre": pre_name}
 
 
 def _load_float32(path: Path) -> dict[str, np.ndarray]:
@@ -206,7 +245,7 @@ def write_model_gguf(model_dir: Path, path: Path, name: str, chat_template: str 
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps") or 1e-6))
     writer.add_vocab_size(len(vocab["tokens"]))
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("gpt-2")  # GPT-2's own split regex, as HF's ByteLevel(use_regex=True)
+    writer.add_tokenizer_pre(vocab["pre"])
     writer.add_token_list(vocab["tokens"])
     writer.add_token_types(vocab["types"])
     writer.add_token_merges(vocab["merges"])

@@ -35,7 +35,18 @@ ADAPTER_FORMATS = {"openclaw-lora", "gguf", "vllm"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
-VLLM_MODULES = {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj"}
+VLLM_MODULES = {
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "qkv_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "gate_up_proj",
+    "lm_head",
+}
 
 
 class ExportError(InputError):
@@ -493,7 +504,7 @@ def vllm_check(adapter_config: dict[str, Any]) -> int:
     unknown = sorted({t.rsplit(".", 1)[-1] for t in targets} - VLLM_MODULES)
     if unknown:
         raise ExportError(
-            f"vLLM applies LoRA only to attention and MLP projections; this adapter also targets {unknown}"
+            f"vLLM applies LoRA only to attention and MLP projections and lm_head; this adapter also targets {unknown}"
         )
     allowed = [r for r in VLLM_RANKS if r >= rank]
     if not allowed:

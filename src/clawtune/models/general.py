@@ -1,6 +1,7 @@
 """A general assistant's conversations: what `clawtune/tiny-agent` is pre-trained on, and the forgetting set.
 
-Six everyday domains with their own tools (weather, calendar, calculator, unit conversion, contacts, files), plain
+Eight everyday domains with their own tools (weather, calendar, calculator, unit conversion, contacts, files,
+population, messages), plain
 questions, copying tasks (repeat, extract a name or a number), follow-ups and refusals, with names drawn from an open
 set (made-up cities and people) so that answers must be copied from the conversation rather than memorised, in the same OpenAI chat format as exported agent data. None of it is the sample
 agent's finance work: the pre-trained model knows how to talk and how to call an offered tool, but not the sample
@@ -42,10 +43,14 @@ TOOLS = {
     ),
     "contacts": _tool("find_contact", "Look up a contact by name.", {"name": S}, ["name"]),
     "files": _tool("read_file", "Read a text file from the workspace.", {"path": S}, ["path"]),
+    "population": _tool("get_population", "Population of a city.", {"city": S}, ["city"]),
+    "messages": _tool("send_message", "Send a text message to a contact.", {"to": S, "text": S}, ["to", "text"]),
 }
 CITIES = ["Berlin", "Tokyo", "Lagos", "Lima", "Oslo", "Madrid", "Seoul", "Cairo", "Toronto", "Hanoi", "Quito", "Perth"]
 CONDITIONS = ["sunny", "cloudy", "light rain", "snow", "windy", "foggy", "clear"]
 PEOPLE = ["Maria Lopez", "Ken Sato", "Amara Obi", "Lars Berg", "Nina Petrova", "Omar Haddad", "Grace Kim", "Tom Hale"]
+MONTH_NAMES = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October"]
+MONTH_NAMES += ["November", "December"]
 EVENTS = ["dentist", "team lunch", "yoga class", "call with Ken", "piano lesson", "book club", "flight to Oslo"]
 UNITS = [("km", "miles", 0.621371), ("kg", "pounds", 2.20462), ("liters", "gallons", 0.264172), ("m", "feet", 3.28084)]
 FILES = {
@@ -148,10 +153,11 @@ def _tool_turn(
             again,
         )
     if domain == "calendar":
-        title, day, hour = rng.choice(EVENTS), rng.randint(1, 28), rng.randint(8, 19)
-        date, time = f"2026-{rng.randint(1, 12):02d}-{day:02d}", f"{hour:02d}:00"
+        title, day, hour, month = rng.choice(EVENTS), rng.randint(1, 28), rng.randint(8, 19), rng.randint(1, 12)
+        date, time = f"2026-{month:02d}-{day:02d}", f"{hour:02d}:00"
+        when = date if rng.random() < 0.5 else f"{MONTH_NAMES[month - 1]} {day}"
         return (
-            f"Put {title} on my calendar for {date} at {time}.",
+            f"Put {title} on my calendar for {when} at {time}.",
             "create_event",
             {"title": title, "date": date, "time": time},
             json.dumps({"status": "created", "id": f"evt_{n}"}),
@@ -167,7 +173,7 @@ def _tool_turn(
             "calculate",
             {"expression": f"{a} {op} {b}"},
             json.dumps({"result": value}),
-            f"{a} {op} {b} = {value}.",
+            f"{a} {op} {b} = {value:,}.",
             None,
         )
     if domain == "units":
@@ -191,6 +197,31 @@ def _tool_turn(
             {"name": person},
             json.dumps({"name": person, "email": email}),
             f"{person}'s email address is {email}.",
+            None,
+        )
+    if domain == "population":
+        city = _city(rng)
+
+        def lookup(city: str) -> tuple[str, str, dict[str, Any], str, str]:
+            people = rng.randint(2_000, 9_999_999)
+            return (
+                rng.choice([f"How many people live in {city}?", f"What is the population of {city}?"]),
+                "get_population",
+                {"city": city},
+                json.dumps({"city": city, "population": people}),
+                f"{city} has a population of {people:,}.",
+            )
+
+        return (*lookup(city), lambda: lookup(_city(rng)))
+    if domain == "messages":
+        person, event = _person(rng), rng.choice(EVENTS)
+        text = rng.choice([f"I'm running late for {event}.", f"Can we move {event} to tomorrow?"])
+        return (
+            f"Text {person}: {text}",
+            "send_message",
+            {"to": person, "text": text},
+            json.dumps({"status": "sent", "to": person}),
+            f"Sent to {person}: {text}",
             None,
         )
     path = rng.choice(sorted(FILES))

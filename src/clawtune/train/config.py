@@ -64,6 +64,10 @@ class TrainingConfig(Strict):
     gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     packing: bool = Field(True, description="Pack examples into rows, each attending only to itself.")
     truncation: Literal["truncate", "drop"] = Field("truncate", description="What to do with over-long examples.")
+    train_on_inputs: bool = Field(
+        False,
+        description="Also train on system, user and tool tokens (continued pre-training); default: assistant-only.",
+    )
     seed: int = Field(42, description="Seed of shuffling, dropout and initialisation.")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate on the validation set every this many steps.")
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(

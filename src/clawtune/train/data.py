@@ -46,6 +46,7 @@ def tokenize_file(
     truncation: str,
     problems: Problems,
     progress: Any = None,
+    train_on_inputs: bool = False,
 ) -> TokenizedData:
     """Render and tokenize every valid example of `path`; invalid, untrainable and (by flag) over-long ones are
     reported with their line and counted, never silently lost."""
@@ -61,7 +62,7 @@ def tokenize_file(
             data.counts["skipped: invalid"] += 1
             continue
         try:
-            rendered = render_example(tokenizer, example)
+            rendered = render_example(tokenizer, example, train_on_inputs)
         except TemplateError as exc:
             problems.add(name, lineno, "template", str(exc), key="messages")
             data.counts["skipped: template"] += 1

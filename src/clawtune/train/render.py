@@ -109,11 +109,13 @@ def trained_spans(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple
     return full, spans
 
 
-def render_example(tokenizer: PreTrainedTokenizerBase, example: Example) -> Rendered:
-    """Tokenize an example with assistant-only labels."""
+def render_example(tokenizer: PreTrainedTokenizerBase, example: Example, train_on_inputs: bool = False) -> Rendered:
+    """Tokenize an example with assistant-only labels (every token's, with `train_on_inputs`)."""
     text, spans = trained_spans(tokenizer, example)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = encoding["input_ids"]
+    if train_on_inputs:
+        return Rendered(ids, list(ids))
     labels = [IGNORE] * len(ids)
     j = 0
     for t, (start, end) in enumerate(encoding["offset_mapping"]):

@@ -8,6 +8,7 @@ config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -144,6 +145,7 @@ def load_data(
             config.training.truncation,
             problems,
             progress=lambda: progress.advance(task),
+            train_on_inputs=config.training.train_on_inputs,
         )
     if not data.examples:
         reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith("skipped"))
@@ -190,12 +192,19 @@ def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> An
     from peft import PeftModel, get_peft_model
 
     if init_from is not None:
-        return PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
-    try:
-        return get_peft_model(model, lora_config(config))
-    except ValueError as exc:
-        names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-        raise TrainError(f"lora.target_modules: {exc}. Linear layers of this model: {', '.join(names)}") from None
+        peft_model = PeftModel.from_pretrained(model, str(init_from), is_trainable=True)
+    else:
+        try:
+            peft_model = get_peft_model(model, lora_config(config))
+        except ValueError as exc:
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise TrainError(f"lora.target_modules: {exc}. Linear layers of this model: {', '.join(names)}") from None
+    # With lm_head among the targets PEFT would also save the frozen base output layer into every adapter ("auto"):
+    # megabytes that vLLM, llama.cpp and clawtune serve do not read. The adapter holds the LoRA weights only.
+    peft_model.save_pretrained = functools.partial(  # type: ignore[method-assign]
+        peft_model.save_pretrained, save_embedding_layers=False
+    )
+    return peft_model
 
 
 def lora_config(config: FTConfig) -> Any:
