@@ -277,13 +277,10 @@ def training_set(options: EvalOptions) -> Path | None:
         return options.train_set
     if not options.model_dir:
         return None
-    from clawtune.train.manifest import MANIFEST, read_manifest
+    from clawtune.train.manifest import MANIFEST, read_manifest, training_file
 
     folder = Path(options.model_dir)
-    if not (folder / MANIFEST).is_file():
-        return None
-    train = ((read_manifest(folder).get("config") or {}).get("data") or {}).get("train")
-    return Path(train) if train and Path(train).is_file() else None
+    return training_file(read_manifest(folder)) if (folder / MANIFEST).is_file() else None
 
 
 def overlap(items: list[Item], base: Side, tuned: Side, train: Path) -> dict[str, Any]:

@@ -116,13 +116,15 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
 
 def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The conversations the checkpoint was trained on, if the training file is still where the config says."""
-    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
-    if not train or not Path(train).is_file():
+    from clawtune.train.manifest import training_file
+
+    train = training_file(manifest)
+    if train is None:
         return []
     from clawtune.data.validate import iter_examples
     from clawtune.problems import Problems
 
-    return [e for _, e in iter_examples(Path(train), Problems())]
+    return [e for _, e in iter_examples(train, Problems())]
 
 
 def training_system_prompt(

@@ -70,6 +70,12 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def training_file(manifest: dict[str, Any]) -> Path | None:
+    """The training data a checkpoint was trained on, if the file is still where its config says."""
+    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
+    return Path(train) if train and Path(train).is_file() else None
+
+
 def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints under `folder`, oldest step first (staging and half-written folders are ignored)."""
     found = []
