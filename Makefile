@@ -4,18 +4,25 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install lock demo test lint bench clean
 
 install: $(STAMP)
 
 # Idempotent: torch==2.13.0 goes in FIRST (a CPU build lies on disk here; an unpinned torch pulls GBs of CUDA wheels),
-# then the project with its dev extras. Re-runs only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# then the project with every extra, each package at the version requirements.lock pins. Re-runs only when
+# pyproject.toml or the lock changes.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# Re-resolve the exact versions after a change to pyproject.toml's ranges (pip-tools: uv would swap the CPU torch
+# for GBs of CUDA packages). torch itself stays out of the lock: `make install` puts it in first.
+lock: install
+	$(VENV)/bin/pip-compile -q --all-extras --strip-extras --unsafe-package torch --no-emit-index-url \
+		--no-emit-find-links -c requirements-torch.txt --output-file requirements.lock pyproject.toml
 
 demo: install
 	$(VENV)/bin/clawtune demo --output ./demo-output
@@ -27,6 +34,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: install
 	$(PY) bench/export_bench.py --mb 200

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from clawtune.extras import require
 from clawtune.problems import InputError
 
 
@@ -57,7 +58,7 @@ def _heads(config: dict[str, Any], projection: str) -> int | None:
 
 
 def _name_map(arch: str, n_blocks: int) -> Any:
-    import gguf
+    gguf = require("gguf", "export", "GGUF export")
 
     arch_id = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
     return gguf.get_tensor_name_map(arch_id, n_blocks)
@@ -130,7 +131,7 @@ def lora_tensors(adapter_dir: Path, base_config: dict[str, Any]) -> tuple[dict[s
 
 def write_lora_gguf(adapter_dir: Path, base_config: dict[str, Any], path: Path, name: str) -> dict[str, Any]:
     """`adapter.gguf`: what `llama-server --lora` and Ollama's ADAPTER read."""
-    import gguf
+    gguf = require("gguf", "export", "GGUF export")
 
     adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
     tensors, arch = lora_tensors(adapter_dir, base_config)
@@ -216,7 +217,7 @@ def _load_float32(path: Path) -> dict[str, np.ndarray]:
 
 def write_model_gguf(model_dir: Path, path: Path, name: str, chat_template: str | None, f16: bool = False) -> dict:
     """A whole Hugging Face model folder (safetensors) as one GGUF: weights, hyper-parameters, tokenizer, template."""
-    import gguf
+    gguf = require("gguf", "export", "GGUF export")
 
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch, permute = gguf_architecture(config)
@@ -280,7 +281,7 @@ def write_model_gguf(model_dir: Path, path: Path, name: str, chat_template: str 
 
 def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A GGUF file's metadata (scalars and strings decoded) and tensors (in the shape they were written)."""
-    import gguf
+    gguf = require("gguf", "export", "GGUF export")
 
     reader = gguf.GGUFReader(str(path))
     fields: dict[str, Any] = {}

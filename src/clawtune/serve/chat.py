@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from clawtune.extras import require
 from clawtune.problems import InputError
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8000/v1"
@@ -23,7 +24,7 @@ class ChatError(InputError):
 
 
 def _client(endpoint: str, api_key: str | None) -> Any:
-    import openai
+    openai = require("openai", "serve", "clawtune chat")
 
     base = endpoint.rstrip("/")
     if not base.endswith("/v1"):
@@ -32,7 +33,7 @@ def _client(endpoint: str, api_key: str | None) -> Any:
 
 
 def _explain(exc: Exception, endpoint: str) -> ChatError:
-    import openai
+    openai = require("openai", "serve", "clawtune chat")
 
     if isinstance(exc, openai.APIConnectionError):
         return ChatError(f"cannot reach {endpoint}: is `clawtune serve` running? ({exc.__cause__ or exc})")
@@ -45,7 +46,7 @@ def once(
     endpoint: str, model: str, message: str, api_key: str | None = None, system: str | None = None
 ) -> dict[str, Any]:
     """One question, one answer: the reply message, the request id and the usage."""
-    import openai
+    openai = require("openai", "serve", "clawtune chat")
 
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": message}]
     try:
@@ -85,7 +86,7 @@ def interactive(
     out: TextIO = sys.stdout,
 ) -> None:
     """A streaming chat loop with slash commands; ends on /quit or end of input."""
-    import openai
+    openai = require("openai", "serve", "clawtune chat")
 
     client = _client(endpoint, api_key)
     messages: list[dict[str, Any]] = []
