@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 # Re-resolve the exact versions after a change to pyproject.toml's ranges (pip-tools: uv would swap the CPU torch
-# for GBs of CUDA packages). torch itself stays out of the lock: `make install` puts it in first.
+# for GBs of CUDA packages). torch stays out of the lock (`make install` puts it in first), and so does clawtune itself.
 lock: install
-	$(VENV)/bin/pip-compile -q --all-extras --strip-extras --unsafe-package torch --no-emit-index-url \
+	$(VENV)/bin/pip-compile -q --all-extras --strip-extras --unsafe-package torch --unsafe-package clawtune --no-emit-index-url \
 		--no-emit-find-links -c requirements-torch.txt --output-file requirements.lock pyproject.toml
 
 demo: install

@@ -46,6 +46,8 @@ def test_every_declared_dependency_is_locked_within_its_range() -> None:
 def test_the_lock_brings_no_torch_and_no_cuda_packages() -> None:
     pins = locked()
     assert "torch" not in pins
+    text = (ROOT / "requirements.lock").read_text()
+    assert "file://" not in text, "requirements.lock names a local path (pip-compile's self-reference): run `make lock`"
     cuda = sorted(name for name in pins if name.startswith(("nvidia-", "cuda-", "triton")))
     assert not cuda, f"requirements.lock would download CUDA packages: {cuda}"
 
