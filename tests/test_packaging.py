@@ -58,4 +58,6 @@ def test_directly_imported_packages_are_declared() -> None:
     source = "\n".join(p.read_text() for p in (ROOT / "src" / "clawtune").rglob("*.py"))
     for module, distribution in {"numpy": "numpy", "jinja2": "jinja2", "huggingface_hub": "huggingface-hub"}.items():
         if re.search(rf"^\s*(import|from) {module}\b", source, re.MULTILINE):
-            assert distribution in names, f"clawtune imports {module} but pyproject.toml does not declare {distribution}"
+            assert distribution in names, (
+                f"clawtune imports {module} but pyproject.toml does not declare {distribution}"
+            )
