@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	# The BFCL benchmark's data and AST checker, without the package's pins (numpy 1.26, faiss, a dozen SDKs).
+	$(PY) -m pip install -q --no-deps bfcl-eval==2026.3.23
 	touch $(STAMP)
 
 # Re-resolve the exact versions after a change to pyproject.toml's ranges (pip-tools: uv would swap the CPU torch

@@ -31,10 +31,31 @@ CATEGORIES = ("normal", "edge", "refusal", "multi-turn", "tool-call")
 PRECEDENCE = ("refusal", "edge", "multi-turn", "tool-call")
 TARGET = {"normal": 0.30, "edge": 0.20, "refusal": 0.20, "multi-turn": 0.15, "tool-call": 0.15}
 
+# A declining answer, in the phrasings agents and models actually use (English and Chinese). An apostrophe may be
+# straight or curly; "none of the available functions" is how BFCL's irrelevance answers often read.
+_APOS = "['\u2019]"
 REFUSAL = re.compile(
-    r"\b(?:sorry|apologi[sz]e)\b.{0,60}\b(?:can(?:no|')t|unable|not able)\b|\bI (?:can(?:no|')t|am unable to|'m unable to|am not able to) "
-    r"(?:help|assist|do that|book|order|provide)|\b(?:outside|beyond) (?:of )?my (?:scope|capabilities|abilities)|\bI can only help with"
-    r"|抱歉|无法(?:帮|提供|完成|处理)|不能(?:帮|提供)|超出了?我的(?:能力|职责)?范围",
+    r"\b(?:sorry|apologi[sz]e|unfortunately)\b.{0,60}\b(?:can(?:not|"
+    + _APOS
+    + r"t)|unable|not able|don"
+    + _APOS
+    + r"t have)\b"
+    r"|\bI(?:" + _APOS + r"m| am) (?:unable|not able|not allowed|not permitted) to\b"
+    r"|\bI (?:can(?:not|"
+    + _APOS
+    + r"t)|won"
+    + _APOS
+    + r"t be able to) (?:help|assist|do|book|order|provide|perform|complete|fulfil)"
+    r"|\b(?:outside|beyond) (?:of )?(?:my|the) (?:scope|capabilities|abilities)"
+    r"|\bI can only help with"
+    r"|\bnone of the (?:available |provided |given )?(?:functions|tools)\b"
+    r"|\b(?:there is|there"
+    + _APOS
+    + r"s|I have|I don"
+    + _APOS
+    + r"t have) no (?:\w+ )?(?:function|tool)s? (?:that |which |to |for |available)"
+    r"|\bI don" + _APOS + r"t have (?:a|any|the) (?:\w+ )?(?:function|tool|capability|ability)"
+    r"|抱歉|无法(?:帮|提供|完成|处理|执行)|不能(?:帮|提供|完成)|超出了?我的(?:能力|职责)?范围|没有(?:可用的|合适的)?(?:工具|函数)",
     re.IGNORECASE | re.DOTALL,
 )
 CLARIFY = re.compile(

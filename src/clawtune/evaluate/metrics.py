@@ -4,8 +4,11 @@
   with CJK characters as tokens).
 - Tool calls, the field's AST rules (Berkeley Function Calling Leaderboard): same function name; every required
   parameter present; no parameter outside the schema; types checked (an int passes for a float); string values
-  compared after normalisation; parallel calls matched in any order. A parameter the reference does not pass is a
-  mismatch too (a different call), unless the schema makes it optional and it is absent from both.
+  compared after BFCL's own standardisation (spaces and `,./-_*^` removed, lower case, single quotes as double: so
+  "April 1, 2024" equals "april 1 2024", but "'Delhi'" does not equal "Delhi", since a real API would get the quotes);
+  parallel calls matched in any order. A parameter the reference does not pass is a mismatch too (a different call),
+  unless it is optional and absent from both, or optional and equal to its schema `default` (the same call as leaving
+  it out, as BFCL's optional answers allow).
 - Refusals: the recipe's refusal phrasing, in a reply without tool calls.
 - Hallucination, without a judge: a call to a tool that was not offered, an argument the tool's schema does not have,
   arguments that are not valid JSON, or a number in the answer that appears nowhere in the conversation or tool
@@ -89,13 +92,23 @@ def _name(call: dict[str, Any]) -> str:
     return str(call.get("function", {}).get("name") or "")
 
 
+BFCL_STRIPPED = re.compile(r"[ ,./\-_*^]")
+
+
+def standardize_string(text: str) -> str:
+    """BFCL's standardisation of a string argument (its ast_checker's `standardize_string`)."""
+    return BFCL_STRIPPED.sub("", text).lower().replace("'", '"')
+
+
 def values_equal(pred: Any, ref: Any) -> bool:
     if isinstance(ref, bool) or isinstance(pred, bool):
         return pred is ref
     if isinstance(ref, int | float) and isinstance(pred, int | float):
-        return math.isclose(pred, ref, rel_tol=1e-6, abs_tol=1e-9)
+        return math.isclose(
+            pred, ref, rel_tol=1e-9, abs_tol=1e-12
+        )  # BFCL compares exactly; this forgives float noise only
     if isinstance(ref, str) and isinstance(pred, str):
-        return normalize(pred) == normalize(ref)
+        return standardize_string(pred) == standardize_string(ref)
     if isinstance(ref, list) and isinstance(pred, list):
         return len(pred) == len(ref) and all(values_equal(p, r) for p, r in zip(pred, ref, strict=True))
     if isinstance(ref, dict) and isinstance(pred, dict):
@@ -110,6 +123,14 @@ def _type_ok(value: Any, schema: dict[str, Any]) -> bool:
     if expected in ("integer", "number") and isinstance(value, bool):
         return False
     return isinstance(value, JSON_TYPES[expected])
+
+
+def _is_default(value: Any, key: str, properties: Any, required: set[str]) -> bool:
+    """An optional argument passed with its schema's default value: the same call as leaving it out."""
+    if key in required or not isinstance(properties, dict):
+        return False
+    schema = properties.get(key)
+    return isinstance(schema, dict) and "default" in schema and values_equal(value, schema["default"])
 
 
 def call_mismatch(pred: dict[str, Any], ref: dict[str, Any], schema: dict[str, Any] | None) -> str | None:
@@ -130,11 +151,14 @@ def call_mismatch(pred: dict[str, Any], ref: dict[str, Any], schema: dict[str, A
                 return f"argument {key!r} is not in the schema"
             if isinstance(properties[key], dict) and not _type_ok(value, properties[key]):
                 return f"argument {key!r} has the wrong type"
+    required_keys = set(required) if isinstance(required, list) else set(want)
     for key in args:
-        if key not in want:
+        if key not in want and not _is_default(args[key], key, properties, required_keys):
             return f"argument {key!r} is not in the reference call"
     for key, value in want.items():
         if key not in args:
+            if _is_default(value, key, properties, required_keys):
+                continue
             return f"missing argument {key!r}"
         if not values_equal(args[key], value):
             return f"argument {key!r} is {args[key]!r}, expected {value!r}"
