@@ -10,8 +10,8 @@ install: $(STAMP)
 
 # Idempotent: torch==2.13.0 goes in FIRST (a CPU build lies on disk here; an unpinned torch pulls GBs of CUDA wheels),
 # then the project with every extra, each package at the version requirements.lock pins. Re-runs only when
-# pyproject.toml or the lock changes.
-$(STAMP): pyproject.toml requirements.lock
+# pyproject.toml, the lock or this file changes.
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
