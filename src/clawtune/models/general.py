@@ -7,6 +7,12 @@ set (made-up cities and people) so that answers must be copied from the conversa
 agent's finance work: the pre-trained model knows how to talk and how to call an offered tool, but not the sample
 agent's tools, data or wording. That is what makes the demo's baseline-versus-fine-tuned comparison mean something,
 and what the evaluation's forgetting check scores before and after fine-tuning (`forgetting_set()`).
+
+Two phrasing families share the generator: `pretrain` (what the model was pre-trained on, and the forgetting set's
+family) and `replay` (the general conversations mixed into a fine-tune so that it forgets less). Replay asks the same
+kinds of things in other words, with other plain questions and out-of-scope requests, from another seed: the assistant's
+behaviour is the same distribution, but no replay conversation, and no user-side template, is one the forgetting set
+scores. Otherwise the forgetting figure would measure memory of the replayed items instead of what the model kept.
 """
 
 from __future__ import annotations
@@ -87,6 +93,63 @@ SYSTEMS = [
     "You are a concise assistant. Use the tools when they help.",
     "You are Pip, a friendly assistant for everyday tasks.",
 ]
+REPLAY_PLAIN = [
+    ("What is the largest planet?", "Jupiter is the largest planet."),
+    ("How many legs does a spider have?", "A spider has eight legs."),
+    ("What gas do people breathe out?", "People breathe out carbon dioxide."),
+    ("Who painted the Mona Lisa?", "The Mona Lisa was painted by Leonardo da Vinci."),
+    ("How many minutes are in an hour?", "An hour has 60 minutes."),
+    ("What is the freezing point of water?", "Water freezes at 0 degrees Celsius at sea level."),
+    ("What do bees make?", "Bees make honey and wax."),
+    ("德国的首都是哪里?", "德国的首都是柏林。"),
+    ("一周有几天?", "一周有七天。"),
+]
+REPLAY_REFUSE = [
+    "Book me a table at a restaurant tonight.",
+    "Buy some shares of a tech company for me.",
+    "Change the grades in my school's system.",
+    "帮我预订一张去北京的火车票。",
+]
+FAMILIES = ("pretrain", "replay")
+# User-side phrasings per family (str.format fields); the assistant's answers are the same in both families.
+PHRASINGS: dict[str, dict[str, list[str]]] = {
+    "pretrain": {
+        "weather": ["What's the weather in {city}?", "Is it cold in {city} right now?", "{city}天气怎么样?"],
+        "weather_again": ["And in {city}?"],
+        "calendar": ["Put {title} on my calendar for {when} at {time}."],
+        "calculator": ["What is {a} {op} {b}?", "Calculate {a}{op}{b}.", "计算 {a} {op} {b}"],
+        "units": ["How many {dst} is {value} {src}?"],
+        "contacts": ["What is {person}'s email address?"],
+        "population": ["How many people live in {city}?", "What is the population of {city}?"],
+        "messages": ["Text {person}: {text}"],
+        "files": ["What does {path} say?"],
+        "repeat": ["Repeat after me: {phrase}"],
+        "traveller": ["Who is travelling in this sentence? {person} flew to {city} on Monday."],
+        "number": ["What number is in this note: the invoice total was {number} euros."],
+        "thanks": ["Thanks!"],
+    },
+    "replay": {
+        "weather": [
+            "How's the weather looking in {city}?",
+            "Tell me the current weather for {city}.",
+            "{city}现在的天气如何?",
+        ],
+        "weather_again": ["What about {city}?"],
+        "calendar": ["Schedule {title} on {when} at {time}, please."],
+        "calculator": ["Work out {a} {op} {b} for me.", "How much is {a} {op} {b}?", "帮我算一下 {a} {op} {b}"],
+        "units": ["Convert {value} {src} to {dst}."],
+        "contacts": ["Find the email for {person}."],
+        "population": ["Population of {city}, please.", "How big is {city} by population?"],
+        "messages": ["Send {person} a message saying: {text}"],
+        "files": ["Show me what's in {path}."],
+        "repeat": ["Say this back to me exactly: {phrase}"],
+        "traveller": ["Name the traveller: {person} flew to {city} on Monday."],
+        "number": ["Which number does this note mention? The invoice total was {number} euros."],
+        "thanks": ["Great, thank you."],
+    },
+}
+PLAIN_BY_FAMILY = {"pretrain": PLAIN, "replay": REPLAY_PLAIN}
+REFUSE_BY_FAMILY = {"pretrain": REFUSE, "replay": REPLAY_REFUSE}
 
 
 def _word(rng: random.Random) -> str:
@@ -102,17 +165,23 @@ def _person(rng: random.Random) -> str:
     return rng.choice(PEOPLE) if rng.random() < 0.3 else f"{_word(rng)} {_word(rng)}"
 
 
-def _copy_task(rng: random.Random) -> tuple[str, str]:
+def _ask(rng: random.Random, family: str, key: str, **fields: Any) -> str:
+    """A user turn in the family's words. One phrasing draws nothing: pre-training's random sequence stays as it was."""
+    options = PHRASINGS[family][key]
+    return (rng.choice(options) if len(options) > 1 else options[0]).format(**fields)
+
+
+def _copy_task(rng: random.Random, family: str) -> tuple[str, str]:
     """Plain tasks that need attention to copy from the question: repeat, extract a name or a number."""
     kind = rng.randrange(3)
     if kind == 0:
         phrase = " ".join(rng.choice([*WORDS, _word(rng).lower()]) for _ in range(rng.randint(3, 7)))
-        return f"Repeat after me: {phrase}", phrase
+        return _ask(rng, family, "repeat", phrase=phrase), phrase
     if kind == 1:
         person, city = _person(rng), _city(rng)
-        return f"Who is travelling in this sentence? {person} flew to {city} on Monday.", person
+        return _ask(rng, family, "traveller", person=person, city=city), person
     number = rng.randint(10, 99999)
-    return f"What number is in this note: the invoice total was {number} euros.", str(number)
+    return _ask(rng, family, "number", number=number), str(number)
 
 
 def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
@@ -126,7 +195,7 @@ def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
 
 
 def _tool_turn(
-    rng: random.Random, domain: str, n: int
+    rng: random.Random, domain: str, n: int, family: str = "pretrain"
 ) -> tuple[str, str, dict[str, Any], str, str, Callable[[], tuple[str, str, dict[str, Any], str, str]] | None]:
     """(question, tool, arguments, result, answer, follow-up maker) for one domain."""
     if domain == "weather":
@@ -137,7 +206,7 @@ def _tool_turn(
             other = _city(rng)
             c2, t2 = rng.choice(CONDITIONS), rng.randint(-10, 35)
             return (
-                f"And in {other}?",
+                _ask(rng, family, "weather_again", city=other),
                 "get_weather",
                 {"city": other},
                 json.dumps({"city": other, "condition": c2, "temp_c": t2}),
@@ -145,7 +214,7 @@ def _tool_turn(
             )
 
         return (
-            rng.choice([f"What's the weather in {city}?", f"Is it cold in {city} right now?", f"{city}天气怎么样?"]),
+            _ask(rng, family, "weather", city=city),
             "get_weather",
             {"city": city},
             json.dumps({"city": city, "condition": cond, "temp_c": temp}),
@@ -157,7 +226,7 @@ def _tool_turn(
         date, time = f"2026-{month:02d}-{day:02d}", f"{hour:02d}:00"
         when = date if rng.random() < 0.5 else f"{MONTH_NAMES[month - 1]} {day}"
         return (
-            f"Put {title} on my calendar for {when} at {time}.",
+            _ask(rng, family, "calendar", title=title, when=when, time=time),
             "create_event",
             {"title": title, "date": date, "time": time},
             json.dumps({"status": "created", "id": f"evt_{n}"}),
@@ -169,7 +238,7 @@ def _tool_turn(
         op = rng.choice(["+", "-", "*"])
         value = a + b if op == "+" else a - b if op == "-" else a * b
         return (
-            rng.choice([f"What is {a} {op} {b}?", f"Calculate {a}{op}{b}.", f"计算 {a} {op} {b}"]),
+            _ask(rng, family, "calculator", a=a, op=op, b=b),
             "calculate",
             {"expression": f"{a} {op} {b}"},
             json.dumps({"result": value}),
@@ -181,7 +250,7 @@ def _tool_turn(
         value = rng.choice([1, 2, 5, 10, 12, 20, 42, 100])
         result = round(value * factor, 2)
         return (
-            f"How many {dst} is {value} {src}?",
+            _ask(rng, family, "units", dst=dst, value=value, src=src),
             "convert_units",
             {"value": value, "from_unit": src, "to_unit": dst},
             json.dumps({"result": result}),
@@ -192,7 +261,7 @@ def _tool_turn(
         person = _person(rng)
         email = person.lower().replace(" ", ".") + "@mail.example"
         return (
-            f"What is {person}'s email address?",
+            _ask(rng, family, "contacts", person=person),
             "find_contact",
             {"name": person},
             json.dumps({"name": person, "email": email}),
@@ -205,7 +274,7 @@ def _tool_turn(
         def lookup(city: str) -> tuple[str, str, dict[str, Any], str, str]:
             people = rng.randint(2_000, 9_999_999)
             return (
-                rng.choice([f"How many people live in {city}?", f"What is the population of {city}?"]),
+                _ask(rng, family, "population", city=city),
                 "get_population",
                 {"city": city},
                 json.dumps({"city": city, "population": people}),
@@ -217,7 +286,7 @@ def _tool_turn(
         person, event = _person(rng), rng.choice(EVENTS)
         text = rng.choice([f"I'm running late for {event}.", f"Can we move {event} to tomorrow?"])
         return (
-            f"Text {person}: {text}",
+            _ask(rng, family, "messages", person=person, text=text),
             "send_message",
             {"to": person, "text": text},
             json.dumps({"status": "sent", "to": person}),
@@ -226,7 +295,7 @@ def _tool_turn(
         )
     path = rng.choice(sorted(FILES))
     return (
-        f"What does {path} say?",
+        _ask(rng, family, "files", path=path),
         "read_file",
         {"path": path},
         json.dumps({"path": path, "text": FILES[path]}),
@@ -245,39 +314,51 @@ def _exchange(question: str, name: str, arguments: dict[str, Any], result: str, 
     ]
 
 
-def conversation(rng: random.Random, n: int) -> Example:
-    """One general-assistant conversation (deterministic for a given rng state)."""
+def conversation(rng: random.Random, n: int, family: str = "pretrain") -> Example:
+    """One general-assistant conversation (deterministic for a given rng state) in one phrasing family."""
     domains = rng.sample(sorted(TOOLS), rng.randint(2, 4))
     messages: list[dict[str, Any]] = []
     if rng.random() < 0.8:
         messages.append({"role": "system", "content": rng.choice(SYSTEMS)})
     kind = rng.random()
     if kind < 0.08:
-        question, answer = rng.choice(PLAIN)
+        question, answer = rng.choice(PLAIN_BY_FAMILY[family])
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     elif kind < 0.30:
-        question, answer = _copy_task(rng)
+        question, answer = _copy_task(rng, family)
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     elif kind < 0.38:
-        messages += [{"role": "user", "content": rng.choice(REFUSE)}, {"role": "assistant", "content": REFUSAL}]
+        refuse = rng.choice(REFUSE_BY_FAMILY[family])
+        messages += [{"role": "user", "content": refuse}, {"role": "assistant", "content": REFUSAL}]
     else:
-        question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n)
+        question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n, family)
         messages += _exchange(question, name, arguments, result, answer, f"call_{n}_0")
         if again is not None and rng.random() < 0.5:
             messages += _exchange(*again(), f"call_{n}_1")
         elif rng.random() < 0.3:
-            messages += [{"role": "user", "content": "Thanks!"}, {"role": "assistant", "content": "You're welcome!"}]
-    return {"messages": messages, "tools": [TOOLS[d] for d in domains], "metadata": {"source": "general"}}
+            thanks = _ask(rng, family, "thanks")
+            messages += [{"role": "user", "content": thanks}, {"role": "assistant", "content": "You're welcome!"}]
+    metadata = {"source": "general"} if family == "pretrain" else {"source": "general", "family": family}
+    return {"messages": messages, "tools": [TOOLS[d] for d in domains], "metadata": metadata}
 
 
-def conversations(n: int, seed: int = 0) -> list[Example]:
+def conversations(n: int, seed: int = 0, family: str = "pretrain") -> list[Example]:
+    """`n` general conversations in one phrasing family, the same for the same seed."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown phrasing family {family!r}; known: {', '.join(FAMILIES)}")
     rng = random.Random(seed)
-    return [conversation(rng, i) for i in range(n)]
+    return [conversation(rng, i, family) for i in range(n)]
 
 
 FORGETTING_SEED = 99  # pre-training uses seed 0; the forgetting set is drawn apart from it
+REPLAY_SEED = 7  # replay: another seed and the other phrasing family, so it never repeats a forgetting item
 
 
 def forgetting_set(n: int = 60) -> list[Example]:
     """A small general set, scored before and after fine-tuning to see what the specialist forgot."""
     return conversations(n, seed=FORGETTING_SEED)
+
+
+def replay_set(n: int) -> list[Example]:
+    """General conversations to mix into a fine-tune of the bundled model (disjoint from the forgetting set)."""
+    return conversations(n, seed=REPLAY_SEED, family="replay")
