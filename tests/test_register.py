@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ from hypothesis import strategies as st
 from clawtune.cli import main
 from clawtune.openclaw import json5
 from clawtune.openclaw.register import Registration, apply, base_url
+from clawtune.serve.app import Gateway, Server
+
+from .test_serve import ScriptedEngine, _config
 
 CONFIG = """// OpenClaw config, edited by hand
 {
@@ -68,8 +72,8 @@ def test_register_keeps_everything_else_and_is_idempotent(tmp_path: Path, capsys
     path = tmp_path / "openclaw.json"
     path.write_text(CONFIG)
     args = ["openclaw", "register", "--model-id", "finance-agent", "--endpoint", "http://127.0.0.1:8000"]
-    args += ["--config", str(path), "--agent", "main", "--primary", "--context-window", "8192"]
-    assert main(args) == 0
+    args += ["--config", str(path), "--agent", "main", "--primary", "--context-window", "8192", "--max-tokens", "2048"]
+    assert main(args) == 0  # both given: the endpoint is not asked
     first = path.read_text()
     assert "registered clawtune/finance-agent" in capsys.readouterr().out
     backups = list(tmp_path.glob("openclaw.json.clawtune-*.bak"))
@@ -132,3 +136,76 @@ def test_a_broken_config_is_reported_not_overwritten(tmp_path: Path, capsys: pyt
     assert main(["openclaw", "register", "--model-id", "m", "--endpoint", "http://h", "--config", str(path)]) == 2
     assert "line 1, column 23: unexpected '}'" in capsys.readouterr().err
     assert path.read_text() == "{ agents: { defaults: } }"
+
+
+def _model(path: Path) -> dict[str, object]:
+    return json5.loads(path.read_text())["models"]["providers"]["clawtune"]["models"][0]
+
+
+def test_register_writes_the_limits_the_server_publishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = ScriptedEngine()
+    engine.max_context = 32768
+    config = _config(tmp_path, server={"api_keys": ["secret"], "max_tokens_limit": 4096})
+    path = tmp_path / "openclaw.json"
+    with Server(Gateway(config, engine=engine)) as server:  # type: ignore[arg-type]
+        url = server.url + "/v1"
+        args = ["openclaw", "register", "--model-id", "general", "--endpoint", url, "--config", str(path)]
+        assert main(args) == 0  # no key for a server that wants one: says so, writes what is safe
+        out = capsys.readouterr().out
+        assert f"{url}/models answered 401 (the server wants an API key: pass --api-key)" in out
+        assert "contextWindow not written" in out and "maxTokens 4096" in out
+        assert _model(path)["maxTokens"] == 4096 and "contextWindow" not in _model(path)
+
+        assert main([*args, "--api-key", "secret"]) == 0
+        out = capsys.readouterr().out
+        assert f"contextWindow 32768: from {url}/models" in out and f"maxTokens 4096: from {url}/models" in out
+        assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (32768, 4096)
+        monkeypatch.setenv("CLAWTUNE_TEST_KEY", "secret")
+        assert main([*args, "--api-key", "${CLAWTUNE_TEST_KEY}", "--max-tokens", "24"]) == 0  # a flag overrides
+        assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (32768, 24)
+        assert json5.loads(path.read_text())["models"]["providers"]["clawtune"]["apiKey"] == "${CLAWTUNE_TEST_KEY}"
+        assert capsys.readouterr().err == ""  # a context OpenClaw works in: no warning
+
+        ghost = ["openclaw", "register", "--model-id", "ghost", "--endpoint", url, "--api-key", "secret"]
+        assert main([*ghost, "--config", str(tmp_path / "ghost.json"), "--dry-run"]) == 0
+        assert "does not list a model 'ghost' (it serves: finance, finance-ab, finance-v2, general)" in (
+            capsys.readouterr().out
+        )
+
+
+@pytest.mark.parametrize(
+    ("context", "warning"),
+    [(8192, "under 16,000 tokens: OpenClaw's own prompt"), (2000, "under 4,000 tokens: OpenClaw refuses")],
+)
+def test_register_warns_about_a_context_openclaw_cannot_work_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], context: int, warning: str
+) -> None:
+    engine = ScriptedEngine()
+    engine.max_context = context
+    path = tmp_path / "openclaw.json"
+    with Server(Gateway(_config(tmp_path), engine=engine)) as server:  # type: ignore[arg-type]
+        args = ["openclaw", "register", "--model-id", "general", "--endpoint", server.url, "--config", str(path)]
+        assert main(args) == 0
+    captured = capsys.readouterr()
+    assert warning in captured.err and "Serve the model with a longer context" in captured.err
+    assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (context, min(1000, context))
+
+
+def test_register_without_a_reachable_endpoint_says_what_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "openclaw.json"
+    args = ["openclaw", "register", "--model-id", "m", "--endpoint", f"http://127.0.0.1:{port}", "--config", str(path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"cannot read http://127.0.0.1:{port}/v1/models" in out
+    assert "contextWindow not written" in out and "OpenClaw assumes 200,000 tokens" in out
+    assert "maxTokens 4096" in out and "clawtune serve's default output limit" in out
+    assert _model(path)["maxTokens"] == 4096 and "contextWindow" not in _model(path)
+    assert main([*args, "--context-window", "65536"]) == 0
+    assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (65536, 4096)

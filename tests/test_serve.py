@@ -22,9 +22,12 @@ import pytest
 import yaml
 
 from clawtune.cli import main
+from clawtune.openai_http import ModelLimits, limits_of
 from clawtune.serve.app import Gateway, Server, choose_arm
 from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
+from clawtune.serve.limits import BudgetError, combined, forwarded_limits, output_budget, own_limits
+from clawtune.serve.log import ADDED_COLUMNS, COLUMNS, RequestLog
 
 from .conftest import export_sample, read_jsonl, write_jsonl
 from .integration.fake_openai import FakeOpenAI
@@ -235,8 +238,8 @@ def test_errors_have_the_openai_shape(scripted: tuple[Server, openai.OpenAI]) ->
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "model_not_found" and info.value.body["param"] == "model"
-    with pytest.raises(openai.BadRequestError, match="max_tokens is limited to 1000"):
-        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], max_tokens=5000)
+    with pytest.raises(openai.BadRequestError, match="max_tokens must be a positive integer"):
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], max_tokens=0)
     with pytest.raises(openai.BadRequestError, match="only n=1"):
         client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], n=2)
     with pytest.raises(openai.BadRequestError, match="context length is 2000 tokens") as info:
@@ -438,6 +441,150 @@ def test_forward_to_a_remote_engine(tmp_path: Path) -> None:
             assert info.value.status_code == 502 and "cannot be reached" in info.value.message
             rows = _db(server).execute("select model, provider, status from requests order by created").fetchall()
             assert rows == [("remote", "vllm", 200), ("remote", "vllm", 200), ("down", "openai", 502)]
+
+
+# ---- token limits: published, and an over-large output request clamped (or refused when strict) ----------------
+
+
+def test_model_limits_and_the_output_budget(tmp_path: Path) -> None:
+    settings = _config(tmp_path).server  # max_tokens_limit 1000, default_max_tokens 512
+    strict = _config(tmp_path, server={"strict_max_tokens": True}).server
+    entry = parse(
+        {"models": [{"id": "r", "provider": "vllm", "model": "m", "endpoint": "http://e", "context_window": 8192}]},
+        "m.yaml",
+    ).models[0]
+    assert own_limits(32768, settings) == ModelLimits(32768, 1000) and own_limits(600, settings) == ModelLimits(
+        600, 600
+    )
+    # The engine's own /v1/models wins over models.yaml; its output limit lowers the server's.
+    assert forwarded_limits(entry, limits_of({"max_model_len": 4096, "max_completion_tokens": 700}), settings) == (
+        ModelLimits(4096, 700)
+    )
+    assert forwarded_limits(entry, ModelLimits(), settings) == ModelLimits(8192, 1000)
+    assert forwarded_limits(entry, None, settings) == ModelLimits(8192, 1000)
+    assert limits_of({"context_length": 128000, "top_provider": {"max_completion_tokens": 16384}}) == ModelLimits(
+        128000, 16384
+    )
+    assert combined([ModelLimits(32768, 1000), ModelLimits(8192, None), ModelLimits()]) == ModelLimits(8192, 1000)
+
+    limits = ModelLimits(2000, 1000)
+    assert output_budget(None, 100, limits, settings).max_tokens == 512  # the server's default
+    assert output_budget(None, 1800, limits, settings).max_tokens == 200  # ... within what the context leaves
+    assert output_budget(300, 100, limits, settings) == output_budget(300, 100, limits, strict)
+    assert output_budget(300, 100, limits, settings).clamp is None
+    over_limit = output_budget(5000, 100, limits, settings, "max_completion_tokens")
+    assert over_limit.max_tokens == 1000 and over_limit.requested == 5000
+    assert over_limit.clamp == "max_completion_tokens 5000 -> 1000: the server's output limit is 1000"
+    over_room = output_budget(900, 1500, limits, settings)
+    assert over_room.max_tokens == 500
+    assert over_room.clamp == "max_tokens 900 -> 500: the context of 2000 tokens leaves 500 after the prompt of 1500"
+    assert output_budget(5000, None, ModelLimits(None, None), settings).max_tokens == 1000  # forwarded, nothing known
+    with pytest.raises(BudgetError, match="max_tokens is limited to 1000 on this server"):
+        output_budget(5000, 100, limits, strict)
+    with pytest.raises(BudgetError, match=r"you requested 2400 tokens \(1500 in the messages, 900 in the completion\)"):
+        output_budget(900, 1500, limits, strict)
+    for mode in (settings, strict):
+        with pytest.raises(BudgetError, match="maximum context length is 2000 tokens") as info:
+            output_budget(None, 2000, limits, mode)
+        assert info.value.code == "context_length_exceeded" and info.value.param == "messages"
+
+
+def test_models_publish_their_limits_and_over_large_requests_are_clamped_and_logged(tmp_path: Path) -> None:
+    engine = ScriptedEngine()
+    with Server(Gateway(_config(tmp_path), engine=engine)) as server:  # type: ignore[arg-type]
+        with urllib.request.urlopen(server.url + "/v1/models") as response:
+            cards = {c["id"]: c for c in json.loads(response.read())["data"]}
+        for model in ("general", "finance", "finance-ab"):
+            assert cards[model]["context_window"] == cards[model]["max_model_len"] == 2000
+            assert cards[model]["max_output_tokens"] == 1000
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+        asked = {"max_completion_tokens": 5000}
+        reply = client.chat.completions.create(model="general", messages=[{"role": "user", "content": "hi"}], **asked)
+        assert reply.choices[0].message.content == "You said: hi"
+        long = "x" * 6000  # about 1,500 of the scripted engine's tokens
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": long}], max_tokens=900)
+        client.chat.completions.create(model="general", messages=[{"role": "user", "content": "ok"}], max_tokens=50)
+        assert [r.max_new_tokens for r in engine.seen] == [1000, 2000 - len(engine.seen[1].prompt_ids), 50]
+        rows = (
+            _db(server)
+            .execute("select max_tokens_requested, max_tokens, max_tokens_clamp from requests order by created")
+            .fetchall()
+        )
+    assert rows[0] == (5000, 1000, "max_completion_tokens 5000 -> 1000: the server's output limit is 1000")
+    assert rows[1][:2] == (900, engine.seen[1].max_new_tokens) and "leaves" in rows[1][2]
+    assert rows[2] == (50, 50, None)
+
+    strict = _config(tmp_path, server={"strict_max_tokens": True, "data_dir": str(tmp_path / "strict")})
+    with Server(Gateway(strict, engine=ScriptedEngine())) as server:  # type: ignore[arg-type]
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="max_tokens is limited to 1000 on this server") as info:
+            client.chat.completions.create(
+                model="general", messages=[{"role": "user", "content": "x"}], max_completion_tokens=5000
+            )
+        assert info.value.body["param"] == "max_completion_tokens"
+        with pytest.raises(openai.BadRequestError, match="However, you requested") as info:
+            client.chat.completions.create(
+                model="general", messages=[{"role": "user", "content": long}], max_tokens=900
+            )
+        assert info.value.code == "context_length_exceeded"
+        status = _db(server).execute("select status, error from requests").fetchall()
+    assert [s for s, _ in status] == [400, 400]
+
+
+def test_forwarded_models_publish_the_engines_limits_or_the_configured_ones(tmp_path: Path) -> None:
+    with FakeOpenAI(card={"max_model_len": 16384}) as vllm, FakeOpenAI() as ollama:
+        config = parse(
+            {
+                "models": [
+                    {"id": "stated", "provider": "vllm", "model": "fake-model", "endpoint": vllm.base_url},
+                    {
+                        "id": "configured",
+                        "provider": "ollama",
+                        "model": "fake-model",
+                        "endpoint": ollama.base_url,
+                        "context_window": 8192,
+                    },
+                    {"id": "unknown", "provider": "openai", "model": "other", "endpoint": ollama.base_url},
+                ],
+                "server": {"port": 0, "data_dir": str(tmp_path / "data"), "max_tokens_limit": 2048},
+            },
+            str(tmp_path / "m.yaml"),
+        )
+        with Server(Gateway(config)) as server:
+            with urllib.request.urlopen(server.url + "/v1/models") as response:
+                cards = {c["id"]: c for c in json.loads(response.read())["data"]}
+            assert (cards["stated"]["max_model_len"], cards["stated"]["max_output_tokens"]) == (16384, 2048)
+            assert (cards["configured"]["context_window"], cards["configured"]["max_output_tokens"]) == (8192, 2048)
+            assert "context_window" not in cards["unknown"] and cards["unknown"]["max_output_tokens"] == 2048
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+            client.chat.completions.create(
+                model="stated", messages=[{"role": "user", "content": "hi"}], max_tokens=9000
+            )
+            assert vllm.requests[-1]["max_tokens"] == 2048  # clamped before it reaches the engine
+            rows = (
+                _db(server)
+                .execute("select max_tokens_requested, max_tokens, max_tokens_clamp from requests")
+                .fetchall()
+            )
+    assert rows == [(9000, 2048, "max_tokens 9000 -> 2048: the server's output limit is 2048")]
+
+
+def test_a_log_written_before_the_clamp_columns_gets_them(tmp_path: Path) -> None:
+    path = tmp_path / "requests.sqlite"
+    conn = sqlite3.connect(path)
+    before = [c for c in COLUMNS if c not in ADDED_COLUMNS]  # the log as the previous release wrote it
+    conn.execute(f"create table requests ({', '.join(before)})")
+    conn.execute("insert into requests (id, created, model) values ('old', 1.0, 'm')")
+    conn.commit()
+    conn.close()
+    log = RequestLog(path)
+    log.request({"id": "new", "model": "m", "max_tokens_requested": 9, "max_tokens": 5, "max_tokens_clamp": "why"})
+    log.close()
+    conn = sqlite3.connect(path)
+    rows = conn.execute(
+        "select id, max_tokens_requested, max_tokens, max_tokens_clamp from requests order by id"
+    ).fetchall()
+    assert rows == [("new", 9, 5, "why"), ("old", None, None, None)]
 
 
 # ---- the real engine: tiny model, real adapters -----------------------------------------------------------------

@@ -517,8 +517,14 @@ def openclaw_register(
     api_key: Annotated[
         str | None, typer.Option("--api-key", help='A key, or "${ENV_VAR}" for OpenClaw to read from the environment.')
     ] = None,
-    context_window: Annotated[int | None, typer.Option("--context-window", min=1)] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1)] = None,
+    context_window: Annotated[
+        int | None,
+        typer.Option("--context-window", min=1, help="The model's context (default: what the endpoint states)."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=1, help="Its longest answer (default: what the endpoint states)."),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -549,6 +555,10 @@ def openclaw_register(
     except InputError as exc:
         _fail(str(exc))
         return
+    for note in result.limits.notes if result.limits else []:
+        typer.echo(note)
+    for warning in result.limits.warnings if result.limits else []:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
     if not result.changed:
         typer.echo(f"{result.path}: already registered; nothing to change")
     elif dry_run:

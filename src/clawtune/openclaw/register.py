@@ -4,22 +4,39 @@ Edits `openclaw.json` (JSON5) in place with `clawtune.openclaw.json5`, so commen
 setting stay as the user wrote them. A backup is written before the first change; a second identical run changes
 nothing. The provider entry follows OpenClaw's schema (`models.providers.<id> = {baseUrl, apiKey, api, models}`,
 checked against the real program by `openclaw config validate` in the integration tests).
+
+The model's `contextWindow` and `maxTokens` come from the endpoint's `/v1/models` (`clawtune serve` publishes both,
+vLLM its `max_model_len`), so OpenClaw never asks for more output than the server gives; flags override them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shutil
+import urllib.error
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models, models_url
 from clawtune.openclaw import json5
 from clawtune.problems import InputError
 
 APIS = ("openai-completions", "ollama")
+# OpenClaw's hard floor: it refuses to run a model with a smaller context ("Model context window too small ...
+# Minimum is 4000"; CONTEXT_WINDOW_HARD_MIN_TOKENS in src/agents/context-window-guard.ts, 2026.7.35 to 2026.9.6).
+OPENCLAW_MIN_CONTEXT = 4_000
+# Its own prompt (workspace files, skills, ~12 tool schemas) by its count, measured with the real 2026.9.6: it asks for
+# max_completion_tokens = contextWindow - ~15,600 (404 at 16,000, 1 at 8,000); 2026.7.35 stops with "Context
+# overflow: prompt too large" at 16,000 and 20,000. Below this a model has little or no room left to answer.
+OPENCLAW_PROMPT_TOKENS = 16_000
+# maxTokens written when the endpoint cannot say: clawtune serve's default server.max_tokens_limit (OpenClaw's own
+# default, 8,192, is more than that server gives).
+FALLBACK_MAX_TOKENS = 4096
+PROBE_TIMEOUT_S = 5.0
 
 
 class RegisterError(InputError):
@@ -146,15 +163,110 @@ def _primary_in_list(text: str, index: int, ref: str, name: str) -> str:
 
 
 @dataclass
+class Limits:
+    """The `contextWindow` and `maxTokens` to write (None: not written), where they came from, and what to heed."""
+
+    context_window: int | None
+    max_tokens: int | None
+    notes: list[str]
+    warnings: list[str]
+
+
+def probe_key(api_key: str | None) -> str | None:
+    """The key to send when reading the endpoint: a `${ENV_VAR}` reference read from the environment."""
+    if api_key and api_key.startswith("${") and api_key.endswith("}"):
+        return os.environ.get(api_key[2:-1])
+    return api_key
+
+
+def endpoint_limits(reg: Registration) -> tuple[ModelLimits | None, str]:
+    """The model's limits as the endpoint's `/v1/models` states them, or None and why they could not be read."""
+    base = base_url(reg.endpoint, "openai-completions")  # Ollama serves /v1/models too
+    url = models_url(base)
+    try:
+        cards = list_models(base, probe_key(reg.api_key), PROBE_TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        hint = " (the server wants an API key: pass --api-key)" if exc.code in (401, 403) else ""
+        return None, f"{url} answered {exc.code}{hint}"
+    except ERRORS as exc:
+        return None, f"cannot read {url}: {getattr(exc, 'reason', None) or exc}"
+    card = next((c for c in cards if c.get("id") == reg.model_id), None)
+    if card is None:
+        served = ", ".join(sorted(str(c.get("id")) for c in cards)) or "none"
+        return None, f"{url} does not list a model {reg.model_id!r} (it serves: {served})"
+    limits = limits_of(card)
+    if limits.context_window is None and limits.max_output_tokens is None:
+        return limits, f"{url} does not state the context window or output limit of {reg.model_id!r}"
+    return limits, url
+
+
+def resolve_limits(reg: Registration) -> Limits:
+    """`contextWindow` and `maxTokens`: the flags, else what the endpoint states, else a safe `maxTokens` and no
+    `contextWindow` (OpenClaw then assumes its default); with a note on each value's source and warnings for a
+    context OpenClaw cannot work in."""
+    context, max_tokens = reg.context_window, reg.max_tokens
+    notes: list[str] = []
+    if context is None or max_tokens is None:
+        stated, source = endpoint_limits(reg)
+        stated = stated or ModelLimits()
+        if context is None and stated.context_window:
+            context = stated.context_window
+            notes.append(f"contextWindow {context}: from {source}")
+        if max_tokens is None and (stated.max_output_tokens or stated.context_window):
+            max_tokens = stated.max_output_tokens or min(FALLBACK_MAX_TOKENS, stated.context_window or 0)
+            notes.append(f"maxTokens {max_tokens}: from {source}")
+        if context is None:
+            notes.append(
+                f"contextWindow not written ({source}): OpenClaw assumes 200,000 tokens; pass --context-window "
+                "or register again while the server runs"
+            )
+        if max_tokens is None:
+            max_tokens = FALLBACK_MAX_TOKENS
+            notes.append(
+                f"maxTokens {max_tokens} ({source}): clawtune serve's default output limit; pass --max-tokens "
+                "or register again while the server runs"
+            )
+    if context is not None and max_tokens is not None and max_tokens > context:
+        notes.append(f"maxTokens {max_tokens} -> {context}: an answer cannot be longer than the context window")
+        max_tokens = context
+    return Limits(context, max_tokens, notes, context_warnings(context))
+
+
+def context_warnings(context: int | None) -> list[str]:
+    """What OpenClaw does with a context window this small, and what to do about it."""
+    if context is None or context >= OPENCLAW_PROMPT_TOKENS:
+        return []
+    fix = (
+        "Serve the model with a longer context (clawtune serve: the model's own, unless server.max_context caps it; "
+        "vLLM: --max-model-len) and register again"
+    )
+    if context < OPENCLAW_MIN_CONTEXT:
+        return [
+            f"contextWindow {context} is under {OPENCLAW_MIN_CONTEXT:,} tokens: OpenClaw refuses to run this model "
+            f'("Model context window too small ... Minimum is {OPENCLAW_MIN_CONTEXT}"). {fix}.'
+        ]
+    return [
+        f"contextWindow {context} is under {OPENCLAW_PROMPT_TOKENS:,} tokens: OpenClaw's own prompt (workspace files, "
+        "skills, tool schemas) takes about 15,600 of them by its count, leaving the model little or no room to answer "
+        f'(OpenClaw 2026.7.35 stops with "Context overflow" instead). {fix}.'
+    ]
+
+
+@dataclass
 class Result:
     path: Path
     changed: bool
     diff: str
     backup: Path | None
+    limits: Limits | None = None
 
 
 def register(reg: Registration, path: Path | None = None, dry_run: bool = False) -> Result:
-    """Apply the registration to OpenClaw's config file (created if missing), with a backup; or show the diff."""
+    """Apply the registration to OpenClaw's config file (created if missing), with a backup; or show the diff.
+
+    `contextWindow`/`maxTokens` not given are read from the endpoint first (see `resolve_limits`)."""
+    limits = resolve_limits(reg)
+    reg = dataclasses.replace(reg, context_window=limits.context_window, max_tokens=limits.max_tokens)
     target = config_path(path)
     try:
         old = target.read_text(encoding="utf-8") if target.exists() else "{\n}\n"
@@ -167,7 +279,7 @@ def register(reg: Registration, path: Path | None = None, dry_run: bool = False)
         )
     )
     if dry_run or new == old:
-        return Result(target, new != old, diff, None)
+        return Result(target, new != old, diff, None, limits)
     backup = None
     if target.exists():
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
@@ -179,4 +291,4 @@ def register(reg: Registration, path: Path | None = None, dry_run: bool = False)
     if target.exists():
         shutil.copymode(target, tmp)
     os.replace(tmp, target)
-    return Result(target, True, diff, backup)
+    return Result(target, True, diff, backup, limits)

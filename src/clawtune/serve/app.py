@@ -1,6 +1,7 @@
 """`clawtune serve`: an OpenAI-compatible gateway for one base model and many adapters, and for remote engines.
 
-Endpoints: `POST /v1/chat/completions` (plain and SSE streaming, tools, usage), `GET /v1/models`, `GET /health`,
+Endpoints: `POST /v1/chat/completions` (plain and SSE streaming, tools, usage), `GET /v1/models` (with each model's
+context window and output limit, see `serve/limits.py`), `GET /health`,
 `GET /metrics` (Prometheus), `POST /v1/feedback`, and `GET/POST/DELETE /admin/adapters` for loading adapters at
 run time from the folders the config allows. Every response carries `X-Request-Id`; responses also say which model,
 adapter and experiment arm served them (`X-Clawtune-*` headers and a `clawtune` object in the body).
@@ -30,12 +31,24 @@ from pathlib import Path
 from typing import Any
 
 from clawtune.models.toolcalls import parse_reply
-from clawtune.openai_http import completions_url
+from clawtune.openai_http import ERRORS, ModelLimits, completions_url, limits_of, list_models
 from clawtune.serve.config import ModelEntry, ServeConfig, resolve_path
 from clawtune.serve.engine import Engine, EngineError, GenRequest
+from clawtune.serve.limits import (
+    BudgetError,
+    OutputBudget,
+    card_fields,
+    combined,
+    forwarded_limits,
+    output_budget,
+    own_limits,
+)
 from clawtune.serve.log import RequestLog
 
 TOOL_MARKERS = ("<tool_call>", "[TOOL_CALLS]")
+# How long a forwarded engine's `/v1/models` may take, and how long to wait before asking an unreachable one again.
+UPSTREAM_MODELS_TIMEOUT_S = 5.0
+UPSTREAM_RETRY_S = 60.0
 
 
 class APIError(Exception):
@@ -165,6 +178,9 @@ class Gateway:
         self.connections: set[Any] = set()
         self.connections_lock = threading.Lock()
         self.closing = False
+        # A forwarded engine's limits as its /v1/models states them: asked once; an unreachable one again after a while.
+        self.upstream: dict[str, ModelLimits] = {}
+        self.upstream_failed: dict[str, float] = {}
 
     # ---- models --------------------------------------------------------------------------------------------------
 
@@ -222,6 +238,35 @@ class Gateway:
             raise APIError(404, f"no adapter model named {name!r} is loaded", code="model_not_found")
         self.engine.remove_adapter(name)
         del self.entries[name]
+
+    # ---- limits ----------------------------------------------------------------------------------------------------
+
+    def limits(self, model_id: str) -> ModelLimits:
+        """A model's (or an experiment's: every arm's) context window and output limit, as `/v1/models` publishes."""
+        experiment = next((e for e in self.config.experiments if e.id == model_id), None)
+        if experiment is not None:
+            return combined(self.limits(arm) for arm in experiment.arms)
+        entry = self.entries[model_id]
+        if entry.provider == "clawtune":
+            assert self.engine is not None
+            return own_limits(self.engine.max_context, self.settings)
+        return forwarded_limits(entry, self.upstream_limits(entry), self.settings)
+
+    def upstream_limits(self, entry: ModelEntry) -> ModelLimits | None:
+        """What the engine's own `/v1/models` says of the model (vLLM: `max_model_len`); None if it cannot be asked."""
+        if entry.id in self.upstream:
+            return self.upstream[entry.id]
+        if time.monotonic() - self.upstream_failed.get(entry.id, -UPSTREAM_RETRY_S) < UPSTREAM_RETRY_S:
+            return None
+        try:
+            cards = list_models(entry.endpoint or "", _api_key(entry), min(entry.timeout_s, UPSTREAM_MODELS_TIMEOUT_S))
+        except ERRORS:
+            self.upstream_failed[entry.id] = time.monotonic()
+            return None
+        name = upstream_model(entry)
+        card = next((c for c in cards if c.get("id") == name), None)
+        self.upstream[entry.id] = limits_of(card) if card else ModelLimits()
+        return self.upstream[entry.id]
 
     # ---- routing ---------------------------------------------------------------------------------------------------
 
@@ -308,19 +353,38 @@ def _validate(body: Any, settings: Any) -> dict[str, Any]:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise APIError(400, "tools must be an array", param="tools")
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise APIError(400, "max_tokens must be a positive integer", param="max_tokens")
-    if limit is not None and limit > settings.max_tokens_limit:
-        raise APIError(400, f"max_tokens is limited to {settings.max_tokens_limit} on this server", param="max_tokens")
+    field = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    limit = body.get(field)
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise APIError(400, f"{field} must be a positive integer", param=field)
     stop = body.get("stop")
     if isinstance(stop, str):
         stop = [stop]
     return {
         "messages": messages,
         "tools": tools or None,
-        "max_tokens": limit or settings.default_max_tokens,
+        "max_tokens": limit,  # None: the server's default
+        "max_tokens_field": field,
         "stop": stop or [],
+    }
+
+
+def budget(requested: int | None, prompt_tokens: int | None, limits: ModelLimits, settings: Any, field: str) -> Any:
+    """`limits.output_budget`, its refusals answered as OpenAI's 400."""
+    try:
+        return output_budget(requested, prompt_tokens, limits, settings, field)
+    except BudgetError as exc:
+        raise APIError(400, exc.message, param=exc.param, code=exc.code) from None
+
+
+def budget_record(allowed: OutputBudget | None) -> dict[str, Any]:
+    """The log's columns for a request's output budget."""
+    if allowed is None:
+        return {}
+    return {
+        "max_tokens_requested": allowed.requested,
+        "max_tokens": allowed.max_tokens,
+        "max_tokens_clamp": allowed.clamp,
     }
 
 
@@ -347,6 +411,7 @@ class Completion:
     finish: str = "stop"
     completion_tokens: int = 0
     offered: set[str] = field(default_factory=set)  # tool names the request offered
+    budget: OutputBudget | None = None
 
     def parsed(self) -> tuple[str | None, list[dict[str, Any]], int]:
         """(content, tool calls, invalid calls). A call that cannot be read (broken JSON, no name) or names a tool the
@@ -391,26 +456,20 @@ def local_completion(
             400, f"the messages cannot be rendered with this model's chat template: {exc}", param="messages"
         ) from None
     before = before or len(ids)
-    if len(ids) >= engine.max_context:
-        raise APIError(
-            400,
-            f"This model's maximum context length is {engine.max_context} tokens. However, your messages resulted in "
-            f"{len(ids)} tokens. Please reduce the length of the messages.",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    max_tokens = min(checked["max_tokens"], engine.max_context - len(ids))
+    allowed = budget(
+        checked["max_tokens"], len(ids), gateway.limits(entry.id), gateway.settings, checked["max_tokens_field"]
+    )
     temperature = body.get("temperature")
     request = GenRequest(
         prompt_ids=ids,
         adapter=adapter,
-        max_new_tokens=max_tokens,
+        max_new_tokens=allowed.max_tokens,
         temperature=float(temperature) if isinstance(temperature, int | float) else 0.0,
         top_p=float(body.get("top_p") or 1.0),
         stop=checked["stop"],
         seed=body.get("seed") if isinstance(body.get("seed"), int) else None,
     )
-    completion = Completion(request_id, int(time.time()), route, adapter, len(ids), before)
+    completion = Completion(request_id, int(time.time()), route, adapter, len(ids), before, budget=allowed)
     completion.offered = {
         str((t.get("function") or t).get("name")) for t in checked["tools"] or [] if isinstance(t, dict)
     }
@@ -687,17 +746,17 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                     self._send_text(200, gateway.metrics.render(engine.pending() if engine else 0, engine))
                 elif self.path == "/v1/models":
                     self._auth()
+                    owners: dict[str, str] = {m: gateway.entries[m].provider for m in sorted(gateway.entries)}
+                    owners.update({e.id: "clawtune-experiment" for e in gateway.config.experiments})
                     data = [
                         {
                             "id": m,
                             "object": "model",
                             "created": gateway.created,
-                            "owned_by": gateway.entries[m].provider,
+                            "owned_by": owner,
+                            **card_fields(gateway.limits(m)),
                         }
-                        for m in sorted(gateway.entries)
-                    ] + [
-                        {"id": e.id, "object": "model", "created": gateway.created, "owned_by": "clawtune-experiment"}
-                        for e in gateway.config.experiments
+                        for m, owner in owners.items()
                     ]
                     self._send_json(200, {"object": "list", "data": data})
                 elif self.path == "/admin/adapters":
@@ -833,6 +892,7 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 adapter=completion.adapter,
                 prompt_tokens=completion.prompt_tokens,
                 prompt_tokens_original=completion.prompt_tokens_original,
+                **budget_record(completion.budget),
             )
             assert gateway.engine is not None
             gateway.engine.submit(request)
@@ -889,7 +949,12 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def _remote(
             self, route: Route, body: dict[str, Any], record: dict[str, Any], extra: dict[str, str]
         ) -> tuple[int, int]:
-            _validate(body, settings)
+            checked = _validate(body, settings)
+            field = checked["max_tokens_field"]
+            allowed = budget(checked["max_tokens"], None, gateway.limits(route.entry.id), settings, field)
+            record.update(budget_record(allowed))
+            if allowed.clamp:
+                body = {**body, field: allowed.max_tokens}
             upstream = forward(route.entry, body)
             with upstream:
                 if body.get("stream"):

@@ -6,6 +6,7 @@ models:
     provider: clawtune              # clawtune (in-process transformers + PEFT) | ollama | vllm | openai
     model: clawtune/tiny-agent      # the base model (clawtune) or the engine's model name (remote)
     endpoint: http://localhost:11434   # remote providers only
+    context_window: 8192            # remote providers: published in /v1/models when the engine's own does not say
     adapters:
       finance-lora: {path: ./exports/finance-lora/openclaw-lora, weight: 1.0}
     tags: [finance, domestic]
@@ -17,6 +18,9 @@ experiments:
 default_model: miaoquai-finance-agent   # where model "auto" goes when no tags match
 server: {host: 127.0.0.1, port: 8000, api_keys: [...], max_concurrency: 32, ...}
 ```
+
+A request asking for more output than `server.max_tokens_limit` or than the context leaves after its prompt is clamped
+(the clamp is in the log); `server.strict_max_tokens: true` answers OpenAI's 400 instead.
 
 Every mistake in the file is listed at once, each with its key path.
 """
@@ -57,6 +61,8 @@ class ModelEntry(BaseModel):
     api_key: str | None = None  # for remote engines; "${ENV}" reads the environment
     timeout_s: float = Field(120, gt=0)
     description: str | None = None
+    # A forwarded model's context window when the engine's /v1/models does not state it (vLLM does, Ollama does not).
+    context_window: int | None = Field(None, ge=1)
 
 
 class Experiment(BaseModel):
@@ -77,6 +83,8 @@ class Server(BaseModel):
     max_body_bytes: int = Field(8_000_000, ge=1024)
     max_tokens_limit: int = Field(4096, ge=1)
     default_max_tokens: int = Field(512, ge=1)
+    # Over-large max_tokens: clamp to what the limit and the context allow (logged), or with this set, OpenAI's 400.
+    strict_max_tokens: bool = False
     timeout_s: float = Field(300, gt=0)
     data_dir: str = "clawtune-data"
     log_max_rows: int = Field(1_000_000, ge=100)
@@ -147,6 +155,11 @@ def semantic_problems(config: ServeConfig, base_dir: Path) -> list[str]:
                 problems.append(f"{where}.model: the base model (a Hugging Face id or folder) is required")
             if m.endpoint:
                 problems.append(f"{where}.endpoint: the clawtune provider runs in this process; remove the endpoint")
+            if m.context_window:
+                problems.append(
+                    f"{where}.context_window: the clawtune provider uses the model's own context; "
+                    "cap it with server.max_context"
+                )
             for name, adapter in m.adapters.items():
                 path = resolve_path(adapter.path, base_dir)
                 if not path.is_dir():

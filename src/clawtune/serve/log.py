@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS requests (
     tool_calls INTEGER,
     tool_calls_valid INTEGER,
     request_json TEXT,
-    response_json TEXT
+    response_json TEXT,
+    max_tokens_requested INTEGER,  -- what the client asked to generate at most
+    max_tokens INTEGER,            -- what the server let it generate
+    max_tokens_clamp TEXT          -- why that is less than asked (NULL: not clamped)
 );
 CREATE INDEX IF NOT EXISTS requests_created ON requests(created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -73,7 +76,20 @@ COLUMNS = [
     "tool_calls_valid",
     "request_json",
     "response_json",
+    "max_tokens_requested",
+    "max_tokens",
+    "max_tokens_clamp",
 ]
+# Columns added since the first release of the log, with their types: a log written before gets them on open.
+ADDED_COLUMNS = {"max_tokens_requested": "INTEGER", "max_tokens": "INTEGER", "max_tokens_clamp": "TEXT"}
+
+
+def add_missing_columns(conn: sqlite3.Connection, schema: str = "main") -> None:
+    """Bring a `requests` table written by an older clawtune up to `COLUMNS` (SQLite adds columns in place)."""
+    have = {row[1] for row in conn.execute(f"PRAGMA {schema}.table_info(requests)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if have and name not in have:
+            conn.execute(f"ALTER TABLE {schema}.requests ADD COLUMN {name} {kind}")
 
 
 class RequestLog:
@@ -97,6 +113,7 @@ class RequestLog:
     def _run(self) -> None:
         conn = self._connect()
         conn.executescript(SCHEMA)
+        add_missing_columns(conn)
         self._ready.set()
         since_trim = 0
         while True:
@@ -154,11 +171,14 @@ class RequestLog:
                 for table in ("requests", "feedback"):
                     (ddl,) = conn.execute("SELECT sql FROM main.sqlite_master WHERE name = ?", (table,)).fetchone()
                     conn.execute(ddl.replace(f"CREATE TABLE {table}", f"CREATE TABLE IF NOT EXISTS archive.{table}", 1))
+                add_missing_columns(conn, "archive")  # an archive of this month begun by an older clawtune
                 old = "SELECT id FROM main.requests WHERE created < ?"
                 # feedback whose request was archived earlier goes along too
                 stray = "request_id NOT IN (SELECT id FROM main.requests)"
+                columns = ", ".join(COLUMNS)
                 conn.execute(
-                    f"INSERT OR REPLACE INTO archive.requests SELECT * FROM main.requests WHERE id IN ({old})",
+                    f"INSERT OR REPLACE INTO archive.requests ({columns}) SELECT {columns} FROM main.requests "
+                    f"WHERE id IN ({old})",
                     (cutoff,),
                 )
                 conn.execute(
