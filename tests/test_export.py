@@ -8,7 +8,7 @@ from clawtune.cli import main
 from clawtune.data.validate import validate_files
 from clawtune.sample.agent import CARDS, PHONES, SECRETS
 
-from .conftest import export_sample, read_jsonl
+from .conftest import HEADER, export_sample, msg, read_jsonl
 
 SEED_ARGS = [
     "agent",
@@ -79,6 +79,25 @@ def test_min_samples_above_what_exists_fails_with_counts(tmp_path, sample_state,
     assert "outside date range" in err
     assert "Traceback" not in err
     assert not (tmp_path / "o" / "raw.jsonl").exists()
+
+
+def test_too_few_examples_names_each_bad_input_and_still_writes_the_report(tmp_path, capsys):
+    sessions = tmp_path / "agents" / "a" / "sessions"
+    sessions.mkdir(parents=True)
+    for i in range(7):  # a user turn, then the answer cut off mid-write: no example, one bad line each
+        lines = [json.dumps(HEADER | {"id": f"s{i}"}), json.dumps(msg("u1", None, "user", "hi")), '{"type": "mess']
+        (sessions / f"s{i}.jsonl").write_text("\n".join(lines))
+    out = tmp_path / "out"
+    args = ["agent", "export-training-data", "--agent-id", "a", "--output", str(out), "--state-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "only 0 examples" in err and "bad input: 7" in err
+    for i in range(5):
+        assert f"{sessions / f's{i}.jsonl'}:3: truncated JSON" in err
+    assert "s5.jsonl" not in err and f"and 2 more, see {out / 'export-report.json'}" in err
+    report = json.loads((out / "export-report.json").read_text())
+    assert report["skipped_input"]["total"] == 7 and report["examples_written"] == 0
+    assert report["error"].startswith("only 0 examples") and not (out / "raw.jsonl").exists()
 
 
 def test_no_planted_secret_reaches_the_output_and_scrub_can_be_disabled(tmp_path, sample_state):

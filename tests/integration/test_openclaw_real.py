@@ -1,7 +1,8 @@
-"""The real OpenClaw writes sessions (its SQLite store, zstd rows included); clawtune exports them.
+"""The real OpenClaw writes sessions (its SQLite store at schema 19 and 23, zstd rows included); clawtune exports them,
+and serves the agent's turns after a `clawtune openclaw register` with defaults only.
 
-Installs Node 24 (PyPI) and openclaw from npm into a cache on first use; skipped, saying so, only when the registry
-cannot be reached. About a minute: each headless agent turn is 11-14 s, mostly OpenClaw's start-up.
+Installs Node 24 (PyPI) and each openclaw release from npm into a cache on first use; skipped, saying so, only when the
+registry cannot be reached. A few minutes: each headless agent turn is 11-14 s, mostly OpenClaw's start-up.
 """
 
 import json
@@ -14,9 +15,11 @@ from clawtune.data.validate import validate_files
 
 from ..conftest import read_jsonl
 from .fake_openai import FakeOpenAI
-from .openclaw_cli import OpenClaw, install_openclaw
+from .openclaw_cli import OPENCLAW_VERSION, OpenClaw, install_openclaw
 
 pytestmark = pytest.mark.integration
+# The releases that write the SQLite store: schema 19 (event_json only) and schema 23 (zstd rows).
+STORE_RELEASES = ["2026.8.2", "2026.9.6"]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +27,15 @@ def openclaw_binary():
     return install_openclaw()
 
 
-def test_real_openclaw_sessions_export_to_valid_training_data(tmp_path, openclaw_binary, capsys):
-    oc = OpenClaw(openclaw_binary, tmp_path / "home")
+@pytest.fixture(scope="module", params=STORE_RELEASES)
+def release(request):
+    """(version, binary) of each release that wrote a different SQLite store."""
+    return request.param, install_openclaw(request.param)
+
+
+def test_real_openclaw_sessions_export_to_valid_training_data(tmp_path, release, capsys):
+    version, binary = release
+    oc = OpenClaw(binary, tmp_path / "home")
     oc.run("setup", "--baseline")
     with FakeOpenAI() as fake:
         oc.use_model_server(fake.base_url)
@@ -40,9 +50,15 @@ def test_real_openclaw_sessions_export_to_valid_training_data(tmp_path, openclaw
 
     store = oc.state / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
     conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    zstd_rows = conn.execute("select count(*) from transcript_events where event_zstd is not null").fetchone()[0]
+    schema = conn.execute("select schema_version from schema_meta").fetchone()[0]
+    columns = {r[1] for r in conn.execute("pragma table_info(transcript_events)")}
+    if version == "2026.8.2":
+        assert schema == 19 and "event_zstd" not in columns, "2026.8.2 stores every event as plain event_json"
+    else:
+        assert schema == 23
+        zstd_rows = conn.execute("select count(*) from transcript_events where event_zstd is not null").fetchone()[0]
+        assert zstd_rows >= 1, "the long turn was stored as a zstd row"
     conn.close()
-    assert zstd_rows >= 1, "the long turn was stored as a zstd row"
 
     out = tmp_path / "ft-data"
     code = main(
@@ -75,7 +91,7 @@ def test_real_openclaw_sessions_export_to_valid_training_data(tmp_path, openclaw
     # The transcript keeps the raw user text (no timestamp prefix, no internal context message).
     assert messages[1]["content"] == "Hi there, who are you?"
     assert not any("OPENCLAW_INTERNAL_CONTEXT" in json.dumps(m) for m in messages)
-    assert any("notes in mind" in (m.get("content") or "") for m in messages), "the zstd row was read"
+    assert any("notes in mind" in (m.get("content") or "") for m in messages), "the long turn was read"
     assert "dana.lee@example.com" not in (out / "raw.jsonl").read_text()
     assert report["redactions"]["EMAIL"] >= 1
     second = next(e for e in examples if e["metadata"]["session_key"] == "agent:main:second")
@@ -141,20 +157,14 @@ def test_registered_model_gets_the_real_agents_turns(tmp_path, openclaw_binary, 
     assert fake.requests and all(r["model"] == "finance-agent" for r in fake.requests)
 
 
-def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_binary, sample_state, capsys):
-    """The whole loop with the real agent: OpenClaw, pointed at `clawtune serve` by `clawtune openclaw register`,
-    completes turns with tools (a forwarded engine that calls tools, the fine-tuned tiny adapter, the tiny base model
-    taking OpenClaw's whole 48,000-character prompt), every request lands in the log, and the turns OpenClaw recorded
-    export back into training data."""
-    import sqlite3
-
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory, sample_state):
+    """The tiny model fine-tuned for two steps on the sample agent and exported as an adapter (once per module)."""
     import yaml
-
-    from clawtune.serve.app import Gateway, Server
-    from clawtune.serve.config import load
 
     from ..conftest import export_sample, write_jsonl
 
+    tmp_path = tmp_path_factory.mktemp("tiny-export")
     data = tmp_path / "data"
     export_sample(data, sample_state, "--date-range", "2026-04-01:2026-05-20")
     write_jsonl(data / "small.jsonl", read_jsonl(data / "raw.jsonl")[:8])
@@ -170,7 +180,24 @@ def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_bin
     (tmp_path / "ft.yaml").write_text(yaml.safe_dump(train_config))
     assert main(["ft", "train", "--config", str(tmp_path / "ft.yaml"), "--max-steps", "2"]) == 0
     assert main(["ft", "export", "--model-dir", str(tmp_path / "ft"), "--output", str(tmp_path / "export")]) == 0
+    return tmp_path / "export"
 
+
+@pytest.mark.parametrize("version", [OPENCLAW_VERSION, "2026.8.2"])
+def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, version, tiny_export, capsys):
+    """The whole loop with the real agent: OpenClaw, pointed at `clawtune serve` by `clawtune openclaw register` with
+    defaults only (the limits come from the server's /v1/models), completes turns with tools (a forwarded engine that
+    calls tools, the fine-tuned tiny adapter, the tiny base model taking OpenClaw's whole 48,000-character prompt),
+    every request lands in the log, and the turns OpenClaw recorded export back into training data."""
+    import sqlite3
+
+    import yaml
+
+    from clawtune.openclaw import json5
+    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.config import load
+
+    openclaw_binary = install_openclaw(version)
     oc = OpenClaw(openclaw_binary, tmp_path / "home")
     oc.run("setup", "--baseline")
     (oc.workspace / "HELLO.txt").write_text("The quarterly owner is the finance team.\n")
@@ -182,7 +209,7 @@ def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_bin
                     "id": "tiny-ft",
                     "provider": "clawtune",
                     "model": "clawtune/tiny-agent",
-                    "adapters": {"ft": {"path": str(tmp_path / "export")}},
+                    "adapters": {"ft": {"path": str(tiny_export)}},
                 },
                 {"id": "tiny-base", "provider": "clawtune", "model": "clawtune/tiny-agent", "system_prompt": "keep"},
             ],
@@ -202,7 +229,7 @@ def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_bin
                     "--config",
                     config,
                 ]
-                register += ["--agent", "main", "--primary", "--context-window", "32768", "--max-tokens", "24"]
+                register += ["--agent", "main", "--primary"]  # contextWindow and maxTokens: from the server
                 assert main(register) == 0, capsys.readouterr().err
                 assert "Config valid" in oc.run("config", "validate").stdout
                 if model_id == "engine-tools":
@@ -220,6 +247,13 @@ def test_real_openclaw_agent_turns_through_clawtune_serve(tmp_path, openclaw_bin
     by_model = {}
     for row in rows:
         by_model.setdefault(row[0], []).append(row)
+    # register wrote what the server publishes: the tiny model's context and the server's output limit, and
+    # OpenClaw never asked for more.
+    registered = json5.loads((oc.state / "openclaw.json").read_text())["models"]["providers"]["clawtune"]["models"]
+    limits = {m["id"]: (m.get("contextWindow"), m.get("maxTokens")) for m in registered}
+    assert limits["tiny-ft"] == limits["tiny-base"] == (32768, 4096) and limits["engine-tools"] == (None, 4096)
+    asked = [json.loads(r[6]).get("max_completion_tokens") for r in rows]
+    assert all(isinstance(a, int) and a <= 4096 for a in asked), asked
     assert len(by_model["engine-tools"]) >= 2 and by_model["engine-tools"][0][5] == "tool_calls"
     assert any('"role": "tool"' in r[6] or '"role":"tool"' in r[6] for r in by_model["engine-tools"])
     first = json.loads(by_model["tiny-ft"][0][6])

@@ -112,6 +112,7 @@ class Exporter:
         self.dropped: Counter[str] = Counter()
         self.scrubber = Scrubber()
         self.session_examples: Counter[str] = Counter()
+        self.duplicates: Counter[str] = Counter()  # sessions found again in another store (after an upgrade)
         self.seen_exact: set[bytes] = set()
         self.seen_near: set[bytes] = set()
         self.policy, self.replacement = resolve_system_prompt(options)
@@ -132,18 +133,23 @@ class Exporter:
                     key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
                         spool.write(key + orjson.dumps(example) + b"\n")
-            written = sum(self.session_examples.values())
-            if written < options.min_samples:
-                raise InputError(self.too_few_message(written))
+            found = sum(self.session_examples.values())
+            if found < options.min_samples:
+                # No split files, but the report: it says what was read, dropped and skipped, and why.
+                message = self.too_few_message(found)
+                self.write_report(self.report(dict.fromkeys(SPLITS, 0), len(sources)) | {"error": message})
+                raise InputError(message + self.bad_input_listing())
             self.splits = assign_splits(self.session_examples, options.ratios, options.seed)
             counts = self.write_splits(Path(spool.name), self.splits)
         finally:
             Path(spool.name).unlink(missing_ok=True)
         report = self.report(counts, len(sources))
-        (options.output / "export-report.json").write_text(
-            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        self.write_report(report)
         return report
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        path = self.options.output / "export-report.json"
+        path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
         """Explicit `--sessions` paths, or the agent's stores under each state folder."""
@@ -173,7 +179,7 @@ class Exporter:
         with bar as progress:
             task = progress.add_task("reading sessions", total=len(sources))
             done_sources: set[str] = set()
-            for session in iter_sessions(sources, self.problems, index):
+            for session in iter_sessions(sources, self.problems, index, self.duplicates):
                 self.stats["sessions_read"] += 1
                 if session.source not in done_sources:
                     done_sources.add(session.source)
@@ -341,6 +347,17 @@ class Exporter:
             f"bad input: {len(self.problems)})"
         )
 
+    def bad_input_listing(self, shown: int = 5) -> str:
+        """Each bad input's file and reason, the first few of them, and where the rest are."""
+        report = self.options.output / "export-report.json"
+        lines = [f"\n  {problem}" for problem in self.problems.items[:shown]]
+        rest = len(self.problems) - len(lines)
+        if rest > 0:
+            lines.append(f"\n  and {rest} more, see {report}")
+        elif not lines:
+            lines.append(f"\n  (no bad input; see {report})")
+        return "".join(lines)
+
     def report(self, counts: dict[str, int], n_sources: int) -> dict[str, Any]:
         total = sum(counts.values())
         return {
@@ -348,6 +365,7 @@ class Exporter:
             "sources": n_sources,
             "sessions_read": self.stats["sessions_read"],
             "sessions_used": self.stats["sessions_used"],
+            "sessions_found_twice": dict(self.duplicates),
             "examples_written": total,
             "splits": {s: {"file": SPLIT_FILES[s], "examples": counts[s]} for s in SPLITS},
             "sessions_by_split": dict(Counter(self.splits.values())),

@@ -1,18 +1,22 @@
 """Find an agent's sessions in every store OpenClaw has used and read each one into a `RawSession`.
 
 Stores (see shared/reference/openclaw-formats.md): per-session JSONL files (v1-v4) with `.trajectory.jsonl` siblings and
-a `sessions.json` index; cold `.jsonl.zst` archives; the per-agent SQLite store of current releases; trajectory bundles
-written by `openclaw sessions export-trajectory`. Each session is read whole (one transcript is small) and the stream of
-sessions is lazy, so memory stays flat however many there are.
+a `sessions.json` index (2026.7 and before); cold `.jsonl.zst` archives; the per-agent SQLite store (schema 19 in
+2026.8, 23 in 2026.9: whichever columns a table has are read); the JSONL originals an upgrade imported into that store
+(`session-sqlite-import-archive/`); trajectory bundles written by `openclaw sessions export-trajectory`. A session
+found in more than one of them is read once, from the store. Each session is read whole (one transcript is small) and
+the stream of sessions is lazy, so memory stays flat however many there are.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import json
 import os
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,10 @@ from clawtune.problems import Problems
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 STORE_NAME = "openclaw-agent.sqlite"
+# Where an upgrade (`openclaw doctor --fix`) moves the JSONL sessions it imported into the store, renamed
+# `<session key>.<session id>.jsonl.imported-<ms>` (and its trajectory and index the same way).
+IMPORT_ARCHIVE = "session-sqlite-import-archive"
+IMPORTED_SUFFIX = re.compile(r"\.imported-\d+$")
 # How long to wait for OpenClaw's write lock on its store before reporting the store as locked and moving on.
 SQLITE_BUSY_TIMEOUT_S = 5.0
 LEGACY_STATE_DIRS = (".openclaw", ".clawdbot", ".moltbot")
@@ -87,23 +95,29 @@ def default_state_dirs() -> list[Path]:
 
 
 def agent_sources(state_dir: Path, agent_id: str) -> list[Path]:
-    """Every session source of one agent under a state folder: JSONL files, cold archives, the SQLite store."""
+    """Every session source of one agent under a state folder: the SQLite store first (it wins where a session is
+    also elsewhere), JSONL files, cold archives, the JSONL originals an upgrade imported into the store."""
     agent_dir = state_dir / "agents" / agent_id
     sources: list[Path] = []
+    store = agent_dir / "agent" / STORE_NAME
+    if store.is_file():
+        sources.append(store)
     sessions_dir = agent_dir / "sessions"
     if sessions_dir.is_dir():
         sources += sorted(p for p in sessions_dir.iterdir() if p.is_file() and is_transcript_name(p.name))
         cold = sessions_dir / "cold"
         if cold.is_dir():
             sources += sorted(p for p in cold.iterdir() if p.name.endswith(".jsonl.zst"))
-    store = agent_dir / "agent" / STORE_NAME
-    if store.is_file():
-        sources.append(store)
+    archive = agent_dir / IMPORT_ARCHIVE
+    if archive.is_dir():
+        sources += sorted(p for p in archive.iterdir() if p.is_file() and is_transcript_name(p.name))
     return sources
 
 
 def is_transcript_name(name: str) -> bool:
-    """Whether a file name in a sessions folder is a transcript (`<id>.jsonl`, `<id>-topic-<t>.jsonl`, `.jsonl.zst`)."""
+    """Whether a file name in a sessions folder is a transcript (`<id>.jsonl`, `<id>-topic-<t>.jsonl`, `.jsonl.zst`,
+    or one of these archived by an upgrade with an `.imported-<ms>` suffix)."""
+    name = IMPORTED_SUFFIX.sub("", name)
     if NOT_TRANSCRIPT.search(name):
         return False
     return name.endswith(".jsonl") or name.endswith(".jsonl.zst")
@@ -124,7 +138,9 @@ def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
                 out += [root_path / d for d in bundles]
                 dirs[:] = sorted(d for d in dirs if d not in bundles)
                 for name in sorted(files):
-                    if is_transcript_name(name) or name == STORE_NAME or name.endswith(".sqlite"):
+                    # OpenClaw keeps lock databases beside its store (`openclaw-agent.sqlite.reindex-lock.sqlite`).
+                    lock = name.startswith(STORE_NAME + ".")
+                    if is_transcript_name(name) or (name.endswith(".sqlite") and not lock):
                         out.append(root_path / name)
     return out
 
@@ -133,9 +149,29 @@ def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
 
 
 def iter_sessions(
-    sources: Iterable[Path], problems: Problems, index: dict[str, dict[str, Any]] | None = None
+    sources: Iterable[Path],
+    problems: Problems,
+    index: dict[str, dict[str, Any]] | None = None,
+    duplicates: Counter[str] | None = None,
 ) -> Iterator[RawSession]:
-    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions."""
+    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions; SQLite stores first, and a
+    session already read (an upgrade leaves the JSONL it imported beside the store) is skipped and counted in
+    `duplicates`."""
+    seen: set[tuple[str | None, str]] = set()
+    ordered = sorted(sources, key=lambda p: p.suffix != ".sqlite")  # stable: the stores, then the rest as given
+    for session in _read_sources(ordered, problems, index):
+        key = (session.agent_id, session.session_id)
+        if key in seen:
+            if duplicates is not None:
+                duplicates[session.source] += 1
+            continue
+        seen.add(key)
+        yield session
+
+
+def _read_sources(
+    sources: Iterable[Path], problems: Problems, index: dict[str, dict[str, Any]] | None
+) -> Iterator[RawSession]:
     for source in sources:
         if source.is_dir():
             session = read_bundle(source, problems)
@@ -169,8 +205,9 @@ def _head(path: Path, problems: Problems) -> bytes | None:
 
 
 def session_id_from_name(path: Path) -> str:
-    """`<sessionId>.jsonl`, `<sessionId>-topic-<t>.jsonl` and `<sha>.jsonl.zst` all name their session."""
-    name = path.name
+    """`<sessionId>.jsonl`, `<sessionId>-topic-<t>.jsonl` and `<sha>.jsonl.zst` all name their session (an archived
+    `<key>.<sessionId>.jsonl.imported-<ms>` its key and session)."""
+    name = IMPORTED_SUFFIX.sub("", path.name)
     for suffix in (".jsonl.zst", ".jsonl"):
         if name.endswith(suffix):
             return name[: -len(suffix)]
@@ -201,10 +238,21 @@ def read_jsonl_session(path: Path, problems: Problems, index: dict[str, dict[str
         channel=info.get("channel") or info.get("lastChannel"),
         header=header,
     )
-    sibling = path.with_name(session_id_from_name(path) + ".trajectory.jsonl")
-    if sibling.is_file():
+    sibling = trajectory_of(path)
+    if sibling is not None:
         apply_runtime_events((obj for _, obj in iter_json_lines(sibling, problems)), session)
     return session
+
+
+def trajectory_of(path: Path) -> Path | None:
+    """A transcript's `.trajectory.jsonl` sibling; archived by an upgrade, it has its own `.imported-<ms>` suffix."""
+    stem = session_id_from_name(path)
+    sibling = path.with_name(stem + ".trajectory.jsonl")
+    if sibling.is_file():
+        return sibling
+    if IMPORTED_SUFFIX.search(path.name):
+        return next(iter(sorted(path.parent.glob(glob.escape(stem) + ".trajectory.jsonl.imported-*"))), None)
+    return None
 
 
 def _agent_from_path(path: Path) -> str | None:
@@ -221,10 +269,21 @@ def _agent_from_folder(folder: str) -> str | None:
 
 
 def load_index(state_dir: Path, agent_id: str, problems: Problems) -> dict[str, dict[str, Any]]:
-    """`sessions.json` (sessionKey -> {sessionId, ...}) turned into sessionId -> entry with its key."""
-    path = state_dir / "agents" / agent_id / "sessions" / "sessions.json"
-    if not path.is_file():
-        return {}
+    """`sessions.json` (sessionKey -> {sessionId, ...}) turned into sessionId -> entry with its key; also the one an
+    upgrade archived beside the JSONL it imported."""
+    agent_dir = state_dir / "agents" / agent_id
+    out: dict[str, dict[str, Any]] = {}
+    archive = agent_dir / IMPORT_ARCHIVE
+    if archive.is_dir():
+        for path in sorted(archive.glob("*sessions.json.imported-*")):
+            out.update(_read_index(path, problems))
+    path = agent_dir / "sessions" / "sessions.json"
+    if path.is_file():
+        out.update(_read_index(path, problems))
+    return out
+
+
+def _read_index(path: Path, problems: Problems) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -360,33 +419,54 @@ def read_bundle(folder: Path, problems: Problems) -> RawSession | None:
 
 
 def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
-    """Sessions of OpenClaw's per-agent SQLite store, opened read-only (OpenClaw may be running and hold locks)."""
+    """Sessions of OpenClaw's per-agent SQLite store, opened read-only (OpenClaw may be running and hold locks).
+
+    The columns differ by release (schema 19 in 2026.8 has `event_json` only; 23 in 2026.9 adds `event_zstd`,
+    `event_utf8_bytes`, `navigation_json`), so every table is read by the columns `PRAGMA table_info` lists."""
     import zstandard
 
     try:
         conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type='table'")}
+        columns = {table: _columns(conn, table) for table in TABLES if table in tables}
     except sqlite3.Error as exc:
         problems.add(str(path), None, "bad-sqlite", f"cannot read the SQLite store: {exc}")
         return
-    if "transcript_events" not in tables:
-        problems.add(str(path), None, "bad-sqlite", "not an OpenClaw session store (no transcript_events table)")
+    events = columns.get("transcript_events", set())
+    missing = [c for c in ("session_id", "seq") if c not in events]
+    if not events or missing or not events & {"event_json", "event_zstd"}:
+        why = "no transcript_events table" if not events else "transcript_events has no session_id, seq or event_json"
+        problems.add(str(path), None, "bad-sqlite", f"not an OpenClaw session store ({why})")
         conn.close()
         return
     dctx = zstandard.ZstdDecompressor()
-    agent_id = _store_agent(conn, tables) or _agent_from_path(path)
+    agent_id = _store_agent(conn, columns) or _agent_from_path(path)
+    # A column this release lacks reads as NULL: one query shape for every schema.
+    event_query = "select seq, {}, {}, {} from transcript_events where session_id=? order by seq".format(
+        *(c if c in events else "NULL" for c in ("event_json", "event_zstd", "event_utf8_bytes"))
+    )
+    active = columns.get("session_transcript_active_events", set())
+    active_query = (
+        "select event_seq from session_transcript_active_events where session_id=? order by active_position"
+        if {"session_id", "event_seq", "active_position"} <= active
+        else None
+    )
+    runtime = columns.get("trajectory_runtime_events", set())
+    runtime_query = (
+        "select event_json from trajectory_runtime_events where session_id=? order by "
+        + ("seq" if "seq" in runtime else "rowid")
+        if {"session_id", "event_json"} <= runtime
+        else None
+    )
     try:
-        windows = _session_windows(conn, tables)
+        windows = _session_windows(conn, columns)
         session_ids = [
             r[0] for r in conn.execute("select distinct session_id from transcript_events order by session_id")
         ]
         for session_id in session_ids:
             entries: list[Entry] = []
             header: dict[str, Any] = {}
-            for seq, event_json, event_zstd, size in conn.execute(
-                "select seq, event_json, event_zstd, event_utf8_bytes from transcript_events where session_id=? order by seq",
-                (session_id,),
-            ):
+            for seq, event_json, event_zstd, size in conn.execute(event_query, (session_id,)):
                 obj = _decode_event(path, session_id, seq, event_json, event_zstd, size, dctx, problems)
                 if obj is None:
                     continue
@@ -406,25 +486,29 @@ def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
                 channel=window.get("channel"),
                 header=header,
             )
-            if "session_transcript_active_events" in tables:
-                seqs = [
-                    r[0]
-                    for r in conn.execute(
-                        "select event_seq from session_transcript_active_events where session_id=? order by active_position",
-                        (session_id,),
-                    )
-                ]
-                session.active_seqs = seqs or None
-            if "trajectory_runtime_events" in tables:
-                rows = conn.execute(
-                    "select event_json from trajectory_runtime_events where session_id=? order by seq", (session_id,)
-                )
-                apply_runtime_events(_json_rows(rows), session)
+            if active_query:
+                session.active_seqs = [r[0] for r in conn.execute(active_query, (session_id,))] or None
+            if runtime_query:
+                apply_runtime_events(_json_rows(conn.execute(runtime_query, (session_id,))), session)
             yield session
     except sqlite3.Error as exc:
         problems.add(str(path), None, "bad-sqlite", f"stopped reading the SQLite store: {exc}")
     finally:
         conn.close()
+
+
+# The tables read, each by the columns it has.
+TABLES = (
+    "transcript_events",
+    "session_windows",
+    "session_transcript_active_events",
+    "trajectory_runtime_events",
+    "schema_meta",
+)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"pragma table_info({table})")}
 
 
 def _json_rows(rows: Iterable[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
@@ -456,22 +540,17 @@ def _decode_event(
     return parse_json_line(raw, where, seq, problems, what="event")
 
 
-def _session_windows(conn: sqlite3.Connection, tables: set[str]) -> dict[str, dict[str, Any]]:
-    if "session_windows" not in tables:
-        return {}
-    cols = {r[1] for r in conn.execute("pragma table_info(session_windows)")}
-    wanted = [c for c in ("session_id", "session_key", "channel", "reason") if c in cols]
+def _session_windows(conn: sqlite3.Connection, columns: dict[str, set[str]]) -> dict[str, dict[str, Any]]:
+    have = columns.get("session_windows", set())
+    wanted = [c for c in ("session_id", "session_key", "channel", "reason") if c in have]
     if "session_id" not in wanted:
         return {}
     rows = conn.execute(f"select {', '.join(wanted)} from session_windows")
     return {r[0]: dict(zip(wanted, r, strict=True)) for r in rows}
 
 
-def _store_agent(conn: sqlite3.Connection, tables: set[str]) -> str | None:
-    if "schema_meta" not in tables:
+def _store_agent(conn: sqlite3.Connection, columns: dict[str, set[str]]) -> str | None:
+    if "agent_id" not in columns.get("schema_meta", set()):
         return None
-    try:
-        row = conn.execute("select agent_id from schema_meta limit 1").fetchone()
-    except sqlite3.Error:
-        return None
-    return row[0] if row else None
+    row = conn.execute("select agent_id from schema_meta limit 1").fetchone()
+    return row[0] if row and isinstance(row[0], str) else None
