@@ -22,12 +22,10 @@ import pytest
 import yaml
 
 from clawtune.cli import main
-from clawtune.openai_http import ModelLimits, limits_of
 from clawtune.serve.app import Gateway, Server, choose_arm
 from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
-from clawtune.serve.limits import BudgetError, combined, forwarded_limits, output_budget, own_limits
-from clawtune.serve.log import ADDED_COLUMNS, COLUMNS, RequestLog
+from clawtune.serve.log import RequestLog
 
 from .conftest import export_sample, read_jsonl, write_jsonl
 from .integration.fake_openai import FakeOpenAI
@@ -447,6 +445,9 @@ def test_forward_to_a_remote_engine(tmp_path: Path) -> None:
 
 
 def test_model_limits_and_the_output_budget(tmp_path: Path) -> None:
+    from clawtune.openai_http import ModelLimits, limits_of
+    from clawtune.serve.limits import BudgetError, combined, forwarded_limits, output_budget, own_limits
+
     settings = _config(tmp_path).server  # max_tokens_limit 1000, default_max_tokens 512
     strict = _config(tmp_path, server={"strict_max_tokens": True}).server
     entry = parse(
@@ -570,6 +571,8 @@ def test_forwarded_models_publish_the_engines_limits_or_the_configured_ones(tmp_
 
 
 def test_a_log_written_before_the_clamp_columns_gets_them(tmp_path: Path) -> None:
+    from clawtune.serve.log import ADDED_COLUMNS, COLUMNS
+
     path = tmp_path / "requests.sqlite"
     conn = sqlite3.connect(path)
     before = [c for c in COLUMNS if c not in ADDED_COLUMNS]  # the log as the previous release wrote it

@@ -329,7 +329,7 @@ def choose_arm(experiment: str, key: str, arms: dict[str, float]) -> str:
 # ---- chat completions -------------------------------------------------------------------------------------------
 
 
-def _validate(body: Any, settings: Any) -> dict[str, Any]:
+def _validate(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     messages = body.get("messages")
@@ -369,7 +369,9 @@ def _validate(body: Any, settings: Any) -> dict[str, Any]:
     }
 
 
-def budget(requested: int | None, prompt_tokens: int | None, limits: ModelLimits, settings: Any, field: str) -> Any:
+def budget(
+    requested: int | None, prompt_tokens: int | None, limits: ModelLimits, settings: Any, field: str
+) -> OutputBudget:
     """`limits.output_budget`, its refusals answered as OpenAI's 400."""
     try:
         return output_budget(requested, prompt_tokens, limits, settings, field)
@@ -442,7 +444,7 @@ def local_completion(
 ) -> tuple[Completion, GenRequest]:
     engine = gateway.engine
     assert engine is not None
-    checked = _validate(body, gateway.settings)
+    checked = _validate(body)
     entry = route.entry
     adapter = gateway.adapter_of(entry)
     original = _normalise_messages(checked["messages"])
@@ -949,12 +951,14 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         def _remote(
             self, route: Route, body: dict[str, Any], record: dict[str, Any], extra: dict[str, str]
         ) -> tuple[int, int]:
-            checked = _validate(body, settings)
-            field = checked["max_tokens_field"]
-            allowed = budget(checked["max_tokens"], None, gateway.limits(route.entry.id), settings, field)
-            record.update(budget_record(allowed))
-            if allowed.clamp:
-                body = {**body, field: allowed.max_tokens}
+            checked = _validate(body)
+            if checked["max_tokens"] is not None:  # without one, the engine's own default applies
+                field = checked["max_tokens_field"]
+                # The prompt is the engine's to count: the server's and the engine's output limits apply here.
+                allowed = budget(checked["max_tokens"], None, gateway.limits(route.entry.id), settings, field)
+                record.update(budget_record(allowed))
+                if allowed.clamp:
+                    body = {**body, field: allowed.max_tokens}
             upstream = forward(route.entry, body)
             with upstream:
                 if body.get("stream"):
