@@ -9,6 +9,7 @@ express the data are refused up front with the rule, the reason and the fix.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -383,3 +384,37 @@ def test_fixture_sources_are_recorded() -> None:
     for shipped in chat_templates.SHIPPED.values():
         assert shipped.path.is_file() and chat_templates.shipped_name(shipped.text()) == shipped.reference
         assert "{% generation %}" in shipped.text().replace("{%- generation %}", "{% generation %}")
+
+
+def test_check_template_prints_the_table_for_the_users_data(
+    tmp_path: Path, examples: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_jsonl(tmp_path / "train.jsonl", examples)
+    qwen3, granite = FIXTURES / "Qwen-Qwen3-0.6B.jinja", FIXTURES / "ibm-granite-granite-3.3-2B-Instruct.jinja"
+    args = ["ft", "check-template", "--base", str(qwen3), "--data", str(data)]
+    assert main([*args, "--json"]) == 0
+    stock, trained = json.loads(capsys.readouterr().out)
+    assert (stock["template"], stock["used_for_training"], stock["masks"]) == (
+        "the stock Qwen3 template",
+        False,
+        "prefixes",
+    )
+    assert stock["refused"]["history-dependent"] == 30 - stock["trained"] > 0
+    assert (trained["template"], trained["used_for_training"], trained["masks"]) == (
+        "clawtune:qwen3",
+        True,
+        "generation markers",
+    )
+    assert trained["trained"] == 30 and not trained["refused"]
+    against = trained["against_stock"]
+    # The measured difference: earlier turns keep their empty think block ("<think>\n\n</think>\n\n", 19 characters);
+    # the turn being generated is the stock template's own.
+    assert 0 < against["prompts_differing"] < against["prompts"] == trained["trained_turns"]
+    assert against["characters_added"] % 19 == 0 and against["characters_added"] >= 19 * against["prompts_differing"]
+    assert against["turns_identical"] == against["turns_compared"] == against["prompts"]
+
+    assert main([*args, "--base", str(granite)]) == 1  # Granite's refusals stop training
+    out = capsys.readouterr().out
+    assert "clawtune:qwen3 (used for training)" in out and "the stock Granite 3.3 template" in out
+    assert "no-tool-calls" in out and "would stop before training" in out
+    assert "fix: train with clawtune's training template for this family (chat_template: clawtune:qwen3)" in out
