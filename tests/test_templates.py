@@ -22,6 +22,7 @@ import yaml
 from clawtune.chat import is_trained
 from clawtune.cli import main
 from clawtune.models import chat_templates, load_tokenizer
+from clawtune.models.toolcalls import parse_reply
 from clawtune.train.render import IGNORE, TemplateError, render_example, template_messages
 from clawtune.train.templates import profile, raw_render
 
@@ -418,3 +419,108 @@ def test_check_template_prints_the_table_for_the_users_data(
     assert "clawtune:qwen3 (used for training)" in out and "the stock Granite 3.3 template" in out
     assert "no-tool-calls" in out and "would stop before training" in out
     assert "fix: train with clawtune's training template for this family (chat_template: clawtune:qwen3)" in out
+
+
+def test_replies_of_reasoning_templates_are_read_after_their_think_block() -> None:
+    qwen3 = parse_reply('<think>\n\n</think>\n\n<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>')
+    assert qwen3.content is None and qwen3.reasoning is None and qwen3.tool_calls[0]["function"]["name"] == "f"
+    qwq = parse_reply("The user wants Q3.\n</think>\n\nQ3 revenue was 1.2M.")  # the prompt opened the block
+    assert (qwq.content, qwq.reasoning) == ("Q3 revenue was 1.2M.", "The user wants Q3.")
+    assert parse_reply("No <think> here.").content == "No <think> here."
+
+
+def test_a_qwen3_training_template_exports_with_parity_and_serves_through_the_gateway(
+    tmp_path: Path, examples: list[dict[str, Any]]
+) -> None:
+    """The bundled model trained with clawtune:qwen3: the checkpoint and every export carry the training template,
+    the parity check passes for it, and the gateway renders a conversation exactly as training rendered it."""
+    import openai
+
+    from clawtune.export import parity
+    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.config import parse
+    from clawtune.serve.engine import Engine
+
+    short = sorted((e for e in examples if e.get("tools")), key=lambda e: len(json.dumps(e)))[:4]
+    write_jsonl(tmp_path / "train.jsonl", short)
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "chat_template": "clawtune:qwen3",
+        "data": {"train": "train.jsonl"},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "max_seq_length": 4096},
+        "output_dir": "out",
+        "tracking": {"tensorboard": False},
+    }
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["ft", "train", "--config", str(tmp_path / "ft.yaml"), "--max-steps", "1"]) == 0
+    qwen3 = chat_templates.SHIPPED["qwen3"].text()
+    assert (tmp_path / "out" / "chat_template.jinja").read_text(encoding="utf-8") == qwen3
+    export = tmp_path / "export"
+    formats = "openclaw-lora,vllm,merged"
+    assert (
+        main(["ft", "export", "--model-dir", str(tmp_path / "out"), "--output", str(export), "--format", formats]) == 0
+    )
+    summary = json.loads((export / "export-summary.json").read_text())
+    assert len(summary["parity"]) == 4 and all(check["prompts"] > 0 for check in summary["parity"])
+    for fmt in formats.split(","):
+        assert (export / fmt / "chat_template.jinja").read_text(encoding="utf-8") == qwen3
+    assert json.loads((export / "openclaw-lora" / "clawtune-manifest.json").read_text())["chat_template"]["source"] == (
+        "clawtune:qwen3"
+    )
+
+    # The gateway renders the agent's next request (history with a tool call and its result) as training did.
+    conversation = short[0]
+    cut = max(i for i, m in enumerate(conversation["messages"]) if m["role"] == "assistant")
+    request = conversation["messages"][:cut]
+    engine = Engine("clawtune/tiny-agent", device="cpu")
+    try:
+        engine.add_adapter("agent", str(export / "openclaw-lora"))
+        trained = load_tokenizer(str(export / "openclaw-lora"))[0]
+        text = parity.training_renderer(trained)(request, conversation["tools"])
+        assert "<|im_start|>assistant\n<think>\n\n</think>\n\n" in text  # history keeps its think blocks, as trained
+        assert (
+            engine.render("agent", request, conversation["tools"])
+            == trained(text, add_special_tokens=False)["input_ids"]
+        )
+    finally:
+        engine.close()
+    models = {
+        "models": [
+            {
+                "id": "agent",
+                "provider": "clawtune",
+                "model": "clawtune/tiny-agent",
+                "adapters": {"agent": {"path": str(export / "openclaw-lora")}},
+            }
+        ],
+        "server": {"port": 0, "data_dir": str(tmp_path / "gateway")},
+    }
+    with Server(Gateway(parse(models, str(tmp_path / "models.yaml")))) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
+        reply = client.chat.completions.create(
+            model="agent", messages=request, tools=conversation["tools"], max_tokens=8
+        )
+        assert reply.choices[0].finish_reason in ("stop", "length", "tool_calls") and reply.usage.completion_tokens > 0
+        assert reply.usage.prompt_tokens == len(trained(text, add_special_tokens=False)["input_ids"])
+
+
+def test_training_templates_render_the_same_without_their_markers(base: Any, examples: list[dict[str, Any]]) -> None:
+    """The GGUF carries the template without {% generation %} tags (llama.cpp's Jinja lacks them): same text."""
+    for shipped in chat_templates.SHIPPED.values():
+        marked = copy.deepcopy(base)
+        marked.chat_template = shipped.text()
+        plain = copy.deepcopy(base)
+        plain.chat_template = chat_templates.without_markers(shipped.text())
+        assert not re.search(r"\{%-?\s*(end)?generation", plain.chat_template)
+        for example in examples[:10]:
+            messages = template_messages(example["messages"])
+            tools = example.get("tools")
+            for generation in (False, True):
+                try:
+                    expected = raw_render(marked, messages, tools, generation)
+                except Exception as exc:  # Phi and Gemma raise on tools: so must the plain one
+                    with pytest.raises(type(exc)):
+                        raw_render(plain, messages, tools, generation)
+                    continue
+                assert raw_render(plain, messages, tools, generation) == expected, shipped.name

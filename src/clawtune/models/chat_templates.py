@@ -15,6 +15,7 @@ A stock template is recognised by the sha256 of its text as the model publishes 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,6 +156,15 @@ def shipped_name(template: Any) -> str | None:
             if digest(shipped.text()) == found:
                 return shipped.reference
     return None
+
+
+_MARKER = re.compile(r"\{%-?\s*(?:end)?generation\s*-?%\}")
+
+
+def without_markers(template: str) -> str:
+    """The template without its `{% generation %}` tags, which only mark spans for the loss mask: the same text for
+    engines whose Jinja has no such tag (llama.cpp reads the template from the GGUF)."""
+    return _MARKER.sub("", template)
 
 
 def resolve(reference: str) -> TrainingTemplate:
