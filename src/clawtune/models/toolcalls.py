@@ -68,9 +68,9 @@ def parse_reply(text: str) -> ParsedReply:
     # QwQ and the R1 distills: the prompt opened the block, so the reply holds only its end.
     if "</think>" in text and (text.lstrip().startswith("<think>") or "<think>" not in text):
         thought, _, text = text.partition("</think>")
-        parsed = parse_reply(text)
-        parsed.reasoning = thought.strip().removeprefix("<think>").strip() or None
-        return parsed
+        reply = parse_reply(text)
+        reply.reasoning = thought.strip().removeprefix("<think>").strip() or None
+        return reply
     calls: list[dict[str, Any]] = []
     invalid: list[str] = []
 
