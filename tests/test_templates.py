@@ -524,3 +524,19 @@ def test_training_templates_render_the_same_without_their_markers(base: Any, exa
                         raw_render(plain, messages, tools, generation)
                     continue
                 assert raw_render(plain, messages, tools, generation) == expected, shipped.name
+
+
+def test_a_turn_whose_calls_the_template_drops_is_refused_not_trained_empty(base: Any) -> None:
+    """gpt-oss writes one call per turn (the model stops at <|call|>): a turn with two is refused, by name."""
+    from clawtune.export import parity
+
+    family = FAMILIES["gpt-oss"]
+    trainer = family_tokenizer(base, family, chat_templates.SHIPPED["gpt-oss"].text())
+    with pytest.raises(TemplateError, match=r"clawtune:gpt-oss: dropped a trained turn's tool calls.*get_fx_rate"):
+        render_example(trainer, parity.SAMPLE)
+    twice = copy.deepcopy(parity.SAMPLE)
+    first = twice["messages"][2]["tool_calls"][0]
+    twice["messages"][2]["tool_calls"][1] = {**first, "id": "call_2"}
+    with pytest.raises(TemplateError, match="2 calls of query_database") as refused:
+        render_example(trainer, twice)
+    assert refused.value.rule == "calls-dropped"

@@ -165,7 +165,7 @@ def _turns(tokenizer: PreTrainedTokenizerBase, example: Example) -> _Turns:
             if full[:start] != prompt:
                 raise _history(rules, i, prompt, full[:start])
         turn = full[start:end].rstrip()
-        _check_said(rules.name, i, messages[i], turn)
+        _check_said(rules, i, messages[i], turn)
         starts.append(start)
         if turn:
             spans.append((start, start + len(turn)))
@@ -185,9 +185,11 @@ def _history(rules: TemplateProfile, index: int, expected: str, found: str) -> T
     )
 
 
-def _check_said(name: str, index: int, message: Message, turn: str) -> None:
+def _check_said(rules: TemplateProfile, index: int, message: Message, turn: str) -> None:
     """Refuse a trained turn whose tool calls or text the template did not render."""
-    for call in message.get("tool_calls") or []:
+    calls = message.get("tool_calls") or []
+    names = [str((call.get("function") or {}).get("name")) for call in calls]
+    for call in calls:
         function = call.get("function") or {}
         arguments = function.get("arguments")
         if isinstance(arguments, str):
@@ -196,20 +198,20 @@ def _check_said(name: str, index: int, message: Message, turn: str) -> None:
             except json.JSONDecodeError:
                 arguments = None
         keys = list(arguments) if isinstance(arguments, dict) else []
-        missing = [w for w in [str(function.get("name")), *(str(k) for k in keys)] if w not in turn]
+        name = str(function.get("name"))
+        missing = [w for w in [name, *(str(k) for k in keys)] if w not in turn]
+        if not missing and turn.count(name) < names.count(name):
+            missing = [f"{names.count(name)} calls of {name}"]  # a template writing one call per turn
         if missing:
-            raise TemplateError(
-                f"{name}: message {index} calls {function.get('name')} but the rendered turn lacks "
-                f"{', '.join(repr(w) for w in missing)} (rendered: {turn[:120]!r}); training it would teach an "
-                "empty or wrong call",
+            raise rules.refuse(
                 "calls-dropped",
+                f"message {index} calls {name} but its rendered turn lacks {', '.join(repr(w) for w in missing)}: "
+                f"{turn[:120]!r}",
             )
     text = content_text(message.get("content"))
     visible = text.split("</think>")[-1].strip()
     if visible and visible not in turn:
-        raise TemplateError(
-            f"{name}: message {index}: the rendered turn lacks its text ({visible[:60]!r})", "content-dropped"
-        )
+        raise rules.refuse("content-dropped", f"message {index}: its rendered turn lacks {visible[:60]!r}")
 
 
 def trained_spans(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[str, list[tuple[int, int]]]:
@@ -264,7 +266,7 @@ def _tokenize(
         split_offsets: list[tuple[int, int]] = []
         for a, b in itertools.pairwise(pieces):
             piece = tokenizer(text[a:b], add_special_tokens=False, return_offsets_mapping=True)
-            if tokenizer.decode(piece["input_ids"]) != text[a:b]:
+            if tokenizer.decode(piece["input_ids"], clean_up_tokenization_spaces=False) != text[a:b]:
                 break
             split_ids += piece["input_ids"]
             split_offsets += [(a + s, a + e) for s, e in piece["offset_mapping"]]
