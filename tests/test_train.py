@@ -59,9 +59,10 @@ TOOL_EXAMPLE = {
     "tools": TOOLS,
 }
 
-# A Llama-3-style template: no {% generation %} markers, special tokens for headers.
+# A Llama-3-style template: no {% generation %} markers, special tokens for headers, the tools in the first turn.
 LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ bos_token }}{% if tools %}Tools: {{ tools | tojson }}\n{% endif %}"
+    "{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
     "{% if m.tool_calls %}{% for c in m.tool_calls %}"
     '{"name": "{{ c.function.name }}", "parameters": {{ c.function.arguments | tojson }}}'
     "{% endfor %}{% else %}{{ m.content }}{% endif %}<|eot_id|>{% endfor %}"
@@ -113,8 +114,17 @@ def test_template_that_rewrites_history_is_refused(tokenizer: Any) -> None:
     odd.chat_template = (
         "{% for m in messages %}{% if loop.last %}[last]{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
     )
-    with pytest.raises(TemplateError, match="renders earlier turns differently"):
-        render_example(odd, TOOL_EXAMPLE)
+    chat = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "again"},
+            {"role": "assistant", "content": "Hello again."},
+        ]
+    }
+    with pytest.raises(TemplateError, match="renders earlier turns differently") as refused:
+        render_example(odd, chat)
+    assert refused.value.rule == "history-dependent"
 
 
 def test_pack_places_every_example_once_within_capacity() -> None:

@@ -341,6 +341,51 @@ def ft_train(
         _fail(str(exc))
 
 
+@ft_app.command("check-template")
+def check_template_command(
+    base: Annotated[
+        list[str],
+        typer.Option(
+            "--base", help="A model (Hugging Face id or folder) or a .jinja chat template; repeat to compare."
+        ),
+    ],
+    data: Annotated[Path, typer.Option("--data", help="Training examples (OpenAI chat JSONL).")],
+    tokenizer: Annotated[
+        str | None, typer.Option("--tokenizer", help="Tokenizer for a .jinja template (default: the tiny model's).")
+    ] = None,
+    max_refused: Annotated[
+        float, typer.Option("--max-refused", help="Share of refused examples above which training stops.", min=0, max=1)
+    ] = 0.05,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+) -> None:
+    """How each chat template trains on your data: masks, refusals by rule with the fix, adaptations, and how far a
+    clawtune training template's prompts differ from the stock template's. Exit 1 if training would stop."""
+    import json
+
+    from rich.console import Console
+
+    from clawtune.train.check import check_template, print_reports, read_examples
+
+    try:
+        examples = read_examples(data)
+        reports = [report for name in base for report in check_template(name, examples, tokenizer)]
+    except InputError as exc:
+        _fail(str(exc))
+    if any(name.endswith(".jinja") for name in base) and tokenizer is None:
+        typer.echo(
+            "note: .jinja templates are rendered with the tiny model's tokenizer (--tokenizer MODEL for yours)",
+            err=True,
+        )
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=2, ensure_ascii=False))
+        ok = all(r.refused_share <= max_refused for r in reports if r.used_for_training)
+    else:
+        console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        ok = print_reports(reports, data, max_refused, console)
+    if not ok:
+        raise typer.Exit(1)
+
+
 def _end_process_group() -> None:
     """Tear down torch.distributed before exit: gloo's threads abort the process if left running."""
     import sys

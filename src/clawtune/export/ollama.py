@@ -3,9 +3,9 @@
 Ollama renders prompts with Go templates, not Jinja, so a model's Jinja chat template cannot be shipped as is. For
 clawtune's own template (the default for bases without one, and the bundled tiny model's) the Go counterpart is
 below; for any other template a user gives one with `--ollama-template FILE`. Either way the export renders sample
-conversations through it, with the values Ollama would pass (`ollama_values`, after Ollama's template package:
-system messages joined into `.System`, consecutive same-role messages merged, tool-call arguments printed as Go's
-json.Marshal prints a map, tool signatures as Go prints Ollama's ToolFunction struct), and refuses to write a
+conversations through it, with the values Ollama would pass (`ollama_values`, modelled on the structs of Ollama's
+template package: system messages joined into `.System`, consecutive same-role messages merged, tool-call arguments
+printed as Go's json.Marshal prints a map, tools printed with Ollama's `json` function), and refuses to write a
 Modelfile whose tokens differ from training's.
 """
 
@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 from clawtune.chat import Message, content_text
-from clawtune.export.gotemplate import GoStruct, go_json
+from clawtune.export.gotemplate import GoMap, GoSlice, GoStruct, OrderedMap, go_json
 from clawtune.models import default_chat_template
 
 # The Go twin of models/chatml_tools.jinja. Keep the two in step: the parity check fails the export if they drift.
@@ -27,7 +27,7 @@ CHATML_TOOLS_GO = """\
 
 You may call one or more functions to answer. Their signatures:
 <tools>
-{{ range .Tools }}{{ .Function }}
+{{ range .Tools }}{{ json .Function }}
 {{ end }}</tools>
 
 For each call, answer with a JSON object holding the function name and its arguments in <tool_call></tool_call> tags:
@@ -65,74 +65,211 @@ def known_go_template(jinja_template: str) -> tuple[str, list[str]] | None:
     return None
 
 
-# Fields of a tool's parameter schema that Ollama's ToolFunction / ToolProperty structs keep, in struct order.
-_PARAMETER_FIELDS = ("type", "required", "properties")
-_PROPERTY_FIELDS = ("type", "items", "description", "enum")
+# ---- the values Ollama passes a TEMPLATE, modelled on its structs -------------------------------------------
+#
+# Since v0.14 Ollama's template package (template/template.go: templateTool, templateToolFunction,
+# templateToolFunctionParameters, templateProperties, templateMessage, templateToolCall, templateToolCallFunction,
+# templateArgs) hands templates its own structs. What a template prints depends on their shape: the fields and their
+# order, the json tags and omitempty, and which types have a String method (templateTools, templateTool,
+# templateArgs and templateProperties do; templateToolFunction does not, so `{{ .Function }}` prints a Go struct
+# dump, not JSON). The same shapes, in Go, produce the golden outputs the tests compare with
+# (scripts/ollama_template_golden.go).
 
 
-def ollama_tool_function(function: dict[str, Any]) -> GoStruct:
-    """A tool as Ollama's template sees `.Function`: printed as Go's json.Marshal prints the struct."""
-    parameters = function.get("parameters") or {}
-    properties = {
-        name: {k: prop[k] for k in _PROPERTY_FIELDS if isinstance(prop, dict) and prop.get(k)}
-        for name, prop in (parameters.get("properties") or {}).items()
+def _any(value: Any) -> Any:
+    """A JSON value as Go's `any` holds it after json.Unmarshal: numbers are float64."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): _any(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_any(v) for v in value]
+    return value
+
+
+def _strings(value: Any) -> GoSlice:
+    return GoSlice([str(v) for v in value] if isinstance(value, list) and value else None)
+
+
+def _property_type(value: Any) -> GoSlice:
+    """api.PropertyType: a []string that prints and marshals as its one element, or as a list."""
+    types = [value] if isinstance(value, str) else [str(v) for v in value] if isinstance(value, list) else None
+    kind = GoSlice(types)
+    kind.stringer = lambda: "" if not kind else kind[0] if len(kind) == 1 else "[" + " ".join(kind) + "]"
+    kind.marshal = lambda: go_json(kind[0]) if len(kind) == 1 else go_json(list(kind))
+    return kind
+
+
+def _tool_property(schema: Any) -> GoStruct:
+    """api.ToolProperty, as Ollama decodes it from a JSON schema (unknown keys dropped)."""
+    schema = schema if isinstance(schema, dict) else {}
+    nested = schema.get("properties")
+    kind = _property_type(schema.get("type"))
+    fields = {
+        "AnyOf": GoSlice([_tool_property(s) for s in schema["anyOf"]] if schema.get("anyOf") else None),
+        "Type": kind,
+        "Items": _any(schema.get("items")),
+        "Description": schema.get("description") or "",
+        "Enum": GoSlice(_any(schema["enum"]) if isinstance(schema.get("enum"), list) else None),
+        "Properties": OrderedMap({k: _tool_property(v) for k, v in nested.items()})
+        if isinstance(nested, dict)
+        else None,
+        "Required": _strings(schema.get("required")),
     }
-    params: dict[str, Any] = {"type": parameters.get("type") or "object"}
-    if parameters.get("required"):
-        params["required"] = parameters["required"]
-    params["properties"] = properties
-    fields: dict[str, Any] = {"Name": function.get("name", "")}
-    if function.get("description"):
-        fields["Description"] = function["description"]
-    fields["Parameters"] = params
-    text = '{"name":' + go_json(fields["Name"])
-    if "Description" in fields:
-        text += ',"description":' + go_json(fields["Description"])
-    parts = [f"{go_json(k)}:{go_json(params[k])}" for k in _PARAMETER_FIELDS[:-1] if k in params]
-    parts.append('"properties":{' + ",".join(f"{go_json(n)}:{_struct(p)}" for n, p in sorted(properties.items())) + "}")
-    text += ',"parameters":{' + ",".join(parts) + "}}"
-    return GoStruct(fields, stringer=lambda: text)
+    names = {"AnyOf": "anyOf", "Type": "type", "Items": "items", "Description": "description", "Enum": "enum"}
+    names |= {"Properties": "properties", "Required": "required"}
+    return GoStruct(fields, json_fields={k: (v, True) for k, v in names.items()}, type_name="api.ToolProperty")
 
 
-def _struct(fields: dict[str, Any]) -> str:
-    """A Go struct's JSON: its fields in declaration order (a dict built in that order), not sorted like a map's."""
-    return "{" + ",".join(f"{go_json(k)}:{go_json(v)}" for k, v in fields.items()) + "}"
+def _tool(tool: dict[str, Any]) -> GoStruct:
+    """template.templateTool (with String: its JSON) for an OpenAI tool, as Ollama decodes and converts it."""
+    function: dict[str, Any] = tool["function"] if isinstance(tool.get("function"), dict) else tool
+    parameters: dict[str, Any] = function["parameters"] if isinstance(function.get("parameters"), dict) else {}
+    properties = parameters.get("properties")
+    props = GoMap({k: _tool_property(v) for k, v in properties.items()} if isinstance(properties, dict) else None)
+    props.stringer = lambda: "{}" if props.nil else go_json(props)
+    params = GoStruct(
+        {
+            "Type": parameters.get("type") or "",
+            "Defs": _any(parameters.get("$defs")),
+            "Items": _any(parameters.get("items")),
+            "Required": _strings(parameters.get("required")),
+            "Properties": props,
+        },
+        json_fields={
+            "Type": ("type", False),
+            "Defs": ("$defs", True),
+            "Items": ("items", True),
+            "Required": ("required", True),
+            "Properties": ("properties", False),
+        },
+        type_name="template.templateToolFunctionParameters",
+    )
+    fn = GoStruct(
+        {"Name": function.get("name") or "", "Description": function.get("description") or "", "Parameters": params},
+        json_fields={
+            "Name": ("name", False),
+            "Description": ("description", False),
+            "Parameters": ("parameters", False),
+        },
+        type_name="template.templateToolFunction",
+    )
+    value = GoStruct(
+        {"Type": tool.get("type") or "", "Items": _any(tool.get("items")), "Function": fn},
+        json_fields={"Type": ("type", False), "Items": ("items", True), "Function": ("function", False)},
+        type_name="template.templateTool",
+    )
+    value.stringer = lambda: go_json(value)
+    return value
 
 
-def _arguments(raw: Any) -> GoStruct:
+def _arguments(raw: Any) -> GoMap:
+    """template.templateArgs: the call's arguments as a map (String: its JSON, "{}" when nil)."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
         except json.JSONDecodeError:
-            raw = {}
-    args = raw if isinstance(raw, dict) else {}
-    return GoStruct(dict(args), stringer=lambda: go_json(args))
+            raw = None
+    args = GoMap(_any(raw) if isinstance(raw, dict) else None)
+    args.stringer = lambda: "{}" if args.nil else go_json(args)
+    return args
+
+
+def _call(call: dict[str, Any]) -> GoStruct:
+    function: dict[str, Any] = call["function"] if isinstance(call.get("function"), dict) else call
+    return GoStruct(
+        {
+            "ID": call.get("id") or "",
+            "Function": GoStruct(
+                {"Index": 0, "Name": function.get("name") or "", "Arguments": _arguments(function.get("arguments"))},
+                type_name="template.templateToolCallFunction",
+            ),
+        },
+        type_name="template.templateToolCall",
+    )
+
+
+def _api_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """Ollama's api.Message list for OpenAI messages (openai.FromChatRequest): a text-part list becomes one message
+    per part, a tool message takes its name from the call it answers."""
+    out = []
+    for message in messages:
+        role = message.get("role") or ""
+        name = ""
+        if role.lower() == "tool":
+            name = message.get("name") or ""
+            wanted = message.get("tool_call_id")
+            for earlier in reversed(messages):
+                if name or not wanted:
+                    break
+                for call in earlier.get("tool_calls") or []:
+                    if call.get("id") == wanted:
+                        name = (call.get("function") or {}).get("name") or ""
+                        break
+        content = message.get("content")
+        parts = [content_text(p) for p in content] if isinstance(content, list) else [content_text(content)]
+        for k, part in enumerate(parts or [""]):
+            entry: dict[str, Any] = {
+                "Role": role,
+                "Content": part,
+                "Thinking": "",
+                "ToolCalls": [],
+                "ToolName": "",
+                "ToolCallID": "",
+            }
+            if k == len(parts or [""]) - 1:
+                entry.update(
+                    Thinking=message.get("reasoning") or "",
+                    ToolCalls=[_call(c) for c in message.get("tool_calls") or []],
+                    ToolName=name,
+                    ToolCallID=message.get("tool_call_id") or "",
+                )
+            out.append(entry)
+    return out
 
 
 def ollama_values(messages: list[Message], tools: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """The values Ollama's chat endpoint passes to a model's TEMPLATE for these OpenAI-style messages and tools."""
-    system = [content_text(m.get("content")) for m in messages if m.get("role") == "system"]
+    """The values Ollama's chat endpoint passes to a model's TEMPLATE for these OpenAI-style messages and tools:
+    system messages joined into `.System`, consecutive messages of a role merged (their text; the first one's other
+    fields), each message a *templateMessage, the tools a templateTools (nil without tools)."""
+    system: list[str] = []
     collated: list[dict[str, Any]] = []
-    for message in messages:
-        role = message.get("role")
-        calls = [
-            {
-                "Function": {
-                    "Name": (c.get("function") or c).get("name", ""),
-                    "Arguments": _arguments((c.get("function") or c).get("arguments")),
-                }
-            }
-            for c in message.get("tool_calls") or []
-        ]
-        text = content_text(message.get("content"))
-        entry: dict[str, Any] = {"Role": role, "Content": text, "ToolCalls": calls}
-        if collated and collated[-1]["Role"] == role and role != "tool":
-            collated[-1]["Content"] += "\n\n" + text
-            collated[-1]["ToolCalls"] = collated[-1]["ToolCalls"] + calls
+    for entry in _api_messages(messages):
+        if entry["Role"] == "system":
+            system.append(entry["Content"])
+        if collated and collated[-1]["Role"] == entry["Role"] and entry["Role"] != "tool":
+            collated[-1]["Content"] += "\n\n" + entry["Content"]
         else:
             collated.append(entry)
-    offered = [{"Type": "function", "Function": ollama_tool_function(t.get("function") or t)} for t in tools or []]
-    return {"System": "\n\n".join(system), "Messages": collated, "Tools": offered, "Response": ""}
+    values = [
+        GoStruct(
+            {
+                "Role": e["Role"],
+                "Content": e["Content"],
+                "Thinking": e["Thinking"],
+                "Images": GoSlice(None),
+                "ToolCalls": GoSlice(e["ToolCalls"] or None),
+                "ToolName": e["ToolName"],
+                "ToolCallID": e["ToolCallID"],
+            },
+            pointer=True,
+            type_name="*template.templateMessage",
+        )
+        for e in collated
+    ]
+    offered = GoSlice([_tool(t) for t in tools] if tools else None)
+    offered.stringer = lambda: go_json(offered)
+    return {
+        "System": "\n\n".join(system),
+        "Messages": values,
+        "Tools": offered,
+        "Response": "",
+        "Think": False,
+        "ThinkLevel": "",
+        "IsThinkSet": False,
+    }
 
 
 def modelfile(source: str, adapter: str | None, template: str, stops: list[str], system: str | None = None) -> str:

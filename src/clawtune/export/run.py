@@ -28,6 +28,7 @@ from typing import Any
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
+from clawtune.models.chat_templates import without_markers
 from clawtune.problems import InputError
 
 FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
@@ -458,7 +459,7 @@ def write_ollama(ctx: _Context, target: Path) -> dict[str, Any]:
     files: dict[str, Any] = {}
     merged = _merged(ctx)
     files["model.gguf"] = gguf_export.write_model_gguf(
-        merged, target / "model.gguf", ctx.name, ctx.template, ctx.options.gguf_f16
+        merged, target / "model.gguf", ctx.name, without_markers(ctx.template), ctx.options.gguf_f16
     )
     (target / "Modelfile.merged").write_text(ollama.modelfile("./model.gguf", None, go_template, stops), "utf-8")
     commands = [f"ollama create {ctx.name} -f Modelfile.merged"]
@@ -470,7 +471,11 @@ def write_ollama(ctx: _Context, target: Path) -> dict[str, Any]:
         if source is None:
             base_dir = _base_dir(ctx)
             files["base.gguf"] = gguf_export.write_model_gguf(
-                base_dir, target / "base.gguf", ctx.manifest["base_model"], ctx.template, ctx.options.gguf_f16
+                base_dir,
+                target / "base.gguf",
+                ctx.manifest["base_model"],
+                without_markers(ctx.template),
+                ctx.options.gguf_f16,
             )
             source = "./base.gguf"
         (target / "Modelfile").write_text(ollama.modelfile(source, "./adapter.gguf", go_template, stops), "utf-8")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clawtune.models.chat_templates import DEFAULT_NAME
 from clawtune.problems import InputError
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 TINY_AGENT = "clawtune/tiny-agent"
 BUNDLED = {TINY_AGENT: HERE / "tiny-agent"}
-DEFAULT_TEMPLATE_NAME = "clawtune chatml+tools"
+DEFAULT_TEMPLATE_NAME = DEFAULT_NAME
 
 
 class ModelLoadError(InputError):
@@ -58,9 +59,18 @@ def _load_error(name: str, what: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(f"{name}: cannot load the {what}{hint}: {first}")
 
 
-def load_tokenizer(name: str, chat_template: Path | None = None) -> tuple[PreTrainedTokenizerBase, str]:
-    """The tokenizer of `name` with a chat template that handles tools, and where that template came from."""
+def load_tokenizer(
+    name: str, chat_template: Path | str | None = None, training: bool = False
+) -> tuple[PreTrainedTokenizerBase, str]:
+    """The tokenizer of `name` with a chat template that handles tools, and where that template came from.
+
+    `chat_template`: a Jinja file, `clawtune:NAME` (a shipped training template) or `model` (the model's own as is).
+    With `training`, a recognised stock template that cannot be trained on as it is gets clawtune's training template
+    for its family (see chat_templates.py); the checkpoint then carries that template, and so does every export.
+    """
     from transformers import AutoTokenizer
+
+    from clawtune.models import chat_templates
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve(name, "tokenizer_config.json"))
@@ -68,16 +78,29 @@ def load_tokenizer(name: str, chat_template: Path | None = None) -> tuple[PreTra
         raise _load_error(name, "tokenizer", exc) from None
     if not tokenizer.is_fast:
         raise ModelLoadError(f"{name}: clawtune needs a fast (Rust) tokenizer for exact loss masks; found a slow one")
-    if chat_template is not None:
-        tokenizer.chat_template = chat_template.read_text(encoding="utf-8")
-        source = str(chat_template)
+    reference = str(chat_template) if chat_template is not None else None
+    if reference is not None and reference.startswith(chat_templates.PREFIX):
+        tokenizer.chat_template = chat_templates.resolve(reference).text()
+        source = reference
+    elif reference is not None and reference != "model":
+        path = Path(reference)
+        try:
+            tokenizer.chat_template = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ModelLoadError(f"chat_template {path}: cannot read it ({exc.strerror or exc})") from None
+        source = str(path)
     elif getattr(tokenizer, "chat_template", None):
         source = "model"
+        shipped = chat_templates.for_stock(tokenizer.chat_template) if training and reference is None else None
+        if shipped is not None:
+            tokenizer.chat_template = shipped.text()
+            source = shipped.reference
     else:
         tokenizer.chat_template = default_chat_template()
         source = DEFAULT_TEMPLATE_NAME
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer.clawtune_template_source = source  # names the template in messages (train/templates.py)
     return tokenizer, source
 
 

@@ -4,6 +4,9 @@
 - Llama 3.x JSON: the whole reply is `{"name": ..., "parameters": {...}}` (or a list of them);
 - Mistral: `[TOOL_CALLS][{"name": ..., "arguments": {...}}, ...]`.
 
+A reasoning block the reply opens with (`<think>...</think>`, as Qwen3, QwQ and the R1 distills write it, empty when
+they do not reason) is split off as `reasoning`, so the answer and the calls are read from what follows it.
+
 Calls come back in OpenAI's shape (`arguments` a JSON string). A call whose arguments are not valid JSON is kept,
 with its raw text, and flagged: evaluation counts it as a hallucination, serving reports it instead of dropping it.
 """
@@ -26,6 +29,7 @@ class ParsedReply:
     content: str | None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)  # raw text of calls that could not be read as JSON
+    reasoning: str | None = None
 
     @property
     def message(self) -> dict[str, Any]:
@@ -61,6 +65,12 @@ def _raw_call(raw: str, index: int) -> dict[str, Any]:
 
 def parse_reply(text: str) -> ParsedReply:
     """The answer text and the tool calls in a generated reply (any of the formats above, or plain text)."""
+    # QwQ and the R1 distills: the prompt opened the block, so the reply holds only its end.
+    if "</think>" in text and (text.lstrip().startswith("<think>") or "<think>" not in text):
+        thought, _, text = text.partition("</think>")
+        reply = parse_reply(text)
+        reply.reasoning = thought.strip().removeprefix("<think>").strip() or None
+        return reply
     calls: list[dict[str, Any]] = []
     invalid: list[str] = []
 

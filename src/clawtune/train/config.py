@@ -30,6 +30,13 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     train: Path = Field(description="Training examples, OpenAI chat JSONL (e.g. ./ft-data/augmented.jsonl).")
     validation: Path | None = Field(None, description="Validation examples, evaluated every eval_steps.")
+    max_refused: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of examples the chat template's rules may refuse; above it the run stops "
+        "before training (a biased remainder), saying which rule refused them and how to fix it.",
+    )
 
 
 class LoraConfig(Strict):
@@ -108,7 +115,12 @@ class FTConfig(Strict):
     output_dir: Path = Field(Path("./fine-tuned-model"), description="Checkpoints, adapter, logs and summary.")
     qlora: QLoraConfig = Field(default_factory=QLoraConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    chat_template: Path | None = Field(None, description="A Jinja chat template file (default: the model's own).")
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template file, clawtune:NAME (a training template clawtune ships), or model (the "
+        "model's own, as is). Default: the model's own, or clawtune's training template for it where its stock "
+        "template cannot be trained on (`clawtune ft check-template`).",
+    )
 
 
 # --- loading -------------------------------------------------------------------------------------------------------
@@ -206,9 +218,10 @@ def _resolve(config: FTConfig, base: Path) -> FTConfig:
         return p if p is None or p.is_absolute() else base / p
 
     data = config.data.model_copy(update={"train": fix(config.data.train), "validation": fix(config.data.validation)})
-    return config.model_copy(
-        update={"data": data, "output_dir": fix(config.output_dir), "chat_template": fix(config.chat_template)}
-    )
+    template = config.chat_template
+    if template is not None and not template.startswith("clawtune:") and template != "model":
+        template = str(fix(Path(template)))
+    return config.model_copy(update={"data": data, "output_dir": fix(config.output_dir), "chat_template": template})
 
 
 # --- ft init -------------------------------------------------------------------------------------------------------

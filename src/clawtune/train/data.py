@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clawtune.problems import Problems
+from clawtune.problems import InputError, Problems
 from clawtune.train.render import IGNORE, Rendered, TemplateError, render_example
+from clawtune.train.templates import describe, profile
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
+
+
+class RefusedError(InputError):
+    """Too many examples were refused by the chat template's rules to train on the rest."""
 
 
 @dataclass
@@ -29,6 +34,11 @@ class TokenizedData:
 
     examples: list[Rendered] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)  # rule -> first (line, message)
+
+    @property
+    def refused_count(self) -> int:
+        return sum(v for k, v in self.counts.items() if k.startswith("refused: "))
 
     @property
     def tokens(self) -> int:
@@ -47,9 +57,11 @@ def tokenize_file(
     problems: Problems,
     progress: Any = None,
     train_on_inputs: bool = False,
+    max_refused: float | None = None,
 ) -> TokenizedData:
     """Render and tokenize every valid example of `path`; invalid, untrainable and (by flag) over-long ones are
-    reported with their line and counted, never silently lost."""
+    reported with their line and counted, never silently lost. With `max_refused`, raise `RefusedError` when the chat
+    template's rules refused a larger share of the examples (see `check_refused`)."""
     from clawtune.data.validate import check_example, iter_examples
 
     data = TokenizedData()
@@ -64,13 +76,15 @@ def tokenize_file(
         try:
             rendered = render_example(tokenizer, example, train_on_inputs)
         except TemplateError as exc:
-            problems.add(name, lineno, "template", str(exc), key="messages")
-            data.counts["skipped: template"] += 1
+            _refuse(data, problems, name, lineno, exc.rule, str(exc))
             continue
         except Exception as exc:  # a template raising on this conversation (jinja's raise_exception)
-            problems.add(name, lineno, "template", f"the chat template failed: {exc}", key="messages")
-            data.counts["skipped: template"] += 1
+            rules = profile(tokenizer)
+            message = str(rules.refuse("template-error", str(exc).strip().splitlines()[0] if str(exc).strip() else ""))
+            _refuse(data, problems, name, lineno, "template-error", message)
             continue
+        for adaptation in rendered.adapted:
+            data.counts[f"adapted: {adaptation}"] += 1
         if len(rendered.input_ids) > max_length:
             if truncation == "drop":
                 problems.add(name, lineno, "too-long", f"{len(rendered.input_ids)} tokens > max_seq_length, dropped")
@@ -85,7 +99,33 @@ def tokenize_file(
             continue
         data.examples.append(rendered)
     data.counts["used"] = len(data.examples)
+    if max_refused is not None:
+        check_refused(data, name, max_refused)
     return data
+
+
+def _refuse(data: TokenizedData, problems: Problems, name: str, lineno: int, rule: str, message: str) -> None:
+    problems.add(name, lineno, f"template: {rule}", message, key="messages")
+    data.counts[f"refused: {rule}"] += 1
+    data.refused.setdefault(rule, (lineno, message))
+
+
+def check_refused(data: TokenizedData, name: str, max_refused: float) -> None:
+    """Stop before training when the chat template's rules refused more than `max_refused` of the examples: what is
+    left is no longer the data (all multi-turn conversations gone, say), and the message says which rule and the fix."""
+    read = data.counts["read"]
+    refused = data.refused_count
+    if not read or refused / read <= max_refused:
+        return
+    lines = [
+        f"{name}: the chat template's rules refused {refused} of {read} examples ({refused / read:.1%}, more than "
+        f"data.max_refused {max_refused:.0%}); training on the rest would learn from a biased remainder. By rule:"
+    ]
+    for rule, (lineno, message) in sorted(data.refused.items(), key=lambda kv: -data.counts[f"refused: {kv[0]}"]):
+        lines.append(f"  {rule}: {data.counts[f'refused: {rule}']} examples ({describe(rule)}); first, line {lineno}:")
+        lines.append(f"    {message}")
+    lines.append("Fix the cause above, or raise data.max_refused in the config to train on the rest anyway.")
+    raise RefusedError("\n".join(lines))
 
 
 def pack(lengths: list[int], capacity: int) -> list[list[int]]:

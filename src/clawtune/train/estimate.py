@@ -153,6 +153,10 @@ def print_estimate(report: dict[str, Any], console: Console) -> None:
     )
     table.add_row("trainable parameters", f"{report['trainable_parameters']:,} of {report['total_parameters']:,}")
     table.add_row("examples", f"{report['examples'].get('used', 0):,} used of {report['examples'].get('read', 0):,}")
+    for label, prefix in (("refused by the chat template", "refused: "), ("adapted to the chat template", "adapted: ")):
+        found = {k.removeprefix(prefix): v for k, v in report["examples"].items() if k.startswith(prefix)}
+        if found:
+            table.add_row(label, ", ".join(f"{k}: {v:,}" for k, v in found.items()))
     table.add_row(
         "tokens per epoch", f"{report['tokens_per_epoch']:,} ({report['trained_tokens_per_epoch']:,} trained)"
     )

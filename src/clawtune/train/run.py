@@ -146,9 +146,10 @@ def load_data(
             problems,
             progress=lambda: progress.advance(task),
             train_on_inputs=config.training.train_on_inputs,
+            max_refused=config.data.max_refused,
         )
     if not data.examples:
-        reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith("skipped"))
+        reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith(("skipped", "refused")))
         raise TrainError(
             f"{path}: no example has a trained token ({data.counts['read']} read; {reasons or 'file empty'}). "
             "Training on it would report a loss of 0 and learn nothing."
@@ -421,7 +422,13 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
             resume_from = checkpoint
     train_path = options.data or config.data.train
 
-    tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template)
+    tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template, training=True)
+    if main and template_source.startswith("clawtune:") and config.chat_template is None:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[yellow]note[/]: chat template: {template_source}, clawtune's training template for this model's stock "
+            "template (which cannot be trained on as it is); the checkpoint and its exports carry it",
+            highlight=False,
+        )
     problems = Problems(strict=options.strict, keep=1000)
     train = load_data(train_path, tokenizer, config, problems, console)
     validation = None
