@@ -11,6 +11,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import secrets
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from clawtune.data.examples import (
     duplicate_keys,
     infer_tool_schema,
 )
+from clawtune.data.holdout import REPORT, read_export
 from clawtune.data.scrub import Scrubber
 from clawtune.data.split import SPLITS, assign_splits
 from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, entry_time, iso
+from clawtune.logs.lines import DEFAULT_MAX_LINE_BYTES, line_limit, read_lines
 from clawtune.logs.sessions import (
     RawSession,
     agent_sources,
@@ -68,6 +71,8 @@ class ExportOptions:
     seed: int = 42
     strict: bool = False
     progress: bool = False
+    force: bool = False  # replace the files of an earlier export in `output` (and only those)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # longer lines (and SQLite events) are skipped and reported
 
 
 def parse_date_range(text: str) -> tuple[date, date]:
@@ -116,11 +121,24 @@ class Exporter:
         self.seen_near: set[bytes] = set()
         self.policy, self.replacement = resolve_system_prompt(options)
         self.splits: dict[str, str] = {}
+        self.export_id = new_export_id()
 
     def run(self) -> dict[str, Any]:
         """Export, write the three split files and the report, and return the report."""
         options = self.options
+        earlier = earlier_export_files(options.output)
+        if earlier and not options.force:
+            raise InputError(
+                f"{options.output} holds the files of an earlier export ({', '.join(earlier)}); pass --force to "
+                "replace them (--force removes only the files an export wrote, nothing else in the folder), or "
+                "export into another folder"
+            )
         options.output.mkdir(parents=True, exist_ok=True)
+        with line_limit(options.max_line_bytes):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        options = self.options
         sources, index = self.find_sources()
         spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past the with-block for the split pass
             "wb", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False
@@ -129,20 +147,22 @@ class Exporter:
             with spool:
                 for session in self.read(sources, index):
                     # Each spool line is `"<session id>"\t<example>`: the split pass routes it without parsing.
+                    # Written in pieces: concatenating would copy a long example twice more.
                     key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
-                        spool.write(key + orjson.dumps(example) + b"\n")
+                        spool.write(key)
+                        spool.write(orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE))
             written = sum(self.session_examples.values())
             if written < options.min_samples:
                 raise InputError(self.too_few_message(written))
             self.splits = assign_splits(self.session_examples, options.ratios, options.seed)
+            remove_earlier_export(options.output, keep=set(SPLIT_FILES.values()))
             counts = self.write_splits(Path(spool.name), self.splits)
         finally:
             Path(spool.name).unlink(missing_ok=True)
         report = self.report(counts, len(sources))
-        (options.output / "export-report.json").write_text(
-            json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        report["stale_files"] = stale_files(options.output, self.export_id)
+        write_report(options.output, report)
         return report
 
     def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
@@ -154,11 +174,12 @@ class Exporter:
         index: dict[str, dict[str, Any]] = {}
         state_dirs = options.state_dirs or default_state_dirs()
         for state_dir in state_dirs:
-            sources += agent_sources(state_dir, options.agent_id)
+            sources += agent_sources(state_dir, options.agent_id, self.problems)
             index.update(load_index(state_dir, options.agent_id, self.problems))
         if not sources:
             looked = ", ".join(str(d / "agents" / options.agent_id) for d in state_dirs)
-            raise InputError(f"no sessions found for agent {options.agent_id!r} (looked in {looked})")
+            why = "".join(f"\n  {problem}" for problem in self.problems.items[:10])
+            raise InputError(f"no sessions found for agent {options.agent_id!r} (looked in {looked}){why}")
         return sources, index
 
     def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
@@ -257,6 +278,7 @@ class Exporter:
                 "source": f"{session.where(low)}-{high}" if lines else session.where(None),
                 "signals": [s for s in conv.signals if low is not None and low <= (s.get("line") or 0) <= (high or 0)],
                 "system_prompt": self.policy,
+                "export_id": self.export_id,
             }
             yield example
 
@@ -321,11 +343,14 @@ class Exporter:
         handles = {s: open(p, "wb") for s, p in temps.items()}  # noqa: SIM115 - closed below
         try:
             with open(spool, "rb") as fh:
-                for line in fh:
-                    key, _, example = line.partition(b"\t")
-                    split = splits[orjson.loads(key)]
-                    handles[split].write(example)
+                for line in read_lines(fh, limit=1 << 62):
+                    assert not isinstance(line, int)
+                    tab = line.index(b"\t")
+                    split = splits[orjson.loads(line[:tab])]
+                    with memoryview(line) as view:  # the example (and its newline) is written from the line
+                        handles[split].write(view[tab + 1 :])
                     counts[split] += 1
+                    del line
         finally:
             for handle in handles.values():
                 handle.close()
@@ -344,6 +369,9 @@ class Exporter:
     def report(self, counts: dict[str, int], n_sources: int) -> dict[str, Any]:
         total = sum(counts.values())
         return {
+            "export_id": self.export_id,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "written": [*SPLIT_FILES.values(), REPORT],
             "agent_id": self.options.agent_id,
             "sources": n_sources,
             "sessions_read": self.stats["sessions_read"],
@@ -361,6 +389,56 @@ class Exporter:
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
         }
+
+
+def new_export_id() -> str:
+    """A fresh export id: when it was made, and random bits so two exports in one second still differ."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def earlier_export_files(folder: Path) -> list[str]:
+    """The files in `folder` that an earlier export wrote: those its report lists (an export before ids: the split
+    files and the report), plus any split file an export would overwrite."""
+    if not folder.is_dir():
+        return []
+    record = read_export(folder)
+    names = [*SPLIT_FILES.values(), REPORT]
+    if record is not None and isinstance(record.report.get("written"), list):
+        names = [str(n) for n in record.report["written"]] + names
+    return [n for n in dict.fromkeys(names) if (folder / n).is_file() and Path(n).name == n]
+
+
+def remove_earlier_export(folder: Path, keep: set[str]) -> None:
+    """Delete the files an earlier export recorded (not `keep`, which are about to be replaced atomically), the
+    report first, so a crash never leaves a report that describes files of another export."""
+    names = earlier_export_files(folder)
+    for name in sorted(names, key=lambda n: n != REPORT):
+        if name not in keep:
+            (folder / name).unlink(missing_ok=True)
+
+
+def stale_files(folder: Path, export_id: str) -> list[dict[str, Any]]:
+    """Data files in the export folder made from another export (an `augmented.jsonl` of the previous split): they
+    are left in place, but training on them would leak the new held-out sessions, so they are named."""
+    from clawtune.logs.lines import iter_json_lines
+
+    stale = []
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.name in SPLIT_FILES.values() or not path.is_file():
+            continue
+        with contextlib.closing(iter_json_lines(path, Problems(keep=0))) as lines:  # type: ignore[type-var]
+            first = next(lines, None)
+        made_by = ((first[1].get("metadata") or {}).get("export_id") if first else None) or None
+        if first is not None and made_by != export_id:
+            stale.append({"file": path.name, "export_id": made_by})
+    return stale
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> None:
+    """The report, written to a temporary name and renamed into place."""
+    temp = folder / f".{REPORT}.tmp"
+    temp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temp, folder / REPORT)
 
 
 class _NoProgress:
