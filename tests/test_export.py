@@ -96,7 +96,7 @@ def test_no_planted_secret_reaches_the_output_and_scrub_can_be_disabled(tmp_path
 
 def test_split_is_deterministic_by_seed(tmp_path, sample_state):
     def split_of(out: Path, seed: str) -> dict[str, set[str]]:
-        assert export_sample(out, sample_state, "--seed", seed) == 0
+        assert export_sample(out, sample_state, "--seed", seed, "--force") == 0
         return {n: {e["metadata"]["session_id"] for e in read_jsonl(out / n)} for n in ("raw.jsonl", "test.jsonl")}
 
     assert split_of(tmp_path / "a", "1") == split_of(tmp_path / "b", "1")

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import os
-import secrets
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +47,10 @@ from clawtune.logs.tree import active_branch, segments
 from clawtune.problems import InputError, Problems
 
 SPLIT_FILES = {"train": "raw.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
+# Examples are spooled before the split (and so the export id) is known: each ends with this placeholder id, which the
+# split pass replaces by the real one without parsing the example again.
+ID_PLACEHOLDER = "0" * 16
+ID_TAIL = b'"export_id":"' + ID_PLACEHOLDER.encode() + b'"}}\n'
 
 
 @dataclass
@@ -121,11 +125,14 @@ class Exporter:
         self.seen_near: set[bytes] = set()
         self.policy, self.replacement = resolve_system_prompt(options)
         self.splits: dict[str, str] = {}
-        self.export_id = new_export_id()
+        self.export_id = ""  # derived from what is exported, once the split is known (see `derive_export_id`)
+        self.content = hashlib.blake2b(digest_size=16)
 
     def run(self) -> dict[str, Any]:
         """Export, write the three split files and the report, and return the report."""
         options = self.options
+        if options.output.exists() and not options.output.is_dir():
+            raise InputError(f"--output {options.output} is a file; give the folder to write the export to")
         earlier = earlier_export_files(options.output)
         if earlier and not options.force:
             raise InputError(
@@ -150,12 +157,17 @@ class Exporter:
                     # Written in pieces: concatenating would copy a long example twice more.
                     key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
+                        data = orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE)
+                        self.content.update(key)
+                        self.content.update(data)
                         spool.write(key)
-                        spool.write(orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE))
+                        spool.write(data)
+                        del data
             written = sum(self.session_examples.values())
             if written < options.min_samples:
                 raise InputError(self.too_few_message(written))
             self.splits = assign_splits(self.session_examples, options.ratios, options.seed)
+            self.export_id = self.derive_export_id()
             remove_earlier_export(options.output, keep=set(SPLIT_FILES.values()))
             counts = self.write_splits(Path(spool.name), self.splits)
         finally:
@@ -278,7 +290,7 @@ class Exporter:
                 "source": f"{session.where(low)}-{high}" if lines else session.where(None),
                 "signals": [s for s in conv.signals if low is not None and low <= (s.get("line") or 0) <= (high or 0)],
                 "system_prompt": self.policy,
-                "export_id": self.export_id,
+                "export_id": ID_PLACEHOLDER,  # the last key: write_splits puts the real id in place of it
             }
             yield example
 
@@ -339,16 +351,18 @@ class Exporter:
         """Stream the spool into the three split files, each written to a temp name and renamed when complete."""
         out = self.options.output
         temps = {s: out / f".{SPLIT_FILES[s]}.tmp" for s in SPLITS}
+        tail = ID_TAIL.replace(ID_PLACEHOLDER.encode(), self.export_id.encode())
         counts = dict.fromkeys(SPLITS, 0)
         handles = {s: open(p, "wb") for s, p in temps.items()}  # noqa: SIM115 - closed below
         try:
             with open(spool, "rb") as fh:
                 for line in read_lines(fh, limit=1 << 62):
-                    assert not isinstance(line, int)
+                    assert not isinstance(line, int) and line.endswith(ID_TAIL)
                     tab = line.index(b"\t")
                     split = splits[orjson.loads(line[:tab])]
-                    with memoryview(line) as view:  # the example (and its newline) is written from the line
-                        handles[split].write(view[tab + 1 :])
+                    with memoryview(line) as view:  # the example is written from the line, not copied out of it
+                        handles[split].write(view[tab + 1 : len(line) - len(ID_TAIL)])
+                    handles[split].write(tail)
                     counts[split] += 1
                     del line
         finally:
@@ -366,11 +380,17 @@ class Exporter:
             f"bad input: {len(self.problems)})"
         )
 
+    def derive_export_id(self) -> str:
+        """The export's id: a digest of every example written and of how they were split. The same logs exported
+        with the same options get the same id (and identical files); another split gets another id."""
+        digest = hashlib.blake2b(self.content.digest(), digest_size=8)
+        digest.update(orjson.dumps([self.options.ratios, self.options.seed, sorted(self.splits.items())]))
+        return digest.hexdigest()
+
     def report(self, counts: dict[str, int], n_sources: int) -> dict[str, Any]:
         total = sum(counts.values())
         return {
             "export_id": self.export_id,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "written": [*SPLIT_FILES.values(), REPORT],
             "agent_id": self.options.agent_id,
             "sources": n_sources,
@@ -389,11 +409,6 @@ class Exporter:
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
         }
-
-
-def new_export_id() -> str:
-    """A fresh export id: when it was made, and random bits so two exports in one second still differ."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
 
 
 def earlier_export_files(folder: Path) -> list[str]:

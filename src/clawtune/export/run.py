@@ -232,6 +232,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
             "formats": written,
             "parity": ctx.parity,
             "base_model": manifest.get("base_model"),
+            "agent_id": _agent_of(trained),
         }
         (staging / "export-summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         _swap(staging, output)
@@ -241,6 +242,14 @@ def export(options: ExportOptions) -> dict[str, Any]:
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
     return summary
+
+
+def _agent_of(examples: list[dict[str, Any]]) -> str | None:
+    """The OpenClaw agent whose sessions the training data came from (the most common, if several)."""
+    from collections import Counter
+
+    agents = Counter(str(a) for e in examples if (a := (e.get("metadata") or {}).get("agent_id")))
+    return agents.most_common(1)[0][0] if agents else None
 
 
 def _swap(staging: Path, output: Path) -> None:
@@ -657,6 +666,7 @@ def print_summary(summary: dict[str, Any], register_endpoint: str | None = None)
     endpoint = register_endpoint or "http://127.0.0.1:8000/v1"
     console.print(
         "Register it with OpenClaw once it is served:\n"
-        f"  clawtune openclaw register --model-id {summary['name']} --endpoint {endpoint} --agent main --primary",
+        f"  clawtune openclaw register --model-id {summary['name']} --endpoint {endpoint} "
+        f"--agent {summary.get('agent_id') or 'main'} --primary",
         highlight=False,
     )
