@@ -112,7 +112,7 @@ def test_system_prompt_policies(tmp_path, sample_state):
         ("keep", lambda m: m[0]["role"] == "system" and "running inside OpenClaw" in m[0]["content"]),
     ]:
         out = tmp_path / f"p{len(policy)}"
-        assert export_sample(out, sample_state, "--system-prompt", policy) == 0
+        assert export_sample(out, sample_state, "--system-prompt", policy, "--force") == 0
         examples = read_jsonl(out / "raw.jsonl")
         # keep: the JSONL-era sessions recorded their prompt in the trajectory sibling; the store truncated it.
         assert any(check(e["messages"]) for e in examples), policy

@@ -667,7 +667,8 @@ def chat(
         str | None, typer.Option("--message", help="Ask once and print the answer; without it, an interactive chat.")
     ] = None,
     endpoint: Annotated[
-        str, typer.Option("--endpoint", help="The server (default: the local clawtune serve).", envvar="CLAWTUNE_ENDPOINT")
+        str,
+        typer.Option("--endpoint", help="The server (default: the local clawtune serve).", envvar="CLAWTUNE_ENDPOINT"),
     ] = "http://127.0.0.1:8000/v1",
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="CLAWTUNE_API_KEY")] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt for --message.")] = None,
