@@ -115,7 +115,7 @@ def test_no_planted_secret_reaches_the_output_and_scrub_can_be_disabled(tmp_path
 
 def test_split_is_deterministic_by_seed(tmp_path, sample_state):
     def split_of(out: Path, seed: str) -> dict[str, set[str]]:
-        assert export_sample(out, sample_state, "--seed", seed) == 0
+        assert export_sample(out, sample_state, "--seed", seed, "--force") == 0
         return {n: {e["metadata"]["session_id"] for e in read_jsonl(out / n)} for n in ("raw.jsonl", "test.jsonl")}
 
     assert split_of(tmp_path / "a", "1") == split_of(tmp_path / "b", "1")
@@ -131,7 +131,7 @@ def test_system_prompt_policies(tmp_path, sample_state):
         ("keep", lambda m: m[0]["role"] == "system" and "running inside OpenClaw" in m[0]["content"]),
     ]:
         out = tmp_path / f"p{len(policy)}"
-        assert export_sample(out, sample_state, "--system-prompt", policy) == 0
+        assert export_sample(out, sample_state, "--system-prompt", policy, "--force") == 0
         examples = read_jsonl(out / "raw.jsonl")
         # keep: the JSONL-era sessions recorded their prompt in the trajectory sibling; the store truncated it.
         assert any(check(e["messages"]) for e in examples), policy

@@ -41,7 +41,7 @@ mangle = st.one_of(
 
 
 def run_export(tmp_path, sources):
-    exporter = Exporter(ExportOptions(agent_id="a", output=tmp_path / "out", sessions=sources))
+    exporter = Exporter(ExportOptions(agent_id="a", output=tmp_path / "out", sessions=sources, force=True))
     try:
         report = exporter.run()
     except InputError as exc:  # a clear, expected message: nothing usable was left

@@ -78,7 +78,7 @@ def export_training_data(
         bool, typer.Option("--keep-thinking", help="Keep thinking blocks as reasoning_content.")
     ] = False,
     keep_images: Annotated[
-        bool, typer.Option("--keep-images", help="Keep an [image] placeholder where images were.")
+        bool, typer.Option("--keep-images", help="Keep an \\[image] placeholder where images were.")
     ] = False,
     drop_failures: Annotated[
         bool, typer.Option("--drop-failures", help="Drop examples with tool errors or aborted turns.")
@@ -88,6 +88,16 @@ def export_training_data(
     strict: Annotated[
         bool, typer.Option("--strict", help="Stop at the first bad line instead of reporting and skipping it.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace an earlier export in --output (only the files that export wrote)."),
+    ] = False,
+    max_line_mb: Annotated[
+        float,
+        typer.Option(
+            "--max-line-mb", help="Skip (and report) transcript lines and store events larger than this.", min=0.001
+        ),
+    ] = 64,
 ) -> None:
     """Export an agent's sessions as scrubbed OpenAI chat JSONL, split by session into train/validation/test."""
     from clawtune.data.export import ExportOptions, export_training_data, parse_date_range
@@ -121,6 +131,8 @@ def export_training_data(
             seed=seed,
             strict=strict,
             progress=sys.stderr.isatty(),
+            force=force,
+            max_line_bytes=int(max_line_mb * 1024 * 1024),
         )
         report = export_training_data(options)
     except InputError as exc:
@@ -174,10 +186,16 @@ def data_stats_command(
     from clawtune.data.validate import iter_examples
     from clawtune.problems import Problems
 
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        _fail(f"no such file: {', '.join(missing)}")
     problems = Problems()
     examples = [e for path in files for _, e in iter_examples(path, problems)]
     for problem in problems.items:
         typer.echo(f"skipped {problem}", err=True)
+    if not examples:
+        why = f"{len(problems)} unreadable lines" if problems else "empty"
+        _fail(f"{', '.join(map(str, files))}: no examples ({why}); nothing to compare with the recipe")
     stats = data_stats(examples)
     if as_json:
         typer.echo(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
@@ -210,6 +228,7 @@ def augment_data(
     teacher_model: Annotated[
         str | None, typer.Option("--teacher-model", help="The teacher model's name at that endpoint.")
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
 ) -> None:
     """Grow a training set N-fold with transformations that keep tool calls, results and answers consistent."""
     import json
@@ -229,6 +248,7 @@ def augment_data(
         teacher_endpoint=teacher_endpoint,
         teacher_model=teacher_model,
         teacher_api_key=api_key,
+        force=force,
     )
     try:
         report = augment(options)
@@ -241,6 +261,15 @@ def augment_data(
     )
     if report["shortfall"]:
         typer.secho(f"  {report['shortfall']} short of the target: the seeds ran out of distinct variants", fg="yellow")
+    for note in report["notes"]:
+        typer.secho(f"  note: {note}", fg="yellow")
+    teacher = report["teacher"]
+    if teacher and teacher["failures"]:
+        typer.secho(
+            f"  the teacher failed {teacher['failures']} of {teacher['requests']} requests (last: "
+            f"{teacher['last_error']}); those examples used the offline transformations",
+            fg="yellow",
+        )
     typer.echo("  made by: " + (", ".join(f"{k} {v}" for k, v in report["made_by"].items()) or "nothing"))
     typer.echo("  candidates discarded: " + (", ".join(f"{k} {v}" for k, v in report["discarded"].items()) or "none"))
     before, after = report["mix_before"], report["mix_after"]
@@ -271,15 +300,29 @@ def ft_init(
         str, typer.Option("--validation", help="Validation data path, as written into the config.")
     ] = "./ft-data/validation.jsonl",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="seed (the founding document's values, for a 7-8B base), tiny-agent (what trains the bundled "
+            "model), or auto: tiny-agent for clawtune/tiny-agent, else seed.",
+        ),
+    ] = "auto",
 ) -> None:
     """Write a commented ft-config.yaml with the seed's values (LoRA r=16, alpha=32, lr 2e-4, ...)."""
-    from clawtune.train.config import init_config
+    from clawtune.models import check_base_model
+    from clawtune.train.config import init_config, preset_for, warmup_warning
 
     try:
-        init_config(config, base_model, method, output_dir, train, validation, force)
+        note = check_base_model(base_model)
+        chosen = preset_for(base_model, preset)
+        init_config(config, base_model, method, output_dir, train, validation, force, chosen)
     except InputError as exc:
         _fail(str(exc))
-    typer.echo(f"wrote {config} (base_model {base_model}, method {method}, output_dir {output_dir})")
+    typer.echo(f"wrote {config} (base_model {base_model}, method {method}, output_dir {output_dir}, preset {chosen})")
+    for line in (note, warmup_warning(config)):
+        if line:
+            typer.secho(f"note: {line}", fg="yellow", err=True)
 
 
 @ft_app.command("train")
@@ -305,6 +348,12 @@ def ft_train(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail on the first bad example instead of skipping it.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an earlier run's checkpoints in output_dir (with --resume: those after it)."
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune (LoRA, QLoRA or full) with assistant-only loss, isolated packing and resumable checkpoints."""
     import os
@@ -324,6 +373,7 @@ def ft_train(
             project_name=project_name,
             max_steps=max_steps,
             strict=strict,
+            force=force,
         )
         if gpus and gpus > 1 and "LOCAL_RANK" not in os.environ and not dry_run:
             argv = ["ft", "train", "--config", str(config), "--gpus", str(gpus)]
@@ -331,7 +381,7 @@ def ft_train(
                 if value is not None:
                     argv += [flag, str(value)]
             argv += ["--max-steps", str(max_steps)] if max_steps else []
-            argv += ["--wandb"] * wandb + ["--strict"] * strict
+            argv += ["--wandb"] * wandb + ["--strict"] * strict + ["--force"] * force
             raise typer.Exit(launch_processes(options, argv))
         try:
             run_training(options)
@@ -629,17 +679,25 @@ def serve(
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
     import signal
 
-    from clawtune.serve.app import Gateway, Server
+    from clawtune.serve.app import Gateway, Server, bind
     from clawtune.serve.config import load
 
     try:
         settings = load(config)
-        server = Server(Gateway(settings, data_dir=data_dir), host, port)
     except InputError as exc:
         _fail(str(exc))
         return
+    address = (host or settings.server.host, settings.server.port if port is None else port)
+    try:
+        httpd = bind(*address)  # before loading any model: a port in use is said at once
     except OSError as exc:
-        _fail(f"cannot listen on {host or settings.server.host}:{port or settings.server.port}: {exc.strerror}")
+        _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc} (--port, or server.port in {config})")
+        return
+    try:
+        server = Server(Gateway(settings, data_dir=data_dir), httpd=httpd)
+    except InputError as exc:
+        httpd.server_close()
+        _fail(str(exc))
         return
     models = ", ".join(server.gateway.entries)
     typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
@@ -663,9 +721,10 @@ def chat(
     message: Annotated[
         str | None, typer.Option("--message", help="Ask once and print the answer; without it, an interactive chat.")
     ] = None,
-    endpoint: Annotated[str, typer.Option("--endpoint", help="The server (default: the local clawtune serve).")] = (
-        "http://127.0.0.1:8000/v1"
-    ),
+    endpoint: Annotated[
+        str,
+        typer.Option("--endpoint", help="The server (default: the local clawtune serve).", envvar="CLAWTUNE_ENDPOINT"),
+    ] = "http://127.0.0.1:8000/v1",
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="CLAWTUNE_API_KEY")] = None,
     system: Annotated[str | None, typer.Option("--system", help="A system prompt for --message.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the whole reply as JSON.")] = False,

@@ -21,23 +21,13 @@ DEMO_SESSIONS = 1000  # about 600 in the seed's date range: 265 distinct convers
 DEMO_SPLIT = (70, 10, 20)  # a fifth held out, so the paired test has enough turns to tell a real difference
 
 
-# The seed's values, changed where a 2M-parameter model on 2 CPU cores needs it (each line says so in the file).
-DEMO_OVERRIDES = {
-    "learning_rate: 2e-4": "learning_rate: 5e-3      # demo: a tiny model takes a larger step",
-    "warmup_steps: 100": "warmup_steps: 10",
-    "max_seq_length: 4096": "max_seq_length: 1024     # demo: the sample agent's examples are under 700 tokens",
-    "save_steps: 500": "save_steps: 50",
-}
-
-
 def write_demo_config(output: Path) -> Path:
-    """`clawtune ft init` for the tiny model, then the demo's few changes to the seed's values."""
-    import re
-
+    """`clawtune ft init --base-model clawtune/tiny-agent`: the tiny-agent preset (the seed's values, changed where
+    a 3M-parameter model on a CPU needs it; each line of the file says so)."""
     from clawtune.train.config import init_config
 
     path = output / "ft-config.yaml"
-    text = init_config(
+    init_config(
         path,
         TINY_AGENT,
         "lora",
@@ -45,16 +35,8 @@ def write_demo_config(output: Path) -> Path:
         "ft-data/augmented.jsonl",
         "ft-data/validation.jsonl",
         force=True,
+        preset="tiny-agent",
     )
-    for seed_value, demo_value in DEMO_OVERRIDES.items():
-        text = re.sub(rf"{re.escape(seed_value)}.*", demo_value, text)
-    text = re.sub(
-        r"target_modules:\n(\s+- .*\n)+",
-        "target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head]"
-        "   # demo: every linear layer and the output layer (a 192-wide model learns new words only there)\n",
-        text,
-    )
-    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -72,7 +54,7 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     console.print(
         f"clawtune agent export-training-data --agent-id my-agent --output {output / 'ft-data'} --format jsonl "
         f"--min-samples 100 --date-range {SEED_DATE_RANGE[0]}:{SEED_DATE_RANGE[1]} "
-        f"--split {':'.join(map(str, DEMO_SPLIT))} --state-dir {state}",
+        f"--split {':'.join(map(str, DEMO_SPLIT))} --state-dir {state} --force",
         highlight=False,
     )
     data = output / "ft-data"
@@ -84,6 +66,7 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
             min_samples=100,
             date_range=(date.fromisoformat(SEED_DATE_RANGE[0]), date.fromisoformat(SEED_DATE_RANGE[1])),
             ratios=(DEMO_SPLIT[0] / 100, DEMO_SPLIT[1] / 100, DEMO_SPLIT[2] / 100),
+            force=True,  # the demo owns its output folder: a second run replaces the first
         )
     )
     print_export_summary(report, data)
@@ -98,10 +81,10 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     print_data_stats(data_stats([e for _, e in iter_examples(data / "raw.jsonl", Problems())]), "raw.jsonl")
     augmented = data / "augmented.jsonl"
     console.print(
-        f"clawtune ft augment-data --input {data / 'raw.jsonl'} --output {augmented} --factor 3 --balance",
+        f"clawtune ft augment-data --input {data / 'raw.jsonl'} --output {augmented} --factor 3 --balance --force",
         highlight=False,
     )
-    report = augment(AugmentOptions(input=data / "raw.jsonl", output=augmented, factor=3, balance=True))
+    report = augment(AugmentOptions(input=data / "raw.jsonl", output=augmented, factor=3, balance=True, force=True))
     made = ", ".join(f"{k} {v}" for k, v in report["made_by"].items())
     console.print(
         f"{report['examples_in']} examples -> {report['examples_out']} in {augmented} (made by: {made})",
@@ -114,8 +97,13 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     from clawtune.train.run import TrainOptions, run_training
 
     config_path = write_demo_config(output)
-    console.print(f"clawtune ft train --config {config_path}", highlight=False)
-    summary = run_training(TrainOptions(config=load_config(config_path), max_steps=train_steps))
+    console.print(
+        f"clawtune ft init --base-model {TINY_AGENT} --method lora --output-dir fine-tuned-model/ --config "
+        f"{config_path} --force   (preset tiny-agent)",
+        highlight=False,
+    )
+    console.print(f"clawtune ft train --config {config_path} --force", highlight=False)
+    summary = run_training(TrainOptions(config=load_config(config_path), max_steps=train_steps, force=True))
     losses = summary["losses"]
     console.print(
         f"loss {losses[0]['loss']:.3f} -> {losses[-1]['loss']:.3f} over {summary['steps']} steps; "

@@ -39,11 +39,10 @@ import orjson
 
 from clawtune.chat import Example, Message, content_text
 from clawtune.data.examples import duplicate_keys
+from clawtune.data.holdout import Holdouts, export_ids, find_holdouts, leakage_message, leaks
 from clawtune.data.recipe import CATEGORIES, TARGET, category, data_stats, traits
 from clawtune.data.validate import check_example, iter_examples
 from clawtune.problems import InputError, Problems
-
-HOLDOUT_NAMES = ("validation.jsonl", "test.jsonl")
 
 PARAPHRASES_EN = [
     "Could you tell me this: {q}",
@@ -102,6 +101,7 @@ class AugmentOptions:
     teacher_endpoint: str | None = None
     teacher_model: str | None = None
     teacher_api_key: str | None = None
+    force: bool = False
 
 
 # --- what the whole input teaches the transformations ------------------------------------------------------------
@@ -426,36 +426,27 @@ def load(path: Path) -> list[tuple[int, Example]]:
     return examples
 
 
-def check_leakage(examples: list[tuple[int, Example]], options: AugmentOptions) -> list[Path]:
-    """Refuse training data that shares sessions or examples with the held-out files; returns those files."""
-    holdouts = [*options.holdout, *(options.input.parent / name for name in HOLDOUT_NAMES)]
-    holdouts = [p for p in dict.fromkeys(holdouts) if p.is_file() and p.resolve() != options.input.resolve()]
-    if options.output.resolve() in {p.resolve() for p in holdouts}:
+def check_leakage(examples: list[tuple[int, Example]], options: AugmentOptions) -> Holdouts:
+    """Refuse training data that shares sessions or examples with the held-out files of the export that made it (found
+    through the export id in its metadata), the validation and test files beside it, and `--holdout`."""
+    found = find_holdouts(options.input, export_ids(e for _, e in examples), extra=options.holdout)
+    if options.output.resolve() in {p.resolve() for p in found.files}:
         raise InputError(f"--output {options.output} is held-out data; augmenting must never write to it")
-    sessions: dict[str, str] = {}
-    contents: dict[bytes, str] = {}
-    for path in holdouts:
-        for line, example in iter_examples(path, Problems()):
-            session = (example.get("metadata") or {}).get("session_id")
-            if session:
-                sessions.setdefault(str(session), f"{path}:{line}")
-            contents.setdefault(duplicate_keys(example)[0], f"{path}:{line}")
-    leaks = []
-    for line, example in examples:
-        session = str((example.get("metadata") or {}).get("session_id") or "")
-        where = sessions.get(session) if session else None
-        same = contents.get(duplicate_keys(example)[0])
-        if where:
-            leaks.append(f"{options.input}:{line} is from session {session}, as is {where}")
-        elif same:
-            leaks.append(f"{options.input}:{line} is the same example as {same}")
-    if leaks:
-        shown = "\n  ".join(leaks[:10])
+    leaked = leaks(examples, options.input, found.files)
+    if leaked:
+        raise InputError(leakage_message("augment", leaked, found.notes))
+    return found
+
+
+def check_output(options: AugmentOptions) -> None:
+    """Never write over the input (an existing output needs `force`, checked once the held-out files are known)."""
+    if options.output.exists() and options.output.resolve() == options.input.resolve():
         raise InputError(
-            f"refusing to augment: {len(leaks)} training examples overlap held-out data (leakage would inflate every "
-            f"evaluation):\n  {shown}"
+            f"--output {options.output} is the input: augmenting would replace the originals; write to another file "
+            "(e.g. augmented.jsonl beside it)"
         )
-    return holdouts
+    if options.output.is_dir():
+        raise InputError(f"--output {options.output} is a folder; name the file to write (e.g. augmented.jsonl)")
 
 
 @dataclass
@@ -468,6 +459,7 @@ class Augmenter:
     rng: random.Random
     teacher: Callable[[str], str | None] | None = None
     teacher_requests: list[str] = field(default_factory=list)
+    export_id: str | None = None  # the export that made the input: synthesized examples carry it too
     out: list[Example] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
     made: Counter[str] = field(default_factory=Counter)
@@ -493,6 +485,8 @@ class Augmenter:
                 # only a synthesized refusal says what it is.
                 metadata.pop("category", None)
         metadata["category"] = category({**example, "metadata": metadata})
+        if self.export_id:
+            metadata.setdefault("export_id", self.export_id)
         self.out.append({**example, "metadata": metadata})
         for name in how:
             self.made[name] += 1
@@ -610,22 +604,30 @@ def augment(options: AugmentOptions) -> dict[str, Any]:
     """Run one augmentation and write the output; returns the report."""
     if options.factor < 1:
         raise InputError(f"--factor {options.factor}: must be at least 1 (the originals are always kept)")
+    check_output(options)
+    if not options.input.is_file():
+        raise InputError(f"--input {options.input}: no such file")
     indexed = load(options.input)
     if not indexed:
         raise InputError(f"{options.input} has no examples")
     holdouts = check_leakage(indexed, options)
+    if options.output.exists() and not options.force:
+        raise InputError(f"--output {options.output} exists; pass --force to replace it")
     originals = [e for _, e in indexed]
     teacher = None
     if options.teacher_endpoint:
         from clawtune.data.teacher import Teacher
 
         teacher = Teacher(options.teacher_endpoint, options.teacher_model or "default", options.teacher_api_key)
+        teacher.check()  # an unreachable teacher stops the run here, with the cause, not silently in the report
+    ids = export_ids(originals)
     run = Augmenter(
         options,
         originals,
         Corpus.gather(originals),
         random.Random(options.seed),
         teacher.paraphrase if teacher else None,
+        export_id=ids.most_common(1)[0][0] if len(ids) == 1 else None,
     )
     if teacher and options.balance:
         # Generated requests are kept only if none of the agent's tools could serve them.
@@ -646,7 +648,9 @@ def augment(options: AugmentOptions) -> dict[str, Any]:
     return {
         "input": str(options.input),
         "output": str(options.output),
-        "holdout_checked": [str(p) for p in holdouts],
+        "export_ids": dict(ids),
+        "holdout_checked": [str(p) for p in holdouts.files],
+        "notes": holdouts.notes,
         "factor": options.factor,
         "examples_in": len(originals),
         "examples_out": len(run.out),

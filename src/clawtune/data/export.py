@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import hashlib
 import json
 import os
 import tempfile
@@ -29,9 +30,11 @@ from clawtune.data.examples import (
     duplicate_keys,
     infer_tool_schema,
 )
+from clawtune.data.holdout import REPORT, read_export
 from clawtune.data.scrub import Scrubber
 from clawtune.data.split import SPLITS, assign_splits
 from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, entry_time, iso
+from clawtune.logs.lines import DEFAULT_MAX_LINE_BYTES, line_limit, read_lines
 from clawtune.logs.sessions import (
     RawSession,
     agent_sources,
@@ -43,7 +46,13 @@ from clawtune.logs.sessions import (
 from clawtune.logs.tree import active_branch, segments
 from clawtune.problems import InputError, Problems
 
+FAILED_REPORT = "export-report.failed.json"  # a failed export's report, beside an earlier export's own
+
 SPLIT_FILES = {"train": "raw.jsonl", "validation": "validation.jsonl", "test": "test.jsonl"}
+# Examples are spooled before the split (and so the export id) is known: each ends with this placeholder id, which the
+# split pass replaces by the real one without parsing the example again.
+ID_PLACEHOLDER = "0" * 16
+ID_TAIL = b'"export_id":"' + ID_PLACEHOLDER.encode() + b'"}}\n'
 
 
 @dataclass
@@ -68,6 +77,8 @@ class ExportOptions:
     seed: int = 42
     strict: bool = False
     progress: bool = False
+    force: bool = False  # replace the files of an earlier export in `output` (and only those)
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # longer lines (and SQLite events) are skipped and reported
 
 
 def parse_date_range(text: str) -> tuple[date, date]:
@@ -117,11 +128,27 @@ class Exporter:
         self.seen_near: set[bytes] = set()
         self.policy, self.replacement = resolve_system_prompt(options)
         self.splits: dict[str, str] = {}
+        self.export_id = ""  # derived from what is exported, once the split is known (see `derive_export_id`)
+        self.content = hashlib.blake2b(digest_size=16)
 
     def run(self) -> dict[str, Any]:
         """Export, write the three split files and the report, and return the report."""
         options = self.options
+        if options.output.exists() and not options.output.is_dir():
+            raise InputError(f"--output {options.output} is a file; give the folder to write the export to")
+        earlier = earlier_export_files(options.output)
+        if earlier and not options.force:
+            raise InputError(
+                f"{options.output} holds the files of an earlier export ({', '.join(earlier)}); pass --force to "
+                "replace them (--force removes only the files an export wrote, nothing else in the folder), or "
+                "export into another folder"
+            )
         options.output.mkdir(parents=True, exist_ok=True)
+        with line_limit(options.max_line_bytes):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        options = self.options
         sources, index = self.find_sources()
         spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - kept past the with-block for the split pass
             "wb", dir=options.output, prefix=".spool-", suffix=".jsonl", delete=False
@@ -130,26 +157,35 @@ class Exporter:
             with spool:
                 for session in self.read(sources, index):
                     # Each spool line is `"<session id>"\t<example>`: the split pass routes it without parsing.
+                    # Written in pieces: concatenating would copy a long example twice more.
                     key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
-                        spool.write(key + orjson.dumps(example) + b"\n")
-            found = sum(self.session_examples.values())
-            if found < options.min_samples:
-                # No split files, but the report: it says what was read, dropped and skipped, and why.
-                message = self.too_few_message(found)
-                self.write_report(self.report(dict.fromkeys(SPLITS, 0), len(sources)) | {"error": message})
-                raise InputError(message + self.bad_input_listing())
+                        data = orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE)
+                        self.content.update(key)
+                        self.content.update(data)
+                        spool.write(key)
+                        spool.write(data)
+                        del data
+            written = sum(self.session_examples.values())
+            if written < options.min_samples:
+                # No split files, but the report: it says what was read, dropped and skipped, and why. An earlier
+                # export kept in the folder (a --force run that failed) keeps its own report: it is what records
+                # which files that export owns.
+                message = self.too_few_message(written)
+                name = FAILED_REPORT if earlier_export_files(options.output) else REPORT
+                failed = self.report(dict.fromkeys(SPLITS, 0), len(sources)) | {"error": message, "written": [name]}
+                write_report(options.output, failed, name)
+                raise InputError(message + self.bad_input_listing(options.output / name))
             self.splits = assign_splits(self.session_examples, options.ratios, options.seed)
+            self.export_id = self.derive_export_id()
+            remove_earlier_export(options.output, keep=set(SPLIT_FILES.values()))
             counts = self.write_splits(Path(spool.name), self.splits)
         finally:
             Path(spool.name).unlink(missing_ok=True)
         report = self.report(counts, len(sources))
-        self.write_report(report)
+        report["stale_files"] = stale_files(options.output, self.export_id)
+        write_report(options.output, report)
         return report
-
-    def write_report(self, report: dict[str, Any]) -> None:
-        path = self.options.output / "export-report.json"
-        path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
     def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
         """Explicit `--sessions` paths, or the agent's stores under each state folder."""
@@ -160,11 +196,12 @@ class Exporter:
         index: dict[str, dict[str, Any]] = {}
         state_dirs = options.state_dirs or default_state_dirs()
         for state_dir in state_dirs:
-            sources += agent_sources(state_dir, options.agent_id)
+            sources += agent_sources(state_dir, options.agent_id, self.problems)
             index.update(load_index(state_dir, options.agent_id, self.problems))
         if not sources:
             looked = ", ".join(str(d / "agents" / options.agent_id) for d in state_dirs)
-            raise InputError(f"no sessions found for agent {options.agent_id!r} (looked in {looked})")
+            why = "".join(f"\n  {problem}" for problem in self.problems.items[:10])
+            raise InputError(f"no sessions found for agent {options.agent_id!r} (looked in {looked}){why}")
         return sources, index
 
     def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
@@ -263,6 +300,7 @@ class Exporter:
                 "source": f"{session.where(low)}-{high}" if lines else session.where(None),
                 "signals": [s for s in conv.signals if low is not None and low <= (s.get("line") or 0) <= (high or 0)],
                 "system_prompt": self.policy,
+                "export_id": ID_PLACEHOLDER,  # the last key: write_splits puts the real id in place of it
             }
             yield example
 
@@ -323,15 +361,20 @@ class Exporter:
         """Stream the spool into the three split files, each written to a temp name and renamed when complete."""
         out = self.options.output
         temps = {s: out / f".{SPLIT_FILES[s]}.tmp" for s in SPLITS}
+        tail = ID_TAIL.replace(ID_PLACEHOLDER.encode(), self.export_id.encode())
         counts = dict.fromkeys(SPLITS, 0)
         handles = {s: open(p, "wb") for s, p in temps.items()}  # noqa: SIM115 - closed below
         try:
             with open(spool, "rb") as fh:
-                for line in fh:
-                    key, _, example = line.partition(b"\t")
-                    split = splits[orjson.loads(key)]
-                    handles[split].write(example)
+                for line in read_lines(fh, limit=1 << 62):
+                    assert not isinstance(line, int) and line.endswith(ID_TAIL)
+                    tab = line.index(b"\t")
+                    split = splits[orjson.loads(line[:tab])]
+                    with memoryview(line) as view:  # the example is written from the line, not copied out of it
+                        handles[split].write(view[tab + 1 : len(line) - len(ID_TAIL)])
+                    handles[split].write(tail)
                     counts[split] += 1
+                    del line
         finally:
             for handle in handles.values():
                 handle.close()
@@ -347,9 +390,8 @@ class Exporter:
             f"bad input: {len(self.problems)})"
         )
 
-    def bad_input_listing(self, shown: int = 5) -> str:
+    def bad_input_listing(self, report: Path, shown: int = 5) -> str:
         """Each bad input's file and reason, the first few of them, and where the rest are."""
-        report = self.options.output / "export-report.json"
         lines = [f"\n  {problem}" for problem in self.problems.items[:shown]]
         rest = len(self.problems) - len(lines)
         if rest > 0:
@@ -358,9 +400,18 @@ class Exporter:
             lines.append(f"\n  (no bad input; see {report})")
         return "".join(lines)
 
+    def derive_export_id(self) -> str:
+        """The export's id: a digest of every example written and of how they were split. The same logs exported
+        with the same options get the same id (and identical files); another split gets another id."""
+        digest = hashlib.blake2b(self.content.digest(), digest_size=8)
+        digest.update(orjson.dumps([self.options.ratios, self.options.seed, sorted(self.splits.items())]))
+        return digest.hexdigest()
+
     def report(self, counts: dict[str, int], n_sources: int) -> dict[str, Any]:
         total = sum(counts.values())
         return {
+            "export_id": self.export_id,
+            "written": [*SPLIT_FILES.values(), REPORT],
             "agent_id": self.options.agent_id,
             "sources": n_sources,
             "sessions_read": self.stats["sessions_read"],
@@ -379,6 +430,51 @@ class Exporter:
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
         }
+
+
+def earlier_export_files(folder: Path) -> list[str]:
+    """The files in `folder` that an earlier export wrote: those its report lists (an export before ids: the split
+    files and the report), plus any split file an export would overwrite."""
+    if not folder.is_dir():
+        return []
+    record = read_export(folder)
+    names = [*SPLIT_FILES.values(), REPORT]
+    if record is not None and isinstance(record.report.get("written"), list):
+        names = [str(n) for n in record.report["written"]] + names
+    return [n for n in dict.fromkeys(names) if (folder / n).is_file() and Path(n).name == n]
+
+
+def remove_earlier_export(folder: Path, keep: set[str]) -> None:
+    """Delete the files an earlier export recorded (not `keep`, which are about to be replaced atomically), the
+    report first, so a crash never leaves a report that describes files of another export."""
+    names = earlier_export_files(folder)
+    for name in sorted(names, key=lambda n: n != REPORT):
+        if name not in keep:
+            (folder / name).unlink(missing_ok=True)
+
+
+def stale_files(folder: Path, export_id: str) -> list[dict[str, Any]]:
+    """Data files in the export folder made from another export (an `augmented.jsonl` of the previous split): they
+    are left in place, but training on them would leak the new held-out sessions, so they are named."""
+    from clawtune.logs.lines import iter_json_lines
+
+    stale = []
+    for path in sorted(folder.glob("*.jsonl")):
+        if path.name in SPLIT_FILES.values() or not path.is_file():
+            continue
+        with contextlib.closing(iter_json_lines(path, Problems(keep=0))) as lines:  # type: ignore[type-var]
+            first = next(lines, None)
+        made_by = ((first[1].get("metadata") or {}).get("export_id") if first else None) or None
+        if first is not None and made_by != export_id:
+            stale.append({"file": path.name, "export_id": made_by})
+    return stale
+
+
+def write_report(folder: Path, report: dict[str, Any], name: str = REPORT) -> None:
+    """The report, written to a temporary name and renamed into place."""
+    temp = folder / f".{name}.tmp"
+    temp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temp, folder / name)
 
 
 class _NoProgress:

@@ -33,9 +33,18 @@ def print_export_summary(report: dict[str, Any], output: Path) -> None:
         redactions if isinstance(redactions, str) else ", ".join(f"{k}: {v}" for k, v in redactions.items()) or "none",
     )
     table.add_row("system prompt", report["system_prompt"]["policy"])
+    table.add_row("export id", str(report.get("export_id")))
     console.print(table)
     for line in skipped["first"][:5]:
         console.print(f"  [yellow]skipped[/] {line}", highlight=False)
     for split in ("train", "validation", "test"):
         console.print(f"  {split:<10} -> {output / splits[split]['file']}", highlight=False)
     console.print(f"  report     -> {output / 'export-report.json'}", highlight=False)
+    for stale in report.get("stale_files") or []:
+        made = f"export {stale['export_id']}" if stale["export_id"] else "an earlier export (no export id)"
+        console.print(
+            f"  [yellow]warning[/]: {output / stale['file']} was made from {made}, not this one: its training examples "
+            "may now be in this split's validation or test data (re-run `clawtune ft augment-data` on the new "
+            "raw.jsonl; `ft train` refuses leaking data)",
+            highlight=False,
+        )

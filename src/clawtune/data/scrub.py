@@ -110,8 +110,13 @@ class Scrubber:
         and an example none of them matches is returned as it is.
         """
         messages = example.get("messages", [])
-        joined = "\x00".join(_strings(messages))
-        rules = [r for r in RULES if (not r.guards or any(g in joined for g in r.guards)) and r.pattern.search(joined)]
+        strings = _strings(messages)
+        # Long strings (a dumped table in a tool result) are searched on their own, not copied into the join.
+        texts = [
+            "\x00".join(t for t in strings if len(t) < _JOIN_BELOW),
+            *(t for t in strings if len(t) >= _JOIN_BELOW),
+        ]
+        rules = [r for r in RULES if any(_finds(r, text) for text in texts)]
         if not rules:
             return example
         mapping: dict[tuple[str, str], str] = {}
@@ -182,6 +187,13 @@ class Scrubber:
         if isinstance(value, dict):
             return {k: self._walk(v, mapping, rules) for k, v in value.items()}
         return value
+
+
+_JOIN_BELOW = 1 << 20
+
+
+def _finds(rule: Rule, text: str) -> bool:
+    return (not rule.guards or any(g in text for g in rule.guards)) and rule.pattern.search(text) is not None
 
 
 def _strings(messages: list[dict[str, Any]]) -> list[str]:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from clawtune.openai_http import ERRORS, chat_completion, completions_url
+from clawtune.problems import InputError
 
 INSTRUCTION = (
     "Rewrite the user's message below so it asks for exactly the same thing in different words. Keep every name, "
@@ -33,6 +34,16 @@ class Teacher:
         self.api_key = api_key
         self.timeout = timeout
         self.stats: dict[str, Any] = {"requests": 0, "failures": 0, "last_error": None}
+
+    def check(self) -> None:
+        """One short request before any work: an unreachable teacher, a wrong model name or a refused key stops the
+        run with the cause instead of every paraphrase silently falling back to the offline transformations."""
+        if self.complete("Reply with the word OK.", "OK?", 4) is None:
+            raise InputError(
+                f"--teacher-endpoint {self.url}: the teacher model {self.model!r} did not answer "
+                f"({self.stats['last_error']}); check the URL, the model name and $CLAWTUNE_TEACHER_API_KEY, or run "
+                "without --teacher-endpoint to augment offline"
+            )
 
     def paraphrase(self, text: str) -> str | None:
         """The teacher's rewrite of `text`, or None when the endpoint fails."""

@@ -105,6 +105,61 @@ def _backend(options: EvalOptions, which: str) -> Any:
     return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, system)
 
 
+def check_inputs(options: EvalOptions) -> None:
+    """Every file, folder and model the evaluation names, checked before any model answers anything: a typo must
+    not surface after the whole baseline pass."""
+    if not options.test_set.is_file():
+        raise EvalError(f"--test-set {options.test_set}: no such file")
+    if options.endpoint:
+        if not options.endpoint_model:
+            raise EvalError("--endpoint needs --endpoint-model (the model id to ask for)")
+    elif not options.model_dir:
+        raise EvalError("give --model-dir (a checkpoint or model folder) or --endpoint")
+    else:
+        _check_model(options.model_dir, "--model-dir", options.allow_base_mismatch)
+    if options.baseline_endpoint:
+        if not options.baseline_model:
+            raise EvalError("--baseline-endpoint needs --baseline-model")
+    elif options.baseline:
+        _check_model(options.baseline, "--baseline", False)
+    elif options.endpoint or not (Path(options.model_dir or "") / "clawtune-manifest.json").is_file():
+        raise EvalError(
+            "no baseline: --model-dir is not a clawtune checkpoint, so its base model is unknown; give --baseline "
+            "(a model) or --baseline-endpoint with --baseline-model"
+        )
+    if options.baseline_system_prompt is not None and not options.baseline_system_prompt.is_file():
+        raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+    if bool(options.judge_endpoint) != bool(options.judge_model):
+        raise EvalError("--judge-endpoint and --judge-model go together")
+    training_set(options)
+
+
+def _check_model(name: str, flag: str, allow_base_mismatch: bool) -> None:
+    """A checkpoint (its manifest, its files, its base model) or any model: a local folder, a bundled or hub id."""
+    from clawtune.models import ModelLoadError, check_base_model
+    from clawtune.models.checkpoint import verify_base
+    from clawtune.train.manifest import MANIFEST, checkpoints, read_manifest
+
+    folder = Path(name).expanduser()
+    try:
+        if (folder / MANIFEST).is_file():
+            manifest = read_manifest(folder)
+            missing = [f for f in manifest.get("files") or {} if not (folder / f).is_file()]
+            if missing:
+                raise EvalError(f"{flag} {name}: {', '.join(missing)} listed in {MANIFEST} but missing")
+            if manifest.get("kind") != "full":
+                check_base_model(str(manifest.get("base_model")))
+                verify_base(folder, manifest, allow_base_mismatch)
+            return
+        if folder.is_dir() and not (folder / "config.json").is_file():
+            found = checkpoints(folder)
+            hint = f"; its newest checkpoint is {found[-1]}" if found else ""
+            raise EvalError(f"{flag} {name}: neither a clawtune checkpoint nor a model folder (no config.json){hint}")
+        check_base_model(name)
+    except ModelLoadError as exc:
+        raise EvalError(f"{flag} {exc}") from None
+
+
 def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | None:
     """Optional LLM-as-judge: does the answer say what the reference says? None when the judge fails."""
     from clawtune.evaluate.metrics import content_text
@@ -364,8 +419,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
     transformers.utils.logging.disable_progress_bar()
     console = None if options.quiet else Console(soft_wrap=True)
     problems = Problems(strict=options.strict, keep=1000)
-    if not options.test_set.is_file():
-        raise EvalError(f"{options.test_set}: no such test set")
+    check_inputs(options)
     items = load_items(options.test_set, problems, options.limit)
     if not items:
         raise EvalError(f"{options.test_set}: no valid example with a trained assistant turn to evaluate")

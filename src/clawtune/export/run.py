@@ -184,6 +184,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
     from clawtune.train.manifest import read_manifest
 
     console = Console(stderr=True)
+    custom_template = read_chat_template(options.chat_template) if options.chat_template is not None else None
     folder = source_folder(options.model_dir)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
@@ -195,9 +196,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
             "adapter; use merged (the model itself) or ollama"
         )
     tokenizer, _ = load_tokenizer(str(folder))
-    template = tokenizer.chat_template
-    if options.chat_template is not None:
-        template = options.chat_template.read_text(encoding="utf-8")
+    template = custom_template if custom_template is not None else tokenizer.chat_template
     name = options.name or options.output.name
     trained = training_examples(manifest)  # read once: parity samples and the system-prompt policy
     ctx = _Context(
@@ -234,6 +233,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
             "formats": written,
             "parity": ctx.parity,
             "base_model": manifest.get("base_model"),
+            "agent_id": _agent_of(trained),
         }
         (staging / "export-summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         _swap(staging, output)
@@ -243,6 +243,14 @@ def export(options: ExportOptions) -> dict[str, Any]:
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
     return summary
+
+
+def _agent_of(examples: list[dict[str, Any]]) -> str | None:
+    """The OpenClaw agent whose sessions the training data came from (the most common, if several)."""
+    from collections import Counter
+
+    agents = Counter(str(a) for e in examples if (a := (e.get("metadata") or {}).get("agent_id")))
+    return agents.most_common(1)[0][0] if agents else None
 
 
 def _swap(staging: Path, output: Path) -> None:
@@ -259,8 +267,25 @@ def _swap(staging: Path, output: Path) -> None:
 # ---- checks -------------------------------------------------------------------------------------------------
 
 
+def read_chat_template(path: Path) -> str:
+    """`--chat-template FILE`, read before any model is loaded: a missing, unreadable or empty file is refused."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ExportError(f"--chat-template {path}: a folder; give the Jinja template file") from None
+    except OSError as exc:
+        raise ExportError(f"--chat-template {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"--chat-template {path}: not UTF-8 text (byte {exc.start})") from None
+    if not text.strip():
+        raise ExportError(f"--chat-template {path}: the file is empty")
+    return text
+
+
 def _check_jinja(ctx: _Context) -> None:
     """The template shipped (as a Jinja file and in the tokenizer config) renders training's tokens."""
+    import jinja2
+
     reference = parity.training_renderer(ctx.tokenizer)
     if ctx.template == ctx.tokenizer.chat_template:
         candidate = reference
@@ -269,7 +294,18 @@ def _check_jinja(ctx: _Context) -> None:
 
         shipped = copy.copy(ctx.tokenizer)
         shipped.chat_template = ctx.template
-        candidate = parity.training_renderer(shipped)
+
+        def candidate(messages: list[Any], tools: list[dict[str, Any]] | None) -> str:
+            try:
+                return parity.training_renderer(shipped)(messages, tools)
+            except jinja2.TemplateError as exc:
+                line = getattr(exc, "lineno", None)
+                raise ExportError(
+                    f"--chat-template {ctx.options.chat_template}"
+                    + (f", line {line}" if line else "")
+                    + f": not a usable Jinja chat template: {type(exc).__name__}: {exc.message or exc}"
+                ) from None
+
     report = parity.check("the exported chat template", ctx.tokenizer, reference, candidate, ctx.examples)
     ctx.parity.append(report.__dict__)
 
@@ -635,6 +671,7 @@ def print_summary(summary: dict[str, Any], register_endpoint: str | None = None)
     endpoint = register_endpoint or "http://127.0.0.1:8000/v1"
     console.print(
         "Register it with OpenClaw once it is served:\n"
-        f"  clawtune openclaw register --model-id {summary['name']} --endpoint {endpoint} --agent main --primary",
+        f"  clawtune openclaw register --model-id {summary['name']} --endpoint {endpoint} "
+        f"--agent {summary.get('agent_id') or 'main'} --primary",
         highlight=False,
     )

@@ -10,12 +10,14 @@ the stream of sessions is lazy, so memory stays flat however many there are.
 
 from __future__ import annotations
 
+import errno
 import functools
 import glob
 import json
 import os
 import re
 import sqlite3
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,24 +96,69 @@ def default_state_dirs() -> list[Path]:
     return found or [home / ".openclaw"]
 
 
-def agent_sources(state_dir: Path, agent_id: str) -> list[Path]:
+def agent_sources(state_dir: Path, agent_id: str, problems: Problems | None = None) -> list[Path]:
     """Every session source of one agent under a state folder: the SQLite store first (it wins where a session is
-    also elsewhere), JSONL files, cold archives, the JSONL originals an upgrade imported into the store."""
+    also elsewhere), JSONL files, cold archives, the JSONL originals an upgrade imported into the store.
+
+    What cannot be read is reported, never raised nor passed over in silence: an unreadable folder, a symbolic link
+    that loops or points nowhere, a FIFO or a folder where a transcript's name is (a FIFO is never opened: reading it
+    would block the export)."""
+    problems = problems if problems is not None else Problems()
     agent_dir = state_dir / "agents" / agent_id
     sources: list[Path] = []
-    store = agent_dir / "agent" / STORE_NAME
-    if store.is_file():
-        sources.append(store)
-    sessions_dir = agent_dir / "sessions"
-    if sessions_dir.is_dir():
-        sources += sorted(p for p in sessions_dir.iterdir() if p.is_file() and is_transcript_name(p.name))
-        cold = sessions_dir / "cold"
-        if cold.is_dir():
-            sources += sorted(p for p in cold.iterdir() if p.name.endswith(".jsonl.zst"))
-    archive = agent_dir / IMPORT_ARCHIVE
-    if archive.is_dir():
-        sources += sorted(p for p in archive.iterdir() if p.is_file() and is_transcript_name(p.name))
+    names = _listing(agent_dir, problems)
+    if "agent" in names and STORE_NAME in _listing(agent_dir / "agent", problems):
+        store = agent_dir / "agent" / STORE_NAME
+        if _regular(store, problems):
+            sources.append(store)
+    if "sessions" in names:
+        sessions_dir = agent_dir / "sessions"
+        listed = _listing(sessions_dir, problems)
+        sources += [p for p in (sessions_dir / n for n in listed if is_transcript_name(n)) if _regular(p, problems)]
+        if "cold" in listed:
+            cold = sessions_dir / "cold"
+            zst = (cold / n for n in _listing(cold, problems) if n.endswith(".jsonl.zst"))
+            sources += [p for p in zst if _regular(p, problems)]
+    if IMPORT_ARCHIVE in names:
+        archive = agent_dir / IMPORT_ARCHIVE
+        imported = (archive / n for n in _listing(archive, problems) if is_transcript_name(n))
+        sources += [p for p in imported if _regular(p, problems)]
     return sources
+
+
+def _listing(folder: Path, problems: Problems) -> list[str]:
+    """The sorted names in a folder; none when it does not exist, and a report when it cannot be read."""
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        problems.add(str(folder), None, "unreadable-folder", f"cannot list this folder: {exc.strerror or exc}")
+        return []
+
+
+def _regular(path: Path, problems: Problems) -> bool:
+    """Whether a source is a regular file (through symbolic links); anything else is reported and skipped."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            problems.add(str(path), None, "symlink-loop", "a symbolic link that loops back on itself; skipped")
+        elif exc.errno == errno.ENOENT:
+            problems.add(str(path), None, "broken-symlink", "a symbolic link to nothing; skipped")
+        else:
+            problems.add(str(path), None, "unreadable-file", f"cannot read: {exc.strerror or exc}")
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    if stat.S_ISDIR(mode):
+        what = "a folder named like a transcript, not a file"
+    elif stat.S_ISFIFO(mode):
+        what = "a FIFO (named pipe), not a file: never opened (reading it would block)"
+    else:
+        what = "a socket or device, not a file"
+    problems.add(str(path), None, "not-a-file", f"{what}; skipped")
+    return False
 
 
 def is_transcript_name(name: str) -> bool:
@@ -126,13 +173,20 @@ def is_transcript_name(name: str) -> bool:
 def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
     """Explicit `--sessions` arguments: files as they are, folders searched for transcripts, stores and bundles."""
     out: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        problems.add(str(exc.filename), None, "unreadable-folder", f"cannot list this folder: {exc.strerror or exc}")
+
     for path in paths:
-        if not path.exists():
+        if not path.exists() and not path.is_symlink():
             problems.add(str(path), None, "missing-path", "no such file or folder")
-        elif path.is_file() or (path / "session-branch.json").is_file():
+        elif path.is_dir() and (path / "session-branch.json").is_file():
             out.append(path)
+        elif not path.is_dir():
+            if _regular(path, problems):
+                out.append(path)
         else:
-            for root, dirs, files in os.walk(path):
+            for root, dirs, files in os.walk(path, onerror=unreadable):
                 root_path = Path(root)
                 bundles = sorted(d for d in dirs if (root_path / d / "session-branch.json").is_file())
                 out += [root_path / d for d in bundles]
@@ -140,7 +194,8 @@ def expand_paths(paths: Iterable[Path], problems: Problems) -> list[Path]:
                 for name in sorted(files):
                     # OpenClaw keeps lock databases beside its store (`openclaw-agent.sqlite.reindex-lock.sqlite`).
                     lock = name.startswith(STORE_NAME + ".")
-                    if is_transcript_name(name) or (name.endswith(".sqlite") and not lock):
+                    wanted = is_transcript_name(name) or (name.endswith(".sqlite") and not lock)
+                    if wanted and _regular(root_path / name, problems):
                         out.append(root_path / name)
     return out
 
@@ -273,13 +328,16 @@ def load_index(state_dir: Path, agent_id: str, problems: Problems) -> dict[str, 
     upgrade archived beside the JSONL it imported."""
     agent_dir = state_dir / "agents" / agent_id
     out: dict[str, dict[str, Any]] = {}
-    archive = agent_dir / IMPORT_ARCHIVE
-    if archive.is_dir():
-        for path in sorted(archive.glob("*sessions.json.imported-*")):
+    try:
+        archive = agent_dir / IMPORT_ARCHIVE
+        if archive.is_dir():
+            for path in sorted(archive.glob("*sessions.json.imported-*")):
+                out.update(_read_index(path, problems))
+        path = agent_dir / "sessions" / "sessions.json"
+        if path.is_file():
             out.update(_read_index(path, problems))
-    path = agent_dir / "sessions" / "sessions.json"
-    if path.is_file():
-        out.update(_read_index(path, problems))
+    except OSError:  # an unreadable folder, reported by agent_sources
+        pass
     return out
 
 

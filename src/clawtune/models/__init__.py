@@ -49,6 +49,99 @@ def resolve(name: str, needs: str = "config.json") -> str:
     return name
 
 
+# Base models people fine-tune agents on (the founding document's and the usual small ones), for `ft init`'s
+# did-you-mean and for accepting a well-known id that is not downloaded yet. Any other id is checked on the hub.
+KNOWN_BASES = (
+    "meta-llama/Llama-3.1-8B",
+    "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.2-1B",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-3B",
+    "meta-llama/Llama-3.2-3B-Instruct",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "Qwen/Qwen2.5-1.5B-Instruct",
+    "Qwen/Qwen2.5-3B-Instruct",
+    "Qwen/Qwen2.5-7B",
+    "Qwen/Qwen2.5-7B-Instruct",
+    "Qwen/Qwen3-0.6B",
+    "Qwen/Qwen3-1.7B",
+    "Qwen/Qwen3-4B",
+    "Qwen/Qwen3-8B",
+    "mistralai/Mistral-7B-Instruct-v0.3",
+    "google/gemma-2-2b-it",
+    "google/gemma-2-9b-it",
+)
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def check_base_model(name: str) -> str | None:
+    """Refuse a base model that does not exist: a bundled name, a local folder with a config.json, a Hugging Face id
+    in the local cache or on the hub (or a well-known one while offline). Returns a note when the id could not be
+    checked or is not downloaded yet; raises `ModelLoadError` with a did-you-mean otherwise."""
+    import difflib
+    import os
+
+    def close(candidates: list[str]) -> str:
+        found = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        if not found:
+            found = difflib.get_close_matches(name.lower(), [c.lower() for c in candidates], n=1, cutoff=0.6)
+            found = [c for c in candidates if c.lower() in found]
+        return f"; did you mean {found[0]!r}?" if found else ""
+
+    if name in BUNDLED:
+        resolve(name)
+        return None
+    if name.split("/", 1)[0] == TINY_AGENT.split("/", 1)[0]:
+        raise ModelLoadError(
+            f"{name}: no such bundled model (clawtune ships {', '.join(BUNDLED)}){close(list(BUNDLED))}"
+        )
+    local = Path(name).expanduser()
+    if local.exists() or _looks_like_path(name):
+        if not local.exists():
+            parent = local.parent if local.parent.is_dir() else None
+            siblings = [str(parent / p.name) for p in parent.iterdir() if p.is_dir()] if parent else []
+            raise ModelLoadError(f"{name}: no such folder{close(siblings)}")
+        resolve(name)
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid repository id
+        raise ModelLoadError(
+            f"{name}: neither a local folder nor a Hugging Face id (org/name){close([*BUNDLED, *KNOWN_BASES])}"
+        ) from None
+    if isinstance(cached, str):
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if offline:
+        if name in KNOWN_BASES:
+            return f"{name} is not in the Hugging Face cache yet; training downloads it (HF_HUB_OFFLINE is set here)"
+        what = "not in the Hugging Face cache" if "/" in name else "no such folder, nor a Hugging Face id in the cache"
+        raise ModelLoadError(
+            f"{name}: {what}, and HF_HUB_OFFLINE=1 forbids a download{close([*BUNDLED, *KNOWN_BASES])}"
+        )
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        model_info(name, timeout=10)
+    except GatedRepoError:
+        return f"{name} is gated on the hub: accept its licence and `hf auth login` before training"
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"{name}: no such model on the Hugging Face hub{close([*BUNDLED, *KNOWN_BASES])}"
+        ) from None
+    except Exception as exc:  # offline, proxy, rate limit: cannot tell, so do not refuse
+        return f"{name}: could not check the hub ({type(exc).__name__}); training will need it downloaded" + close(
+            [*BUNDLED, *KNOWN_BASES]
+        )
+    return None
+
+
 def _load_error(name: str, what: str, exc: Exception) -> ModelLoadError:
     hint = ""
     if "/" in name and not Path(name).exists():

@@ -95,10 +95,58 @@ def model_entry(reg: Registration) -> dict[str, Any]:
     return entry
 
 
+def check_endpoint(endpoint: str) -> None:
+    """OpenClaw needs a whole URL: `127.0.0.1:8000/v1` would be written as a base URL it cannot call."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return
+    guess = endpoint if "://" in endpoint else f"http://{endpoint.lstrip('/')}"
+    raise RegisterError(
+        f"--endpoint {endpoint!r}: not a URL OpenClaw can call (it needs http:// or https:// and a host)"
+        + (f"; did you mean {guess!r}?" if guess != endpoint else "")
+    )
+
+
+def known_agents(text: str, name: str, path: Path) -> list[str]:
+    """The agents an OpenClaw config knows: `agents.list[].id`, `agents.entries.<id>`, the default `main`, and the
+    agent folders of the state folder beside the config."""
+    root = json5.loads(text, name)
+    agents = root.get("agents") if isinstance(root, dict) else None
+    found = ["main"]
+    if isinstance(agents, dict):
+        for item in agents.get("list") or []:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                found.append(item["id"])
+        if isinstance(agents.get("entries"), dict):
+            found += [str(k) for k in agents["entries"]]
+    states = [path.parent] + ([Path(os.environ["OPENCLAW_STATE_DIR"])] if os.environ.get("OPENCLAW_STATE_DIR") else [])
+    for state in states:
+        try:
+            found += sorted(p.name for p in (state / "agents").iterdir() if p.is_dir())
+        except OSError:
+            pass
+    return list(dict.fromkeys(found))
+
+
+def check_agent(agent: str, text: str, name: str, path: Path) -> None:
+    """`--agent` must name an agent that exists: a typo would otherwise add a new agent beside the real one."""
+    known = known_agents(text, name, path)
+    if agent in known:
+        return
+    close = difflib.get_close_matches(agent, known, n=1)
+    raise RegisterError(
+        f"--agent {agent!r}: no such agent in {path} or its state folder (agents: {', '.join(known)})"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+    )
+
+
 def apply(text: str, reg: Registration, name: str) -> str:
     """`text` (an openclaw.json) with the registration applied."""
     if reg.api not in APIS:
         raise RegisterError(f"--api must be one of {', '.join(APIS)}, not {reg.api!r}")
+    check_endpoint(reg.endpoint)
     if not reg.model_id or "/" in reg.provider:
         raise RegisterError("a model id and a provider id without '/' are needed")
     provider = ["models", "providers", reg.provider]
@@ -272,6 +320,8 @@ def register(reg: Registration, path: Path | None = None, dry_run: bool = False)
         old = target.read_text(encoding="utf-8") if target.exists() else "{\n}\n"
     except OSError as exc:
         raise RegisterError(f"{target}: cannot read OpenClaw's config: {exc}") from None
+    if reg.agent:
+        check_agent(reg.agent, old, str(target), target)
     new = apply(old, reg, str(target))
     diff = "".join(
         difflib.unified_diff(

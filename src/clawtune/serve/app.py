@@ -300,7 +300,13 @@ class Gateway:
                 return Route(self.entries[arm], requested, experiment.id, arm, session, user)
         entry = self.entries.get(requested)
         if entry is None:
-            raise APIError(404, f"The model `{requested}` does not exist", param="model", code="model_not_found")
+            served = [*self.entries, *(e.id for e in self.config.experiments)]
+            raise APIError(
+                404,
+                f"The model `{requested}` does not exist; this server has: {', '.join(served)} (and auto)",
+                param="model",
+                code="model_not_found",
+            )
         return Route(entry, requested, session=session, user=user)
 
     # ---- the system-prompt policy -------------------------------------------------------------------------------
@@ -1027,14 +1033,30 @@ def make_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def bind(host: str, port: int) -> ThreadingHTTPServer:
+    """Claim the address (raises OSError if it is taken), before any model is loaded: `serve` then reports a port in
+    use at once, not after minutes of loading. `Server(gateway, httpd=...)` gives it its handler."""
+    return ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+
+
 class Server:
     """The gateway behind a threading HTTP server; `close()` finishes in-flight requests, then flushes the log."""
 
-    def __init__(self, gateway: Gateway, host: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        host: str | None = None,
+        port: int | None = None,
+        httpd: ThreadingHTTPServer | None = None,
+    ) -> None:
         self.gateway = gateway
         host = host or gateway.settings.host
         port = gateway.settings.port if port is None else port
-        self.httpd = ThreadingHTTPServer((host, port), make_handler(gateway))
+        if httpd is None:
+            httpd = ThreadingHTTPServer((host, port), make_handler(gateway))
+        else:
+            httpd.RequestHandlerClass = make_handler(gateway)
+        self.httpd = httpd
         self.httpd.daemon_threads = False
         self.httpd.block_on_close = True
         self.thread: threading.Thread | None = None

@@ -28,11 +28,12 @@ Every mistake in the file is listed at once, each with its key path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clawtune.configfile import KeyPath, did_you_mean, dotted, key_lines, problem
 from clawtune.problems import InputError
 
 PROVIDERS = ("clawtune", "ollama", "vllm", "openai")
@@ -109,23 +110,26 @@ class ServeConfig(BaseModel):
         return next((m.model for m in self.models if m.provider == "clawtune"), None)
 
 
-def _loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
-    parts: list[str] = []
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            parts.append(f"[{part}]")
+def _known_keys(path: tuple[Any, ...]) -> list[str]:
+    """The keys allowed where the last part of `path` sits (for an unknown key's did-you-mean)."""
+    node: Any = ServeConfig
+    for part in path[:-1]:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            node = field.annotation if field else None
+        elif get_origin(node) is list:
+            node = get_args(node)[0]
+        elif get_origin(node) is dict:
+            node = get_args(node)[1]
         else:
-            parts.append(("." if parts else "") + str(part))
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            node = None
-    return "".join(parts)
+            return []
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        return [name for name in node.model_fields if name != "source"]
+    return []
 
 
-def parse(data: Any, source: str) -> ServeConfig:
-    """Validate a loaded YAML document; raise with every problem found."""
+def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> ServeConfig:
+    """Validate a loaded YAML document; raise with every problem found (with its line when `lines` maps them)."""
     if not isinstance(data, dict):
         raise ServeConfigError(f"{source}: expected a mapping with a models: list")
     problems: list[str] = []
@@ -133,7 +137,13 @@ def parse(data: Any, source: str) -> ServeConfig:
         config = ServeConfig.model_validate({**data, "source": source})
     except ValidationError as exc:
         for error in exc.errors():
-            problems.append(f"{_loc(error['loc'], data)}: {error['msg']}")
+            path = tuple(error["loc"])
+            if error["type"] == "extra_forbidden":
+                known = [dotted((*path[:-1], k)) for k in _known_keys(path)]
+                message = "unknown key" + did_you_mean(dotted(path), known)
+            else:
+                message = str(error["msg"])
+            problems.append(problem(lines or {}, path, message))
         raise ServeConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
     problems.extend(semantic_problems(config, Path(source).parent if source else Path()))
     if problems:
@@ -201,11 +211,13 @@ def resolve_path(path: str, base_dir: Path) -> Path:
 
 def load(path: Path) -> ServeConfig:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        lines = key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
     except OSError as exc:
         raise ServeConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ServeConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse(data, str(path))
+    return parse(data, str(path), lines)

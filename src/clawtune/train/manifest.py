@@ -76,6 +76,12 @@ def training_file(manifest: dict[str, Any]) -> Path | None:
     return Path(train) if train and Path(train).is_file() else None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step in a `checkpoint-N` folder's name (-1 for another name)."""
+    match = CHECKPOINT.match(path.name)
+    return int(match.group(1)) if match else -1
+
+
 def checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints under `folder`, oldest step first (staging and half-written folders are ignored)."""
     found = []
@@ -97,10 +103,12 @@ def find_checkpoint(path: Path) -> Path:
     return found[-1]
 
 
-def rotate(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` complete checkpoints; return the deleted ones."""
+def rotate(folder: Path, keep: int, protect: Path | None = None) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints, never `protect` (the one a run resumed from); return
+    the deleted ones."""
     found = checkpoints(folder)
-    doomed = found[:-keep] if keep > 0 else []
+    kept = protect.resolve() if protect is not None else None
+    doomed = [p for p in (found[:-keep] if keep > 0 else []) if p.resolve() != kept]
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed

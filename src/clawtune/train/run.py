@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,11 +23,20 @@ from typing import Any
 from rich.console import Console
 
 from clawtune import __version__
-from clawtune.models import fingerprint, load_model, load_tokenizer, resolve
+from clawtune.models import TINY_AGENT, fingerprint, load_model, load_tokenizer, resolve
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
 from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
-from clawtune.train.manifest import find_checkpoint, read_manifest, write_json_atomic, write_manifest
+from clawtune.train.manifest import (
+    CHECKPOINT,
+    MANIFEST,
+    checkpoint_step,
+    checkpoints,
+    find_checkpoint,
+    read_manifest,
+    write_json_atomic,
+    write_manifest,
+)
 from clawtune.train.trainer import make_trainer_class
 
 SUMMARY = "training-summary.json"
@@ -48,6 +59,7 @@ class TrainOptions:
     max_steps: int | None = None
     strict: bool = False
     quiet: bool = False
+    force: bool = False  # replace an earlier run's checkpoints in output_dir (or those after the one resumed from)
 
 
 @dataclass
@@ -328,11 +340,38 @@ def report_to(options: TrainOptions) -> list[str]:
             raise TrainError("--wandb: Weights & Biases is not installed (pip install wandb)")
         targets.append("wandb")
         os.environ.setdefault("WANDB_PROJECT", options.project_name or tracking.project_name or "clawtune")
+        if os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun") and not wandb_key_configured():
+            # wandb.init() without a key raises UsageError deep inside the Trainer: log offline instead, and say so.
+            os.environ["WANDB_MODE"] = "offline"
+            os.environ.setdefault("WANDB_DIR", str(options.config.output_dir))
+            if is_main_process():
+                Console(stderr=True, soft_wrap=True).print(
+                    "[yellow]note[/]: --wandb: no Weights & Biases API key (WANDB_API_KEY, or `wandb login`); logging "
+                    f"offline to {os.environ['WANDB_DIR']}/wandb instead: `wandb sync` uploads it later",
+                    highlight=False,
+                )
     if tracking.mlflow:
         if importlib.util.find_spec("mlflow") is None:
             raise TrainError("tracking.mlflow: MLflow is not installed (pip install mlflow)")
         targets.append("mlflow")
     return targets
+
+
+def wandb_key_configured() -> bool:
+    """Whether W&B will find an API key: $WANDB_API_KEY (or an identity token file), or the .netrc entry that
+    `wandb login` writes for its server. Checked by hand because wandb's own lookup is internal API."""
+    import netrc
+    from urllib.parse import urlsplit
+
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
 
 
 def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str]) -> Any:
@@ -408,6 +447,8 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
 
     resume_from: Path | None = None
     init_from: Path | None = None
+    checkpoint: Path | None = None
+    step_offset = 0  # checkpoint names continue the numbering of the run this one continues
     if options.resume is not None:
         checkpoint = find_checkpoint(options.resume)
         previous = read_manifest(checkpoint)
@@ -418,9 +459,15 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
             )
         if options.data is not None:
             init_from = checkpoint  # the seed's retraining: these weights, new data, fresh optimizer and schedule
+            step_offset = int(previous.get("step") or 0)
         else:
             resume_from = checkpoint
+            step_offset = int(previous.get("step_offset") or 0)
+    if main and not options.dry_run:
+        prepare_output(config.output_dir, checkpoint, options.force)
     train_path = options.data or config.data.train
+    for note in check_holdouts(train_path, config) if main else []:
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
 
     tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template, training=True)
     if main and template_source.startswith("clawtune:") and config.chat_template is None:
@@ -437,6 +484,11 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     capacity = config.training.max_seq_length
     train_set = make_dataset(train, config.training.packing, capacity)
     eval_set = make_dataset(validation, config.training.packing, capacity) if validation else None
+    warmup = warmup_note(config, options.max_steps, len(train_set), plan.world_size)
+    if warmup:
+        plan.notes.append(warmup)
+        if main:
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {warmup}", highlight=False)
     if main and problems.items:
         err = Console(stderr=True, soft_wrap=True)
         for problem in problems.items[:10]:
@@ -469,9 +521,11 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     }
     meter = Meter()
     resume_tokens = None
+    start_step = 0
     if resume_from is not None:
         state = json.loads((resume_from / "trainer_state.json").read_text())
         resume_tokens = state.get("stateful_callbacks", {}).get("MeterState", {}).get("attributes")
+        start_step = int(state.get("global_step") or 0)
     trainer_class = make_trainer_class()
     trainer = trainer_class(
         model=model,
@@ -489,6 +543,8 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     trainer.clawtune_manifest = manifest
     trainer.clawtune_keep = config.training.save_total_limit
     trainer.clawtune_meter = meter
+    trainer.clawtune_step_offset = step_offset
+    trainer.clawtune_protect = checkpoint  # never rotated away nor written over: the loop compares and rolls back to it
     if console is not None:
         console.print(
             f"{config.method} on {config.base_model} ({plan.device}"
@@ -507,6 +563,11 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     runtime = time.perf_counter() - started
 
     run_tokens = int(trainer.accelerator.reduce(torch.tensor(meter.run_tokens, device=trainer.args.device), "sum"))
+    # The Trainer's training_loss divides the loss summed over the steps this process ran by the global step count:
+    # after a resume that is not the loss of any step. The mean over the steps this run ran is.
+    steps_ran = trainer.state.global_step - start_step
+    mean_loss = result.training_loss * trainer.state.global_step / steps_ran if steps_ran > 0 else None
+    logged = [e for e in trainer.state.log_history if "loss" in e]
     summary = {
         "base_model": config.base_model,
         "method": config.method,
@@ -521,36 +582,49 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
         "validation_examples": dict(validation.counts) if validation else None,
         "rows": len(train_set),
         "steps": trainer.state.global_step,
+        "step_offset": step_offset,
         "epochs": trainer.state.epoch,
         "tokens_seen": meter.tokens * plan.world_size,
         "trained_tokens_seen": meter.trained * plan.world_size,
         "this_run": {
+            "steps": steps_ran,
+            "mean_loss": mean_loss,
+            "last_loss": logged[-1]["loss"] if logged and logged[-1]["step"] > start_step else None,
             "runtime_s": round(runtime, 2),
             "non_pad_tokens": run_tokens,
             "non_pad_tokens_per_s": round(run_tokens / runtime, 1) if runtime else None,
         },
         "peak_memory_bytes": peak_memory(plan.device),
-        "final_train_loss": result.training_loss,
-        "losses": [{"step": e["step"], "loss": e["loss"]} for e in trainer.state.log_history if "loss" in e],
+        "final_train_loss": mean_loss,
+        "losses": [{"step": e["step"] + step_offset, "loss": e["loss"]} for e in logged],
         "eval_losses": [
-            {"step": e["step"], "loss": e["eval_loss"]} for e in trainer.state.log_history if "eval_loss" in e
+            {"step": e["step"] + step_offset, "loss": e["eval_loss"]}
+            for e in trainer.state.log_history
+            if "eval_loss" in e
         ],
         "checkpoint": str(find_checkpoint(config.output_dir)),
         "resumed_from": str(resume_from) if resume_from else None,
+        "resumed_at_step": start_step + step_offset if resume_from else None,
         "initialised_from": str(init_from) if init_from else None,
         "notes": plan.notes,
     }
     out = config.output_dir
     trainer.save_model(str(out))  # every process: FSDP gathers the full weights for the main one to write
     if main:
-        write_manifest(out, {**manifest, "step": trainer.state.global_step})
+        write_manifest(out, {**manifest, "step": trainer.state.global_step + step_offset, "step_offset": step_offset})
         write_json_atomic(out / SUMMARY, summary)
         plot_losses(summary, out / LOSS_PLOT)
         if console is not None:
+            ran = f"{steps_ran} steps" + (
+                f" (steps {start_step + 1}-{trainer.state.global_step})" if start_step else ""
+            )
+            loss = "no step run" if mean_loss is None else f"mean loss over them {mean_loss:.4f}"
+            last = summary["this_run"]["last_loss"]
             console.print(
-                f"[green]done[/]: {summary['steps']} steps, final loss {result.training_loss:.4f}, "
-                f"{summary['this_run']['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in {out}, "
-                f"last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
+                f"[green]done[/]: {ran}, {loss}"
+                + (f", last logged {last:.4f}" if last is not None else "")
+                + f"; {summary['this_run']['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in "
+                f"{out}, last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
                 highlight=False,
             )
     return summary, trainer
@@ -578,8 +652,8 @@ def plot_losses(summary: dict[str, Any], path: Path) -> None:
     if summary["eval_losses"]:
         evals = summary["eval_losses"]
         ax.plot([e["step"] for e in evals], [e["loss"] for e in evals], "o-", label="validation loss", color="#d62728")
-    if summary.get("resumed_from"):
-        step = int(Path(summary["resumed_from"]).name.rsplit("-", 1)[-1])
+    if summary.get("resumed_at_step") is not None:
+        step = summary["resumed_at_step"]
         ax.axvline(step, color="grey", linestyle="--", linewidth=1, label=f"resumed at step {step}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (assistant tokens)")
@@ -591,10 +665,84 @@ def plot_losses(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def prepare_output(out: Path, resumed: Path | None, force: bool) -> list[Path]:
+    """Refuse to train into a folder holding another run's checkpoints (with `force`, remove them); resuming inside
+    the folder, refuse to write over the checkpoints after the one resumed from. Returns what was removed."""
+    found = checkpoints(out)
+    if resumed is not None and resumed.resolve().parent == out.resolve():
+        step = checkpoint_step(resumed)
+        later = [c for c in found if checkpoint_step(c) > step]
+        if later and not force:
+            raise TrainError(
+                f"{out} holds checkpoints after {resumed.name} ({', '.join(c.name for c in later)}): this run would "
+                f"write over them. Resume from the newest (--resume {out}), or pass --force to replace them"
+            )
+        for path in later:
+            shutil.rmtree(path)
+        return later
+    if not found and not (out / MANIFEST).is_file():
+        return []
+    if not force:
+        shown = ", ".join(c.name for c in found[-3:]) or MANIFEST
+        raise TrainError(
+            f"{out} holds an earlier run ({shown}): training into it would mix the two runs (its last checkpoint "
+            f"would pass for this run's). Pass --resume {out} to continue that run, --force to replace it, or set "
+            "output_dir to a new folder"
+        )
+    removed = [c for c in out.iterdir() if CHECKPOINT.match(c.name) and c.is_dir()]
+    for path in removed:
+        shutil.rmtree(path)
+    shutil.rmtree(out / ".staging", ignore_errors=True)
+    recorded = list((read_manifest(out).get("files") or {}) if (out / MANIFEST).is_file() else [])
+    for name in [*recorded, MANIFEST, SUMMARY, LOSS_PLOT]:
+        if Path(name).name == name and (out / name).is_file():
+            (out / name).unlink()
+            removed.append(out / name)
+    return removed
+
+
+def check_holdouts(train_path: Path, config: FTConfig) -> list[str]:
+    """Refuse training data that shares a session or an example with the held-out files of the export that made it
+    (found through the export id in its metadata) or with the validation file; returns notes on what was found."""
+    from clawtune.data.holdout import export_ids, find_holdouts, leakage_message, leaks
+    from clawtune.data.validate import iter_examples
+
+    if not train_path.is_file():
+        return []  # load_data says so
+    validation = config.data.validation
+    found = find_holdouts(
+        train_path,
+        export_ids(e for _, e in iter_examples(train_path, Problems(keep=0))),
+        folders=[validation.parent] if validation else [],
+        extra=[validation] if validation else [],
+    )
+    leaked = leaks(iter_examples(train_path, Problems(keep=0)), train_path, found.files)
+    if leaked:
+        raise TrainError(leakage_message("train", leaked, found.notes))
+    return found.notes
+
+
+def warmup_note(config: FTConfig, max_steps: int | None, rows: int, world: int) -> str | None:
+    """A line when the warm-up is longer than the run: the learning rate would still be rising at the end."""
+    t = config.training
+    batches = math.ceil(rows / (t.batch_size * world))
+    per_epoch = max(batches // t.gradient_accumulation_steps, 1)
+    steps = max_steps or math.ceil(t.epochs * per_epoch)
+    if t.warmup_steps <= steps:
+        return None
+    return (
+        f"warmup_steps {t.warmup_steps} is longer than this run ({steps} steps): the learning rate would still be "
+        f"rising when it ends and the loss may rise; set training.warmup_steps to about {max(steps // 10, 1)}"
+        + (" (or `clawtune ft init --preset tiny-agent`)" if config.base_model == TINY_AGENT else "")
+    )
+
+
 def launch_processes(options: TrainOptions, argv: list[str]) -> int:
     """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status."""
     import subprocess
 
+    checkpoint = find_checkpoint(options.resume) if options.resume is not None else None
+    prepare_output(options.config.output_dir, checkpoint, options.force)
     n = options.gpus or 1
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
     command += ["-m", "clawtune", *argv]

@@ -53,6 +53,8 @@ def make_trainer_class() -> type:
         clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
         clawtune_keep = 3
         clawtune_meter: Any = None
+        clawtune_step_offset = 0  # a run continuing another numbers its checkpoints after it
+        clawtune_protect: Path | None = None  # the checkpoint this run resumed from: never written over or rotated
         _staging: str | None = None
 
         def compute_loss(
@@ -98,14 +100,20 @@ def make_trainer_class() -> type:
                 self._staging = None
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
-                name = f"checkpoint-{self.state.global_step}"
-                write_manifest(staging / name, {**self.clawtune_manifest, "step": self.state.global_step})
-                final = run_dir / name
+                step = self.state.global_step + self.clawtune_step_offset
+                written = staging / f"checkpoint-{self.state.global_step}"
+                write_manifest(
+                    written, {**self.clawtune_manifest, "step": step, "step_offset": self.clawtune_step_offset}
+                )
+                final = run_dir / f"checkpoint-{step}"
+                protect = self.clawtune_protect
+                if protect is not None and final.resolve() == protect.resolve():
+                    raise RuntimeError(f"refusing to write over {protect}, the checkpoint this run resumed from")
                 if final.exists():
                     shutil.rmtree(final)
-                os.replace(staging / name, final)
+                os.replace(written, final)
                 shutil.rmtree(staging, ignore_errors=True)
-                rotate(run_dir, self.clawtune_keep)
+                rotate(run_dir, self.clawtune_keep, protect)
             self.accelerator.wait_for_everyone()
 
     return ClawtuneTrainer
