@@ -95,19 +95,19 @@ def default_state_dirs() -> list[Path]:
 
 
 def agent_sources(state_dir: Path, agent_id: str) -> list[Path]:
-    """Every session source of one agent under a state folder: the SQLite store first (it wins where a session is
-    also elsewhere), JSONL files, cold archives, the JSONL originals an upgrade imported into the store."""
+    """Every session source of one agent under a state folder: JSONL files, cold archives, the SQLite store, the JSONL
+    originals an upgrade imported into the store."""
     agent_dir = state_dir / "agents" / agent_id
     sources: list[Path] = []
-    store = agent_dir / "agent" / STORE_NAME
-    if store.is_file():
-        sources.append(store)
     sessions_dir = agent_dir / "sessions"
     if sessions_dir.is_dir():
         sources += sorted(p for p in sessions_dir.iterdir() if p.is_file() and is_transcript_name(p.name))
         cold = sessions_dir / "cold"
         if cold.is_dir():
             sources += sorted(p for p in cold.iterdir() if p.name.endswith(".jsonl.zst"))
+    store = agent_dir / "agent" / STORE_NAME
+    if store.is_file():
+        sources.append(store)
     archive = agent_dir / IMPORT_ARCHIVE
     if archive.is_dir():
         sources += sorted(p for p in archive.iterdir() if p.is_file() and is_transcript_name(p.name))
@@ -154,14 +154,16 @@ def iter_sessions(
     index: dict[str, dict[str, Any]] | None = None,
     duplicates: Counter[str] | None = None,
 ) -> Iterator[RawSession]:
-    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions; SQLite stores first, and a
-    session already read (an upgrade leaves the JSONL it imported beside the store) is skipped and counted in
-    `duplicates`."""
+    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions, in the order given. A session
+    read before, or held by one of the SQLite stores among the sources (an upgrade leaves the JSONL it imported beside
+    the store; the store's copy is the one that went on), is skipped and counted in `duplicates` by source."""
+    sources = list(sources)
+    in_stores = {key for source in sources if source.suffix == ".sqlite" for key in store_sessions(source)}
     seen: set[tuple[str | None, str]] = set()
-    ordered = sorted(sources, key=lambda p: p.suffix != ".sqlite")  # stable: the stores, then the rest as given
-    for session in _read_sources(ordered, problems, index):
+    for session in _read_sources(sources, problems, index):
         key = (session.agent_id, session.session_id)
-        if key in seen:
+        from_store = session.source.endswith(".sqlite")
+        if key in seen or (key in in_stores and not from_store):
             if duplicates is not None:
                 duplicates[session.source] += 1
             continue
@@ -493,6 +495,24 @@ def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
             yield session
     except sqlite3.Error as exc:
         problems.add(str(path), None, "bad-sqlite", f"stopped reading the SQLite store: {exc}")
+    finally:
+        conn.close()
+
+
+def store_sessions(path: Path) -> set[tuple[str | None, str]]:
+    """(agent, session id) of every session in an SQLite store; empty if it cannot be read (the reader reports why)."""
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return set()
+    try:
+        columns = {table: _columns(conn, table) for table in ("transcript_events", "schema_meta")}
+        if "session_id" not in columns["transcript_events"]:
+            return set()
+        agent_id = _store_agent(conn, columns) or _agent_from_path(path)
+        return {(agent_id, r[0]) for r in conn.execute("select distinct session_id from transcript_events")}
+    except sqlite3.Error:
+        return set()
     finally:
         conn.close()
 
