@@ -209,3 +209,15 @@ def test_register_without_a_reachable_endpoint_says_what_it_wrote(
     assert _model(path)["maxTokens"] == 4096 and "contextWindow" not in _model(path)
     assert main([*args, "--context-window", "65536"]) == 0
     assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (65536, 4096)
+
+
+def test_register_reads_vllms_max_model_len(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .integration.fake_openai import FakeOpenAI
+
+    path = tmp_path / "openclaw.json"
+    with FakeOpenAI(card={"max_model_len": 16384}) as vllm:
+        args = ["openclaw", "register", "--model-id", "fake-model", "--endpoint", vllm.base_url, "--config", str(path)]
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"contextWindow 16384: from {vllm.base_url}/models" in out and "states no output limit; 4096 at most" in out
+    assert (_model(path)["contextWindow"], _model(path)["maxTokens"]) == (16384, 4096)

@@ -97,8 +97,8 @@ def default_state_dirs() -> list[Path]:
 
 
 def agent_sources(state_dir: Path, agent_id: str, problems: Problems | None = None) -> list[Path]:
-    """Every session source of one agent under a state folder: the SQLite store first (it wins where a session is
-    also elsewhere), JSONL files, cold archives, the JSONL originals an upgrade imported into the store.
+    """Every session source of one agent under a state folder: JSONL files, cold archives, the SQLite store, the JSONL
+    originals an upgrade imported into the store.
 
     What cannot be read is reported, never raised nor passed over in silence: an unreadable folder, a symbolic link
     that loops or points nowhere, a FIFO or a folder where a transcript's name is (a FIFO is never opened: reading it
@@ -107,10 +107,6 @@ def agent_sources(state_dir: Path, agent_id: str, problems: Problems | None = No
     agent_dir = state_dir / "agents" / agent_id
     sources: list[Path] = []
     names = _listing(agent_dir, problems)
-    if "agent" in names and STORE_NAME in _listing(agent_dir / "agent", problems):
-        store = agent_dir / "agent" / STORE_NAME
-        if _regular(store, problems):
-            sources.append(store)
     if "sessions" in names:
         sessions_dir = agent_dir / "sessions"
         listed = _listing(sessions_dir, problems)
@@ -119,6 +115,10 @@ def agent_sources(state_dir: Path, agent_id: str, problems: Problems | None = No
             cold = sessions_dir / "cold"
             zst = (cold / n for n in _listing(cold, problems) if n.endswith(".jsonl.zst"))
             sources += [p for p in zst if _regular(p, problems)]
+    if "agent" in names and STORE_NAME in _listing(agent_dir / "agent", problems):
+        store = agent_dir / "agent" / STORE_NAME
+        if _regular(store, problems):
+            sources.append(store)
     if IMPORT_ARCHIVE in names:
         archive = agent_dir / IMPORT_ARCHIVE
         imported = (archive / n for n in _listing(archive, problems) if is_transcript_name(n))
@@ -209,14 +209,16 @@ def iter_sessions(
     index: dict[str, dict[str, Any]] | None = None,
     duplicates: Counter[str] | None = None,
 ) -> Iterator[RawSession]:
-    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions; SQLite stores first, and a
-    session already read (an upgrade leaves the JSONL it imported beside the store) is skipped and counted in
-    `duplicates`."""
+    """Read each source (file, archive, SQLite store, bundle folder) lazily into sessions, in the order given. A session
+    read before, or held by one of the SQLite stores among the sources (an upgrade leaves the JSONL it imported beside
+    the store; the store's copy is the one that went on), is skipped and counted in `duplicates` by source."""
+    sources = list(sources)
+    in_stores = {key for source in sources if source.suffix == ".sqlite" for key in store_sessions(source)}
     seen: set[tuple[str | None, str]] = set()
-    ordered = sorted(sources, key=lambda p: p.suffix != ".sqlite")  # stable: the stores, then the rest as given
-    for session in _read_sources(ordered, problems, index):
+    for session in _read_sources(sources, problems, index):
         key = (session.agent_id, session.session_id)
-        if key in seen:
+        from_store = session.source.endswith(".sqlite")
+        if key in seen or (key in in_stores and not from_store):
             if duplicates is not None:
                 duplicates[session.source] += 1
             continue
@@ -551,6 +553,24 @@ def read_sqlite_store(path: Path, problems: Problems) -> Iterator[RawSession]:
             yield session
     except sqlite3.Error as exc:
         problems.add(str(path), None, "bad-sqlite", f"stopped reading the SQLite store: {exc}")
+    finally:
+        conn.close()
+
+
+def store_sessions(path: Path) -> set[tuple[str | None, str]]:
+    """(agent, session id) of every session in an SQLite store; empty if it cannot be read (the reader reports why)."""
+    try:
+        conn = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+    except sqlite3.Error:
+        return set()
+    try:
+        columns = {table: _columns(conn, table) for table in ("transcript_events", "schema_meta")}
+        if "session_id" not in columns["transcript_events"]:
+            return set()
+        agent_id = _store_agent(conn, columns) or _agent_from_path(path)
+        return {(agent_id, r[0]) for r in conn.execute("select distinct session_id from transcript_events")}
+    except sqlite3.Error:
+        return set()
     finally:
         conn.close()
 

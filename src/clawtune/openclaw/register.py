@@ -260,9 +260,12 @@ def resolve_limits(reg: Registration) -> Limits:
         if context is None and stated.context_window:
             context = stated.context_window
             notes.append(f"contextWindow {context}: from {source}")
-        if max_tokens is None and (stated.max_output_tokens or stated.context_window):
-            max_tokens = stated.max_output_tokens or min(FALLBACK_MAX_TOKENS, stated.context_window or 0)
+        if max_tokens is None and stated.max_output_tokens:
+            max_tokens = stated.max_output_tokens
             notes.append(f"maxTokens {max_tokens}: from {source}")
+        elif max_tokens is None and stated.context_window:  # vLLM states its context only
+            max_tokens = min(FALLBACK_MAX_TOKENS, stated.context_window)
+            notes.append(f"maxTokens {max_tokens}: {source} states no output limit; {FALLBACK_MAX_TOKENS} at most")
         if context is None:
             notes.append(
                 f"contextWindow not written ({source}): OpenClaw assumes 200,000 tokens; pass --context-window "
