@@ -39,7 +39,7 @@ import orjson
 
 from clawtune.chat import Example, Message, content_text
 from clawtune.data.examples import duplicate_keys
-from clawtune.data.holdout import Holdouts, export_ids, find_holdouts, leakage_message, leaks
+from clawtune.data.holdout import HeldOut, Holdouts, export_ids, find_holdouts, leakage_message, leaks
 from clawtune.data.recipe import CATEGORIES, TARGET, category, data_stats, traits
 from clawtune.data.validate import check_example, iter_examples
 from clawtune.problems import InputError, Problems
@@ -426,16 +426,17 @@ def load(path: Path) -> list[tuple[int, Example]]:
     return examples
 
 
-def check_leakage(examples: list[tuple[int, Example]], options: AugmentOptions) -> Holdouts:
+def check_leakage(examples: list[tuple[int, Example]], options: AugmentOptions) -> tuple[Holdouts, HeldOut]:
     """Refuse training data that shares sessions or examples with the held-out files of the export that made it (found
     through the export id in its metadata), the validation and test files beside it, and `--holdout`."""
     found = find_holdouts(options.input, export_ids(e for _, e in examples), extra=options.holdout)
     if options.output.resolve() in {p.resolve() for p in found.files}:
         raise InputError(f"--output {options.output} is held-out data; augmenting must never write to it")
-    leaked = leaks(examples, options.input, found.files)
+    held = HeldOut.read(found.files)
+    leaked = leaks(examples, options.input, held)
     if leaked:
         raise InputError(leakage_message("augment", leaked, found.notes))
-    return found
+    return found, held
 
 
 def check_output(options: AugmentOptions) -> None:
@@ -460,6 +461,7 @@ class Augmenter:
     teacher: Callable[[str], str | None] | None = None
     teacher_requests: list[str] = field(default_factory=list)
     export_id: str | None = None  # the export that made the input: synthesized examples carry it too
+    held_out: set[bytes] = field(default_factory=set)  # exact keys of the held-out examples
     out: list[Example] = field(default_factory=list)
     seen: set[bytes] = field(default_factory=set)
     made: Counter[str] = field(default_factory=Counter)
@@ -470,6 +472,9 @@ class Augmenter:
         exact, near = duplicate_keys(example)
         if exact in self.seen or near in self.seen:
             self.dropped["duplicate"] += 1
+            return False
+        if exact in self.held_out:
+            self.dropped["same_as_held_out"] += 1
             return False
         problems = Problems()
         if not check_example(example, "augmented", None, problems):
@@ -610,7 +615,7 @@ def augment(options: AugmentOptions) -> dict[str, Any]:
     indexed = load(options.input)
     if not indexed:
         raise InputError(f"{options.input} has no examples")
-    holdouts = check_leakage(indexed, options)
+    holdouts, held = check_leakage(indexed, options)
     if options.output.exists() and not options.force:
         raise InputError(f"--output {options.output} exists; pass --force to replace it")
     originals = [e for _, e in indexed]
@@ -636,6 +641,7 @@ def augment(options: AugmentOptions) -> dict[str, Any]:
         generated = teacher.out_of_scope_requests(scope or "the agent's own tasks")
         run.teacher_requests = [r for r in dict.fromkeys(generated) if out_of_scope(r, vocabulary)]
         run.dropped["teacher_rejected"] += len(generated) - len(run.teacher_requests)
+    run.held_out = set(held.contents)  # a variant that happens to equal a held-out example is discarded
     for line, example in indexed:
         run.add(example, [], line)
     before = data_stats(run.out)

@@ -108,18 +108,31 @@ def find_holdouts(data: Path, ids: Iterable[str], folders: Iterable[Path] = (), 
     return found
 
 
-def leaks(examples: Iterable[tuple[int, Example]], source: Path, holdouts: list[Path]) -> list[str]:
-    """Every training example that shares a session or its whole content with a held-out file, as `file:line` lines."""
-    from clawtune.data.validate import iter_examples
+@dataclass
+class HeldOut:
+    """What the held-out files contain: their sessions and the (exact) content key of each example, with where."""
 
-    sessions: dict[str, str] = {}
-    contents: dict[bytes, str] = {}
-    for path in holdouts:
-        for line, example in iter_examples(path, Problems(keep=0)):
-            session = (example.get("metadata") or {}).get("session_id")
-            if session:
-                sessions.setdefault(str(session), f"{path}:{line}")
-            contents.setdefault(duplicate_keys(example)[0], f"{path}:{line}")
+    sessions: dict[str, str] = field(default_factory=dict)
+    contents: dict[bytes, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, holdouts: list[Path]) -> HeldOut:
+        from clawtune.data.validate import iter_examples
+
+        held = cls()
+        for path in holdouts:
+            for line, example in iter_examples(path, Problems(keep=0)):
+                session = (example.get("metadata") or {}).get("session_id")
+                if session:
+                    held.sessions.setdefault(str(session), f"{path}:{line}")
+                held.contents.setdefault(duplicate_keys(example)[0], f"{path}:{line}")
+        return held
+
+
+def leaks(examples: Iterable[tuple[int, Example]], source: Path, holdouts: list[Path] | HeldOut) -> list[str]:
+    """Every training example that shares a session or its whole content with a held-out file, as `file:line` lines."""
+    held = holdouts if isinstance(holdouts, HeldOut) else HeldOut.read(holdouts)
+    sessions, contents = held.sessions, held.contents
     found = []
     for line, example in examples:
         session = str((example.get("metadata") or {}).get("session_id") or "")
