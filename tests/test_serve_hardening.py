@@ -36,7 +36,7 @@ def serving(tmp_path: Path, engine: Any = None, **server: Any) -> Iterator[Serve
 
 
 def rows(server: Server, query: str = "select id, status, error from requests") -> list[tuple[Any, ...]]:
-    assert server.gateway.log.flush()
+    server.gateway.log.flush()
     conn = sqlite3.connect(server.gateway.log.path)
     try:
         return conn.execute(query).fetchall()
@@ -361,38 +361,44 @@ def test_secrets_are_scrubbed_and_files_are_private(tmp_path: Path) -> None:
             {"request_id": request_id, "rating": "negative", "comment": f"write to {SECRETS[1]}"},
         )
         assert status == 200
-        stored = rows(server, "select request_json, response_json, scrubbed, redactions from requests")[0]
+        stored = rows(server, "select request_json, response_json from requests")[0]
         comment = rows(server, "select comment from feedback")[0][0]
+        text = " ".join(str(v) for v in stored) + comment
+        assert not any(secret in text for secret in SECRETS), text
         folder = server.gateway.log.path.parent
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
         assert modes["requests.sqlite"] == 0o600 and modes["requests.sqlite-wal"] == 0o600, modes
-    text = " ".join(str(v) for v in stored) + comment
-    assert not any(secret in text for secret in SECRETS)
+        marks = rows(server, "select scrubbed, redactions from requests")[0]
     assert "<OPENAI_KEY_1>" in stored[0] and "<EMAIL_1>" in stored[1] and "<CARD_1>" in stored[0]
-    assert stored[2] == 1 and stored[3] == 6 and comment == "write to <EMAIL_1>"
+    assert marks == (1, 6) and comment == "write to <EMAIL_1>"
 
 
-def test_scrubbing_can_be_turned_off_and_archives_are_private(tmp_path: Path) -> None:
+def test_archives_are_private(tmp_path: Path) -> None:
     from clawtune.serve.log import RequestLog
 
-    with serving(tmp_path, log_scrub=False) as server:
-        chat(server.url, {"model": "general", "messages": [{"role": "user", "content": SECRETS[1]}]})
-        assert SECRETS[1] in rows(server, "select request_json from requests")[0][0]
-    log = RequestLog(tmp_path / "rotated" / "requests.sqlite", max_rows=100)
+    log = RequestLog(tmp_path / "requests.sqlite", max_rows=100)
     for i in range(700):
         log.request({"id": f"r{i}", "created": 1000.0 + i, "status": 200})
     log.close()
-    (archive,) = (tmp_path / "rotated").glob("requests-*.sqlite")
+    (archive,) = tmp_path.glob("requests-*.sqlite")
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+
+def test_scrubbing_can_be_turned_off(tmp_path: Path) -> None:
+    with serving(tmp_path, log_scrub=False) as server:
+        chat(server.url, {"model": "general", "messages": [{"role": "user", "content": SECRETS[1]}]})
+        assert SECRETS[1] in rows(server, "select request_json from requests")[0][0]
 
 
 # ---- no read timeouts -----------------------------------------------------------------------------------------
 
 
+TIMEOUTS = {"header_timeout_s": 1, "body_timeout_s": 1, "drain_s": 2}
+
+
 def test_slow_headers_and_bodies_time_out_and_shutdown_is_bounded(tmp_path: Path) -> None:
-    settings = {"header_timeout_s": 1, "body_timeout_s": 1, "drain_s": 2}
-    server = Server(Gateway(config(tmp_path, server=settings), engine=ScriptedEngine())).start()
+    server = Server(Gateway(config(tmp_path, server=TIMEOUTS), engine=ScriptedEngine())).start()
     try:
         host, port = server.url.removeprefix("http://").rsplit(":", 1)
         threads_before = threading.active_count()
