@@ -40,7 +40,7 @@ class ScriptedEngine:
     def submit(self, request: GenRequest) -> None:
         self.seen.append(request)
         messages = self._rendered.pop(id(request.prompt_ids), self._last)
-        last = next(m for m in reversed(messages) if m["role"] in ("user", "tool"))
+        last = next((m for m in reversed(messages) if m["role"] in ("user", "tool")), {"content": ""})
         content = str(last.get("content"))
         hang = content.startswith("hang")
         if content.startswith("call "):
@@ -68,6 +68,19 @@ class ScriptedEngine:
 
     def close(self) -> None:
         pass
+
+
+class AdapterEngine(ScriptedEngine):
+    """The scripted engine, able to "load" adapters (what the admin endpoints drive)."""
+
+    def add_adapter(self, name: str, path: str, weight: float = 1.0, extra: Any = None) -> Any:
+        from clawtune.serve.engine import LoadedAdapter
+
+        self.adapters[name] = LoadedAdapter(name, path, weight, "", {})
+        return self.adapters[name]
+
+    def remove_adapter(self, name: str) -> None:
+        del self.adapters[name]
 
 
 def config(tmp_path: Path, **extra: Any) -> Any:
@@ -117,7 +130,9 @@ def raw_exchange(url: str, payload: bytes, wait: float = 10.0) -> bytes:
         return out
 
 
-def post(url: str, path: str, body: Any, headers: dict[str, str] | None = None, method: str = "POST") -> tuple[int, Any]:
+def post(
+    url: str, path: str, body: Any, headers: dict[str, str] | None = None, method: str = "POST"
+) -> tuple[int, Any]:
     """(status, decoded JSON or text) for one request with urllib (no client-side validation in the way)."""
     import urllib.error
     import urllib.request
@@ -135,3 +150,78 @@ def post(url: str, path: str, body: Any, headers: dict[str, str] | None = None, 
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode("utf-8", "replace")
+
+
+def fuzz(url: str, key: str, examples: int, models: list[str], derandomize: bool = True) -> dict[str, Any]:
+    """schemathesis against the server's own OpenAPI schema: `examples` schema-valid and as many schema-breaking
+    cases per operation (no shrinking), every response checked (no 5xx; status code, content type and body as the
+    schema says). Half the schema-valid chat requests name a served model and half the feedback a logged request,
+    so the fuzzer gets past routing. Returns the counts, the failures, and every chat completion's status by id."""
+    import collections
+
+    import schemathesis
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    schema = schemathesis.openapi.from_url(url + "/openapi.json")
+    report: dict[str, Any] = {
+        "cases": 0,
+        "statuses": collections.Counter(),
+        "failures": [],
+        "chat": {},
+        "ok": [],
+        "operations": [],
+    }
+
+    def runner(operation: Any, mode: Any) -> Any:
+        label = f"{operation.method.upper()} {operation.path} [{mode}]"
+
+        @settings(
+            max_examples=examples,
+            derandomize=derandomize,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def run(case: Any) -> None:
+            if mode == GenerationMode.POSITIVE and isinstance(case.body, dict):
+                steer = hash(repr(case.body)) % 4
+                if operation.path == "/v1/chat/completions" and steer < 2:
+                    case.body["model"] = models[steer % len(models)]
+                if operation.path == "/v1/feedback" and steer < 2 and report["ok"]:
+                    case.body["request_id"] = report["ok"][-1]
+            response = case.call(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+            report["cases"] += 1
+            report["statuses"][response.status_code] += 1
+            request_id = response.headers.get("x-request-id")
+            if operation.path == "/v1/chat/completions" and request_id:
+                request_id = request_id[0] if isinstance(request_id, list) else request_id
+                report["chat"][request_id] = response.status_code
+                if response.status_code == 200:
+                    report["ok"].append(request_id)
+            try:
+                case.validate_response(response, checks=checks)
+            except Exception as exc:  # collected, so one finding does not hide the others
+                report["failures"].append(f"{label}: {exc}"[:2000])
+
+        return run
+
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        report["operations"].append(f"{operation.method.upper()} {operation.path}")
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            try:
+                runner(operation, mode)()
+            except Exception as exc:  # e.g. no schema-breaking case exists for an operation without inputs
+                if "Unsatisfiable" not in type(exc).__name__ and "negative" not in str(exc).lower():
+                    raise
+    return report

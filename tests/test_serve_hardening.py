@@ -22,7 +22,7 @@ import pytest
 from clawtune.serve.app import Gateway, Server
 from clawtune.serve.engine import GenRequest
 
-from .serve_fakes import ScriptedEngine, config, post, raw_exchange
+from .serve_fakes import AdapterEngine, ScriptedEngine, config, post, raw_exchange
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 HELLO = {"model": "general", "messages": [{"role": "user", "content": "hello"}]}
@@ -279,19 +279,6 @@ def test_nan_and_a_query_string(tmp_path: Path) -> None:
 
 
 # ---- open admin, no Host check ----------------------------------------------------------------------------------
-
-
-class AdapterEngine(ScriptedEngine):
-    """The scripted engine, able to "load" adapters (what the admin endpoints drive)."""
-
-    def add_adapter(self, name: str, path: str, weight: float = 1.0, extra: Any = None) -> Any:
-        from clawtune.serve.engine import LoadedAdapter
-
-        self.adapters[name] = LoadedAdapter(name, path, weight, "", {})
-        return self.adapters[name]
-
-    def remove_adapter(self, name: str) -> None:
-        del self.adapters[name]
 
 
 def test_admin_needs_an_admin_key_and_is_off_without_one(tmp_path: Path) -> None:
