@@ -574,6 +574,14 @@ def serve(
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
     import signal
 
+    from clawtune.extras import require
+
+    try:
+        require("uvicorn", "serve", "clawtune serve")
+        require("fastapi", "serve", "clawtune serve")
+    except InputError as exc:
+        _fail(str(exc))
+        return
     from clawtune.serve.app import Gateway, Server
     from clawtune.serve.config import load
 
@@ -588,6 +596,7 @@ def serve(
         return
     models = ", ".join(server.gateway.entries)
     typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
+    typer.echo(f"answering for Host: {', '.join(server.gateway.allowed_hosts())} (server.allowed_hosts)")
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -598,7 +607,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        typer.echo("stopping: finishing requests in flight, flushing the log")
+        typer.echo("stopped taking requests; flushing the log")
         server.close()
 
 

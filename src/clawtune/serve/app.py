@@ -60,6 +60,7 @@ class Server:
             log_level="warning",
             access_log=False,  # the request log is the record
             server_header=False,
+            proxy_headers=False,  # X-Forwarded-For from any client would be believed; nothing here needs it
             timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]
             timeout_graceful_shutdown=settings.drain_s,  # type: ignore[arg-type]
             backlog=2048,

@@ -311,10 +311,7 @@ class Engine:
         finished: list[str],
     ) -> int:
         """One decoding step of row i: pick its token, stream its new text, decide whether it has finished."""
-        if r.temperature and r.temperature > 0:
-            token = _pick(logits[i], r, generators[i])
-        else:
-            token = greedy[i]
+        token = _pick(logits[i], r, generators[i]) if r.temperature and r.temperature > 0 else greedy[i]
         if r.cancelled.is_set():
             finished[i] = "cancelled"
             return token

@@ -123,11 +123,16 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise APIError(413, f"the request body is larger than {limit} bytes", headers={"Connection": "close"})
+                    raise APIError(
+                        413, f"the request body is larger than {limit} bytes", headers={"Connection": "close"}
+                    )
                 chunks.append(chunk)
     except TimeoutError:
         raise APIError(
-            408, f"the request body did not arrive within {timeout:g} s", "timeout_error", headers={"Connection": "close"}
+            408,
+            f"the request body did not arrive within {timeout:g} s",
+            "timeout_error",
+            headers={"Connection": "close"},
         ) from None
     except ClientDisconnect:
         raise APIError(400, "the client disconnected while sending the body") from None
@@ -166,7 +171,10 @@ class HostCheck(TrustedHostMiddleware):
                     {
                         "type": "http.response.start",
                         "status": 400,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
@@ -292,7 +300,11 @@ def create_app(gateway: Gateway) -> FastAPI:
         return await answer(request, service.chat(raw, request.headers, request_id))
 
     app.add_api_route(
-        "/chat/completions", chat_completions, methods=["POST"], dependencies=[Depends(api_key)], include_in_schema=False
+        "/chat/completions",
+        chat_completions,
+        methods=["POST"],
+        dependencies=[Depends(api_key)],
+        include_in_schema=False,
     )
 
     @app.get("/v1/models", dependencies=[Depends(api_key)], response_model=wire.ModelList, responses=ERRORS)
@@ -343,7 +355,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.log.admin("load", load.name, loaded["path"], 200)
         return json_response(loaded)
 
-    @app.delete("/admin/adapters/{name}", dependencies=[Depends(admin_key)], response_model=wire.Deleted, responses=ERRORS)
+    @app.delete(
+        "/admin/adapters/{name}", dependencies=[Depends(admin_key)], response_model=wire.Deleted, responses=ERRORS
+    )
     async def unload_adapter(name: str) -> Response:
         if not wire.ADAPTER_NAME.fullmatch(name):
             raise APIError(400, f"{name!r} is not an adapter name (letters, digits, '.', '_', '-')", param="name")
@@ -430,7 +444,9 @@ def protocol_class(gateway: Gateway) -> type[HttpToolsProtocol]:
             if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
                 return
             gateway.metrics.invalid_http.labels("header_timeout").inc()
-            self._write_error(408, f"the request line and headers did not arrive within {settings.header_timeout_s:g} s")
+            self._write_error(
+                408, f"the request line and headers did not arrive within {settings.header_timeout_s:g} s"
+            )
 
         def send_400_response(self, msg: str) -> None:
             gateway.metrics.invalid_http.labels("unparsable").inc()
@@ -463,4 +479,3 @@ def _log_unparsable(gateway: Gateway, url: bytes, headers: list[tuple[bytes, byt
         {"id": request_id, "created": time.time(), "status": 400, "error": f"invalid HTTP request: {message}"}
     )
     gateway.metrics.observe(None, 400, 0.0, 0, 0)
-

@@ -153,7 +153,17 @@ REQUEST_COLUMNS: dict[str, str] = {
 }
 FEEDBACK_COLUMNS = {"request_id": "text", "created": "real", "rating": "text", "comment": "text"}
 ADMIN_COLUMNS = {"created": "real", "action": "text", "name": "text", "path": "text", "status": "int", "error": "text"}
-COLUMNS = list(REQUEST_COLUMNS)
+
+
+def _insert(table: str, columns: dict[str, str], verb: str = "INSERT") -> str:
+    return f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+INSERT = {
+    "request": _insert("requests", REQUEST_COLUMNS, "INSERT OR REPLACE"),
+    "feedback": _insert("feedback", FEEDBACK_COLUMNS),
+    "admin": _insert("admin_actions", ADMIN_COLUMNS),
+}
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -461,11 +471,23 @@ class RequestLog:
         self._queue.put(("request", dict(record)))
 
     def feedback(self, request_id: str, rating: str, comment: str | None) -> None:
-        self._queue.put(("feedback", {"request_id": request_id, "created": time.time(), "rating": rating, "comment": comment}))
+        self._queue.put(
+            ("feedback", {"request_id": request_id, "created": time.time(), "rating": rating, "comment": comment})
+        )
 
     def admin(self, action: str, name: str | None, path: str | None, status: int, error: str | None = None) -> None:
         self._queue.put(
-            ("admin", {"created": time.time(), "action": action, "name": name, "path": path, "status": status, "error": error})
+            (
+                "admin",
+                {
+                    "created": time.time(),
+                    "action": action,
+                    "name": name,
+                    "path": path,
+                    "status": status,
+                    "error": error,
+                },
+            )
         )
 
     def flush(self, timeout: float = 30) -> bool:
@@ -579,13 +601,6 @@ class RequestLog:
             self.dropped += 1
         self._pending.append((kind, row))
 
-    _SQL = {
-        "request": f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
-        f"VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
-        "feedback": f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) VALUES ({', '.join('?' * len(FEEDBACK_COLUMNS))})",
-        "admin": f"INSERT INTO admin_actions ({', '.join(ADMIN_COLUMNS)}) VALUES ({', '.join('?' * len(ADMIN_COLUMNS))})",
-    }
-
     def _commit(self) -> None:
         """Write what is pending in one transaction; a row SQLite refuses is replaced by its stub, a refusing disk
         leaves everything pending (and the log degraded) until the next try."""
@@ -600,11 +615,16 @@ class RequestLog:
             try:
                 for kind, row in rows:
                     try:
-                        conn.execute(self._SQL[kind], row)
-                    except (sqlite3.InterfaceError, sqlite3.IntegrityError, sqlite3.ProgrammingError, ValueError) as exc:
+                        conn.execute(INSERT[kind], row)
+                    except (
+                        sqlite3.InterfaceError,
+                        sqlite3.IntegrityError,
+                        sqlite3.ProgrammingError,
+                        ValueError,
+                    ) as exc:
                         self.failed_records += 1
                         if kind == "request":
-                            conn.execute(self._SQL[kind], _stub(dict(zip(REQUEST_COLUMNS, row, strict=False)), exc))
+                            conn.execute(INSERT[kind], _stub(dict(zip(REQUEST_COLUMNS, row, strict=False)), exc))
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -712,7 +732,9 @@ def iter_requests(path: Path, since: float | None = None) -> Iterator[dict[str, 
             ratings: dict[str, list[dict[str, Any]]] = {}
             for row in conn.execute("SELECT request_id, created, rating, comment FROM feedback ORDER BY created"):
                 ratings.setdefault(row["request_id"], []).append(dict(row))
-            query = "SELECT * FROM requests" + (" WHERE created >= ?" if since is not None else "") + " ORDER BY created"
+            query = (
+                "SELECT * FROM requests" + (" WHERE created >= ?" if since is not None else "") + " ORDER BY created"
+            )
             for row in conn.execute(query, () if since is None else (since,)):
                 item = dict(row)
                 for key, target in (("request_json", "request"), ("response_json", "response")):

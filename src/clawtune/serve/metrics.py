@@ -33,7 +33,9 @@ class _Live:
             "clawtune_log_pending", "Log records waiting to be written.", value=values.get("log_pending", 0)
         )
         yield CounterMetricFamily(
-            "clawtune_log_dropped", "Log records dropped because the disk refused them.", value=values.get("log_dropped", 0)
+            "clawtune_log_dropped",
+            "Log records dropped because the disk refused them.",
+            value=values.get("log_dropped", 0),
         )
         if "batches" in values:
             yield CounterMetricFamily(
@@ -57,15 +59,15 @@ class Metrics:
             "clawtune_requests", "Chat completion requests by model and HTTP status.", ["model", "status"], registry=r
         )
         self.tokens = Counter("clawtune_tokens", "Tokens by model and kind.", ["model", "kind"], registry=r)
-        self.latency = Histogram(
-            "clawtune_request_seconds", "Request latency.", ["model"], buckets=BUCKETS, registry=r
-        )
+        self.latency = Histogram("clawtune_request_seconds", "Request latency.", ["model"], buckets=BUCKETS, registry=r)
         self.rejected = Counter("clawtune_rejected", "Requests refused with 429 (too many in flight).", registry=r)
         self.unauthenticated = Counter(
             "clawtune_unauthenticated", "Requests without a valid API or admin key (counted, never logged).", registry=r
         )
         self.invalid_http = Counter(
-            "clawtune_invalid_http", "Requests the HTTP parser refused, or that timed out before their body.", ["reason"],
+            "clawtune_invalid_http",
+            "Requests the HTTP parser refused, or that timed out before their body.",
+            ["reason"],
             registry=r,
         )
         self.disallowed_host = Counter(

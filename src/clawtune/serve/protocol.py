@@ -348,7 +348,8 @@ def check_rules(request: ChatCompletionRequest) -> None:
         raise APIError(400, "The 'stream_options' parameter is only allowed when 'stream' is true.", param="stream")
     if request.tool_choice is not None and request.tool_choice != "none" and not request.tools:
         raise APIError(
-            400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+            400,
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
             param="tool_choice",
         )
     if isinstance(request.tool_choice, NamedToolChoice):

@@ -357,7 +357,9 @@ class ChatService:
             call.commit(**completion.log_fields(response))
             return Reply(call.headers, body=response)
         return Reply(
-            call.headers, stream=self._local_stream(call, completion, events, deadline, model_name, request), close=call.close
+            call.headers,
+            stream=self._local_stream(call, completion, events, deadline, model_name, request),
+            close=call.close,
         )
 
     async def _local_stream(
@@ -513,14 +515,15 @@ class ChatService:
 
 
 def _remote_log_fields(response: dict[str, Any]) -> dict[str, Any]:
-    used = response.get("usage") if isinstance(response.get("usage"), dict) else {}
-    choices = response.get("choices") if isinstance(response.get("choices"), list) else []
-    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    used: dict[str, Any] = response["usage"] if isinstance(response.get("usage"), dict) else {}
+    choices = response["choices"] if isinstance(response.get("choices"), list) else []
+    choice: dict[str, Any] = choices[0] if choices and isinstance(choices[0], dict) else {}
+    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
+    calls = message.get("tool_calls")
     return {
         "prompt_tokens": used.get("prompt_tokens"),
         "completion_tokens": used.get("completion_tokens"),
         "response_json": response,
         "finish_reason": choice.get("finish_reason"),
-        "tool_calls": len(message.get("tool_calls") or []),
+        "tool_calls": len(calls) if isinstance(calls, list) else 0,
     }

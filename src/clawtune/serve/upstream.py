@@ -99,9 +99,13 @@ class Upstream:
         try:
             reply = json.loads(raw)
         except ValueError:
-            raise APIError(502, f"the {entry.provider} engine at {entry.endpoint} answered with invalid JSON", "upstream_error") from None
+            raise APIError(
+                502, f"the {entry.provider} engine at {entry.endpoint} answered with invalid JSON", "upstream_error"
+            ) from None
         if not isinstance(reply, dict):
-            raise APIError(502, f"the {entry.provider} engine at {entry.endpoint} answered with a non-object", "upstream_error")
+            raise APIError(
+                502, f"the {entry.provider} engine at {entry.endpoint} answered with a non-object", "upstream_error"
+            )
         return reply
 
     @staticmethod
