@@ -36,9 +36,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-LITELLM = "1.110.2"  # checked: not yanked on PyPI; 1.107.0 was compromised and 1.107.x is gone, so no 1.107 release
+LITELLM = "1.106.12"  # checked: not yanked; the last release before 1.107.0 (compromised; 1.107.x is gone); the
+# `[proxy]` extra of 1.108.x-1.110.x needs companion packages (litellm-proxy, litellm-proxy-extras) the registry lacks
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clawtune" / "bench"
 MODEL = "fast"
+# Both gateways check this key (LiteLLM refuses to start without a master key); the upstream ignores it.
+KEY = "sk-" + "5f0c1e9a7b3d4c2e8f6a1b0c9d8e7f6a5b4c3d2e1f0a9b8c"
 REQUEST = {"model": MODEL, "messages": [{"role": "user", "content": "What was the revenue in EMEA last quarter?"}]}
 
 
@@ -95,24 +98,18 @@ def upstream_app() -> Any:
             body += message.get("body", b"")
             more = message.get("more_body", False)
         if scope["method"] == "GET":
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            answer, kind = models, b"application/json"
+        elif (request := json.loads(body or b"{}")).get("stream"):
+            answer, kind = (
+                stream + (usage if (request.get("stream_options") or {}).get("include_usage") else b""),
+                b"text/event-stream",
             )
-            await send({"type": "http.response.body", "body": models})
-            return
-        request = json.loads(body or b"{}")
-        if request.get("stream"):
-            payload = stream + (usage if (request.get("stream_options") or {}).get("include_usage") else b"")
-            payload += b"data: [DONE]\n\n"
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
-            )
-            await send({"type": "http.response.body", "body": payload})
+            answer += b"data: [DONE]\n\n"
         else:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
-            )
-            await send({"type": "http.response.body", "body": completion})
+            answer, kind = completion, b"application/json"
+        head = [(b"content-type", kind), (b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": answer})
 
     return app
 
@@ -138,19 +135,17 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     """Read one HTTP/1.1 response (Content-Length or chunked) to its end; returns the status."""
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    headers = head.lower()
-    if b"transfer-encoding: chunked" in headers:
+    fields = dict(line.split(b":", 1) for line in head.lower().split(b"\r\n")[1:] if b":" in line)
+    if fields.get(b"transfer-encoding", b"").strip() == b"chunked":
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             await reader.readexactly(size + 2)
             if size == 0:
                 return status
-    start = headers.find(b"content-length:")
-    if start < 0:
+    if b"content-length" not in fields:
         await reader.read()  # close-delimited
         return status
-    length = int(headers[start + 15 : headers.find(b"\r\n", start)])
-    await reader.readexactly(length)
+    await reader.readexactly(int(fields[b"content-length"]))
     return status
 
 
@@ -159,7 +154,7 @@ async def _client(
 ) -> None:
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer sk-bench\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(payload)}\r\n\r\n"
     ).encode() + payload
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -236,7 +231,7 @@ def start_clawtune(folder: Path, upstream: int) -> tuple[subprocess.Popen[bytes]
     port = free_port()
     config = {
         "models": [{"id": MODEL, "provider": "openai", "model": MODEL, "endpoint": f"http://127.0.0.1:{upstream}/v1"}],
-        "server": {"port": port, "data_dir": str(folder / "clawtune-data"), "max_concurrency": 4096},
+        "server": {"port": port, "data_dir": str(folder / "clawtune-data"), "max_concurrency": 4096, "api_keys": [KEY]},
     }
     (folder / "models.yaml").write_text(yaml.safe_dump(config))
     clawtune = Path(sys.executable).with_name("clawtune")
@@ -296,6 +291,7 @@ def start_litellm(folder: Path, upstream: int, version: str) -> tuple[subprocess
             }
         ],
         "litellm_settings": {"telemetry": False},
+        "general_settings": {"master_key": KEY},
     }
     (folder / "litellm.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
@@ -363,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; {args.duration:g} s per cell after {args.warmup:g} s warm-up",
             flush=True,
         )
+        for port in targets.values():  # first requests are slow (LiteLLM imports lazily): not measured
+            for body in (REQUEST, {**REQUEST, "stream": True, "stream_options": {"include_usage": True}}):
+                measure(port, "/v1/chat/completions", body, 4, 3.0, 0.0)
         results: dict[tuple[str, str, int], dict[str, Any]] = {}
         for clients in levels:
             for mode in ("plain", "stream"):

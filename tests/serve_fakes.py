@@ -221,7 +221,8 @@ def fuzz(url: str, key: str, examples: int, models: list[str], derandomize: bool
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             try:
                 runner(operation, mode)()
-            except Exception as exc:  # e.g. no schema-breaking case exists for an operation without inputs
-                if "Unsatisfiable" not in type(exc).__name__ and "negative" not in str(exc).lower():
-                    raise
+            except Exception as exc:
+                if "Unsatisfiable" in type(exc).__name__:  # no schema-breaking case for an operation without inputs
+                    continue
+                report["failures"].append(f"{operation.method.upper()} {operation.path} [{mode}]: {exc}"[:4000])
     return report

@@ -195,6 +195,13 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+# One server-sent event: `data` is a chat.completion.chunk as JSON, an error object, or "[DONE]".
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"}},
+}
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": wire.ErrorResponse, "description": text}
     for status, text in {
@@ -285,7 +292,7 @@ def create_app(gateway: Gateway) -> FastAPI:
             200: {
                 "model": wire.ChatCompletion,
                 "description": "The completion, or with stream: true, server-sent chat.completion.chunk events",
-                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "content": {"text/event-stream": {"schema": SSE_EVENT}},
             },
             **ERRORS,
         },

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from clawtune.problems import InputError
 from clawtune.serve.protocol import replace_surrogates
 
@@ -206,7 +208,10 @@ def _text(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, default=str)
+        try:  # orjson: several times faster on the writer thread, which shares the GIL with the event loop
+            value = orjson.dumps(value, default=str).decode()
+        except TypeError:  # a lone surrogate, an integer past 64 bits, a cycle: the standard library, or its error
+            value = json.dumps(value, ensure_ascii=False, default=str)
     return replace_surrogates(value)
 
 

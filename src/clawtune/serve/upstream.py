@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from clawtune.openai_http import completions_url
 from clawtune.serve.config import ModelEntry
@@ -62,7 +63,7 @@ class Upstream:
         return self.client.build_request(
             "POST",
             completions_url(entry.endpoint or ""),
-            content=json.dumps(payload, ensure_ascii=False).encode(),
+            content=_dumps(payload),
             headers=headers,
             timeout=timeout,
         )
@@ -97,7 +98,7 @@ class Upstream:
         finally:
             await response.aclose()
         try:
-            reply = json.loads(raw)
+            reply = _loads(raw)
         except ValueError:
             raise APIError(
                 502, f"the {entry.provider} engine at {entry.endpoint} answered with invalid JSON", "upstream_error"
@@ -125,6 +126,20 @@ class Upstream:
             raise unreachable(entry, exc, 504) from None
         except httpx.HTTPError as exc:
             raise unreachable(entry, exc, 502) from None
+
+
+def _dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson refuses what the standard library escapes (a lone surrogate)
+        return json.dumps(value).encode()
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # the standard library also reads a lone surrogate's escape
+        return json.loads(raw)
 
 
 def unreachable(entry: ModelEntry, exc: BaseException, status: int) -> APIError:
