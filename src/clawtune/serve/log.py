@@ -431,7 +431,8 @@ class RequestLog:
         self.warnings: list[str] = []
         _private_folder(path.parent, path.name)
         self._conn: sqlite3.Connection | None = self._open()
-        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        # SimpleQueue: put() is one C call, no Python-level lock and condition on the request path
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._pending: collections.deque[tuple[str, list[Any]]] = collections.deque()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
