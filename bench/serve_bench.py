@@ -164,7 +164,8 @@ def engine_counts(url: str) -> tuple[int, int]:
 
     text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("clawtune_engine_"))
-    return int(values["clawtune_engine_batches_total"]), int(values["clawtune_engine_batched_requests_total"])
+    batches, batched = values["clawtune_engine_batches_total"], values["clawtune_engine_batched_requests_total"]
+    return int(float(batches)), int(float(batched))  # prometheus_client writes counters as floats
 
 
 @contextlib.contextmanager

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -29,77 +27,10 @@ from clawtune.serve.log import RequestLog
 
 from .conftest import export_sample, read_jsonl, write_jsonl
 from .integration.fake_openai import FakeOpenAI
+from .serve_fakes import ScriptedEngine
+from .serve_fakes import config as _config
 
 SEED_MODELS = Path(__file__).parent / "seed" / "models.yaml"
-
-
-# ---- a scripted engine: the protocol without a model ---------------------------------------------------------
-
-
-class ScriptedEngine:
-    """Answers by the last user message: "call X" -> a Hermes tool call to X, "slow" -> waits, else an echo."""
-
-    base_name = "scripted"
-    max_context = 2000
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.adapters: dict[str, Any] = {}
-        self.delay = delay
-        self.seen: list[GenRequest] = []
-
-    def render(self, adapter: str | None, messages: list[dict[str, Any]], tools: Any) -> list[int]:
-        text = json.dumps(messages) + json.dumps(tools)
-        self._last = messages
-        return [1] * (len(text) // 4 + 1)
-
-    def submit(self, request: GenRequest) -> None:
-        self.seen.append(request)
-        last = next(m for m in reversed(self._last) if m["role"] in ("user", "tool"))
-        content = str(last.get("content"))
-        if content.startswith("call "):
-            name = content.split()[1]
-            reply = f'Let me look.<tool_call>\n{{"name": "{name}", "arguments": {{"q": "x<y"}}}}\n</tool_call>'
-        else:
-            reply = f"You said: {content}"
-
-        def run() -> None:
-            time.sleep(self.delay)
-            for i in range(0, len(reply), 5):
-                request.events.put(("text", reply[i : i + 5]))
-            request.events.put(("done", "stop", len(reply) // 5 + 1))
-
-        threading.Thread(target=run, daemon=True).start()
-
-    def pending(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-def _config(tmp_path: Path, **extra: Any) -> Any:
-    data = {
-        "models": [
-            {"id": "general", "provider": "clawtune", "model": "scripted", "tags": ["general"]},
-            {"id": "finance", "provider": "clawtune", "model": "scripted", "tags": ["finance", "domestic"]},
-            {
-                "id": "finance-v2",
-                "provider": "clawtune",
-                "model": "scripted",
-                "system_prompt": "replace",
-                "system_prompt_text": "Short.",
-            },
-        ],
-        "experiments": [{"id": "finance-ab", "arms": {"finance": 70, "finance-v2": 30}}],
-        "default_model": "general",
-        "server": {"port": 0, "data_dir": str(tmp_path / "data"), "max_tokens_limit": 1000},
-    }
-    for key, value in extra.items():
-        if key == "server":
-            data["server"].update(value)
-        else:
-            data[key] = value
-    return parse(data, str(tmp_path / "models.yaml"))
 
 
 @pytest.fixture
@@ -238,7 +169,7 @@ def test_errors_have_the_openai_shape(scripted: tuple[Server, openai.OpenAI]) ->
     with pytest.raises(openai.NotFoundError) as info:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     assert info.value.code == "model_not_found" and info.value.body["param"] == "model"
-    with pytest.raises(openai.BadRequestError, match="max_tokens must be a positive integer"):
+    with pytest.raises(openai.BadRequestError, match="Invalid value for 'max_tokens'"):
         client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], max_tokens=0)
     with pytest.raises(openai.BadRequestError, match="only n=1"):
         client.chat.completions.create(model="general", messages=[{"role": "user", "content": "x"}], n=2)
@@ -389,7 +320,7 @@ def test_bounded_load(tmp_path: Path) -> None:
     answered = {rid for s, rid in results if s == 200}
     assert answered <= set(logged) and all(logged[r] == 200 for r in answered)
     assert sorted(logged.values()).count(429) == statuses.count(429)
-    assert f"clawtune_rejected_total {statuses.count(429)}" in server.gateway.metrics.render(0)
+    assert f"clawtune_rejected_total {statuses.count(429)}.0" in server.gateway.metrics.render().decode()
 
 
 # ---- forwarding to remote engines ------------------------------------------------------------------------------
@@ -573,12 +504,15 @@ def test_forwarded_models_publish_the_engines_limits_or_the_configured_ones(tmp_
 
 
 def test_a_log_written_before_the_clamp_columns_gets_them(tmp_path: Path) -> None:
-    from clawtune.serve.log import ADDED_COLUMNS, COLUMNS
+    from clawtune.serve.log import MIGRATIONS
 
     path = tmp_path / "requests.sqlite"
     conn = sqlite3.connect(path)
-    before = [c for c in COLUMNS if c not in ADDED_COLUMNS]  # the log as the previous release wrote it
-    conn.execute(f"create table requests ({', '.join(before)})")
+    for migration in MIGRATIONS:  # the log as the release before the output budget wrote it (version 2)
+        if migration.version <= 2:
+            for statement in migration.statements:
+                conn.execute(statement)
+    conn.execute("pragma user_version = 2")
     conn.execute("insert into requests (id, created, model) values ('old', 1.0, 'm')")
     conn.commit()
     conn.close()
@@ -727,7 +661,12 @@ def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path],
                     "adapters": {"a": {"path": str(adapters["alpha"])}},
                 },
             ],
-            "server": {"port": 0, "data_dir": str(tmp_path / "data"), "adapter_dirs": [str(adapters["beta"].parent)]},
+            "server": {
+                "port": 0,
+                "data_dir": str(tmp_path / "data"),
+                "adapter_dirs": [str(adapters["beta"].parent)],
+                "admin_keys": ["admin-secret"],
+            },
         },
         str(tmp_path / "m.yaml"),
     )
@@ -746,9 +685,8 @@ def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path],
 
         def admin(method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
             data = json.dumps(body).encode() if body is not None else None
-            request = urllib.request.Request(
-                server.url + path, data, {"Content-Type": "application/json"}, method=method
-            )
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer admin-secret"}
+            request = urllib.request.Request(server.url + path, data, headers, method=method)
             try:
                 with urllib.request.urlopen(request) as response:
                     return response.status, json.loads(response.read())
@@ -765,7 +703,7 @@ def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path],
         health = json.loads(urllib.request.urlopen(server.url + "/health").read())
         assert health["status"] == "ok" and health["models"] == ["alpha", "base"]
         metrics = urllib.request.urlopen(server.url + "/metrics").read().decode()
-        assert 'clawtune_requests_total{model="alpha",status="200"} 2' in metrics
+        assert 'clawtune_requests_total{model="alpha",status="200"} 2.0' in metrics
 
 
 def test_log_is_capped_by_rotating_old_rows_into_an_archive(tmp_path: Path) -> None:

@@ -679,6 +679,14 @@ def serve(
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
     import signal
 
+    from clawtune.extras import require
+
+    try:
+        require("uvicorn", "serve", "clawtune serve")
+        require("fastapi", "serve", "clawtune serve")
+    except InputError as exc:
+        _fail(str(exc))
+        return
     from clawtune.serve.app import Gateway, Server, bind
     from clawtune.serve.config import load
 
@@ -689,18 +697,19 @@ def serve(
         return
     address = (host or settings.server.host, settings.server.port if port is None else port)
     try:
-        httpd = bind(*address)  # before loading any model: a port in use is said at once
+        sock = bind(*address)  # before loading any model: a port in use is said at once
     except OSError as exc:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc} (--port, or server.port in {config})")
         return
     try:
-        server = Server(Gateway(settings, data_dir=data_dir), httpd=httpd)
+        server = Server(Gateway(settings, data_dir=data_dir), address[0], sock=sock)
     except InputError as exc:
-        httpd.server_close()
+        sock.close()
         _fail(str(exc))
         return
     models = ", ".join(server.gateway.entries)
     typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
+    typer.echo(f"answering for Host: {', '.join(server.gateway.allowed_hosts())} (server.allowed_hosts)")
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -711,7 +720,7 @@ def serve(
     except KeyboardInterrupt:
         pass
     finally:
-        typer.echo("stopping: finishing requests in flight, flushing the log")
+        typer.echo("stopped taking requests; flushing the log")
         server.close()
 
 

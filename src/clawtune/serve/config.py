@@ -92,6 +92,17 @@ class Server(BaseModel):
     adapter_dirs: list[str] = Field(default_factory=list)  # where the admin endpoint may load adapters from
     device: str | None = None
     max_context: int | None = None  # cap the model's context (default: the model's own)
+    # The log: secrets and personal data in requests, responses and feedback comments are replaced by typed
+    # placeholders with the training export's scrubber before they are stored; false stores them as sent.
+    log_scrub: bool = True
+    # Host header allow-list (DNS rebinding): default the loopback names and the bound address. "*" allows any.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    # Browser origins allowed to call the API (CORS). Empty: no cross-origin browser access.
+    cors_origins: list[str] = Field(default_factory=list)
+    header_timeout_s: float = Field(10, gt=0)  # a request's line and headers must arrive within this
+    body_timeout_s: float = Field(30, gt=0)  # ... and its body within this
+    keep_alive_s: float = Field(5, gt=0)  # an idle keep-alive connection is closed after this
+    drain_s: float = Field(30, ge=0)  # on shutdown, requests in flight get this long to finish, then are cancelled
 
 
 class ServeConfig(BaseModel):

@@ -35,8 +35,21 @@ class GenRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
-    events: queue.Queue[tuple[Any, ...]] = field(default_factory=queue.Queue)
+    # Anything with put(): a queue.Queue, or the gateway's bridge into its event loop.
+    events: Any = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    emitted: bool = False  # something went out on `events` (so the request cannot be run again)
+    ended: bool = False  # its done or error event went out
+
+    def emit(self, event: tuple[Any, ...]) -> None:
+        self.emitted = True
+        if event[0] in ("done", "error"):
+            self.ended = True
+        self.events.put(event)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.ended:
+            self.emit(("error", f"{type(exc).__name__}: {exc}"))
 
 
 @dataclass
@@ -201,11 +214,25 @@ class Engine:
             if not batch:
                 continue
             with self._model_lock:
+                self._run_isolated(batch)
+
+    def _run_isolated(self, batch: list[GenRequest]) -> None:
+        """Run a batch so that a request's failure is its own. Per-row work (sampling, decoding, stop strings) is
+        guarded row by row in `_run`; if the batch's forward pass itself fails, the rows that have sent nothing yet
+        run again one at a time, and only those that fail alone (or had already streamed) get the error."""
+        try:
+            self._run(batch)
+        except Exception as exc:
+            for request in batch:
+                if request.ended:
+                    continue
+                if request.emitted or len(batch) == 1:
+                    request.fail(exc)
+                    continue
                 try:
-                    self._run(batch)
-                except Exception as exc:  # a failed batch answers its requests with the error, the loop goes on
-                    for request in batch:
-                        request.events.put(("error", f"{type(exc).__name__}: {exc}"))
+                    self._run([request])
+                except Exception as alone:
+                    request.fail(alone)
 
     def _run(self, batch: list[GenRequest]) -> None:
         import torch
@@ -221,10 +248,19 @@ class Engine:
             ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             mask[i, width - len(r.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        generators = [_generator(r.seed) for r in batch]
+        generators: list[Any] = []
+        failed = [False] * n
+        for i, r in enumerate(batch):
+            try:
+                generators.append(_generator(r.seed))
+                r.stop = [s for s in r.stop if isinstance(s, str) and s]
+            except Exception as exc:  # this row cannot start; the others do
+                generators.append(None)
+                failed[i] = True
+                r.fail(exc)
         generated: list[list[int]] = [[] for _ in batch]
         sent = [""] * n
-        finished = [""] * n
+        finished = ["error" if f else "" for f in failed]
         steps = max(r.max_new_tokens for r in batch)
         past = None
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -245,32 +281,15 @@ class Engine:
                 next_ids = []
                 for i, r in enumerate(batch):
                     if finished[i]:
+                        next_ids.append(pad)
+                        continue
+                    try:
+                        token = self._step(r, i, logits, greedy, generators, generated, sent, finished)
+                    except Exception as exc:  # this row's failure is its own: it stops, the batch goes on
+                        finished[i] = "error"
+                        r.fail(exc)
                         token = pad
-                    elif r.temperature and r.temperature > 0:
-                        token = _pick(logits[i], r, generators[i])
-                    else:
-                        token = greedy[i]
                     next_ids.append(token)
-                    if finished[i]:
-                        continue
-                    if r.cancelled.is_set():
-                        finished[i] = "cancelled"
-                        continue
-                    if token in self.stop_ids:
-                        finished[i] = "stop"
-                    else:
-                        generated[i].append(token)
-                        text = str(self.tokenizer.decode(generated[i], skip_special_tokens=False))
-                        stop_at = _stop_position(text, r.stop)
-                        if stop_at is not None:
-                            text, finished[i] = text[:stop_at], "stop"
-                        if not text.endswith("\ufffd") and len(text) > len(sent[i]) and text.startswith(sent[i]):
-                            r.events.put(("text", text[len(sent[i]) :]))
-                            sent[i] = text
-                        if not finished[i] and len(generated[i]) >= r.max_new_tokens:
-                            finished[i] = "length"
-                    if finished[i]:
-                        r.events.put(("done", finished[i], len(generated[i])))
                 if all(finished):
                     break
                 inputs = torch.tensor(next_ids, device=self.device).unsqueeze(1)
@@ -278,7 +297,40 @@ class Engine:
                 positions = positions[:, -1:] + 1
         for i, r in enumerate(batch):
             if not finished[i]:
-                r.events.put(("done", "length", len(generated[i])))
+                r.emit(("done", "length", len(generated[i])))
+
+    def _step(
+        self,
+        r: GenRequest,
+        i: int,
+        logits: Any,
+        greedy: list[int],
+        generators: list[Any],
+        generated: list[list[int]],
+        sent: list[str],
+        finished: list[str],
+    ) -> int:
+        """One decoding step of row i: pick its token, stream its new text, decide whether it has finished."""
+        token = _pick(logits[i], r, generators[i]) if r.temperature and r.temperature > 0 else greedy[i]
+        if r.cancelled.is_set():
+            finished[i] = "cancelled"
+            return token
+        if token in self.stop_ids:
+            finished[i] = "stop"
+        else:
+            generated[i].append(token)
+            text = str(self.tokenizer.decode(generated[i], skip_special_tokens=False))
+            stop_at = _stop_position(text, r.stop)
+            if stop_at is not None:
+                text, finished[i] = text[:stop_at], "stop"
+            if not text.endswith("\ufffd") and len(text) > len(sent[i]) and text.startswith(sent[i]):
+                r.emit(("text", text[len(sent[i]) :]))
+                sent[i] = text
+            if not finished[i] and len(generated[i]) >= r.max_new_tokens:
+                finished[i] = "length"
+        if finished[i]:
+            r.emit(("done", finished[i], len(generated[i])))
+        return token
 
 
 def _resolved(name: str) -> str:
@@ -325,6 +377,7 @@ def _pick(logits: Any, request: GenRequest, generator: Any) -> int:
     if request.top_p < 1.0:
         ordered, index = probs.sort(descending=True)
         keep = ordered.cumsum(-1) - ordered < request.top_p
+        keep[0] = True  # top_p 0 keeps the most likely token (greedy), never nothing
         probs = torch.zeros_like(probs).scatter(0, index[keep], ordered[keep])
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
