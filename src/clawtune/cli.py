@@ -140,6 +140,118 @@ def export_training_data(
     print_export_summary(report, output)
 
 
+def _collect_help() -> str:
+    from clawtune.loop.failures.fields import grammar_help  # no parser imported: --help stays fast
+
+    return (
+        "Collect the agent's failing turns (OpenClaw stores and the gateway's log) with corrections: failures, "
+        "corrected examples, preference pairs, a review file for a person, and a held-out share.\n\n" + grammar_help()
+    )
+
+
+@agent_app.command("collect-failures", help=_collect_help())
+def collect_failures(
+    agent_id: Annotated[str, typer.Option("--agent-id", help="The agent whose failures to collect, e.g. my-agent.")],
+    output: Annotated[
+        Path, typer.Option("--output", help="Folder for failures, corrected, pairs, review, held-out and the report.")
+    ],
+    criteria: Annotated[
+        str | None,
+        typer.Option("--criteria", help="Which failing turns to keep (default: any failure signal); grammar below."),
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="openclaw, gateway, or both (default: both, each if found).")
+    ] = None,
+    state_dir: Annotated[
+        list[Path] | None,
+        typer.Option("--state-dir", help="OpenClaw state folder (default $OPENCLAW_STATE_DIR or ~/.openclaw)."),
+    ] = None,
+    sessions: Annotated[
+        list[Path] | None, typer.Option("--sessions", help="Explicit OpenClaw sources instead of the state folder.")
+    ] = None,
+    gateway_log: Annotated[
+        Path | None,
+        typer.Option("--gateway-log", help="clawtune serve's request log or data folder (default ./clawtune-data)."),
+    ] = None,
+    gateway_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gateway-model",
+            help="Gateway requests for these models (globs) are the agent's (default: OpenClaw's agent marker, "
+            "or a model named after the agent).",
+        ),
+    ] = None,
+    date_range: Annotated[str | None, typer.Option("--date-range", help="FROM:TO, ISO dates, inclusive.")] = None,
+    holdout: Annotated[
+        str, typer.Option("--holdout", help="Share of failing sessions never trained on (held-out.jsonl).")
+    ] = "20%",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the hold-out split.")] = 42,
+    corrections: Annotated[
+        Path | None, typer.Option("--corrections", help="A review.jsonl a person filled in: merge its corrections.")
+    ] = None,
+    teacher_endpoint: Annotated[
+        str | None, typer.Option("--teacher-endpoint", help="OpenAI-compatible endpoint of a teacher model.")
+    ] = None,
+    teacher_model: Annotated[str | None, typer.Option("--teacher-model", help="The teacher's model name.")] = None,
+    negative_reactions: Annotated[
+        str | None, typer.Option("--negative-reactions", help="Emoji that count as negative, e.g. '👎,❌,😡'.")
+    ] = None,
+    export: Annotated[
+        list[Path] | None,
+        typer.Option("--export", help="An earlier export folder: its validation/test sessions are refused."),
+    ] = None,
+    system_prompt: Annotated[
+        str, typer.Option("--system-prompt", help="keep | drop | short | FILE, as in export-training-data.")
+    ] = "short",
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Context kept before a failing turn.")] = 4096,
+    no_scrub: Annotated[bool, typer.Option("--no-scrub", help="Do not replace secrets and PII.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace another run's files in --output.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Stop at the first bad line.")] = False,
+) -> None:
+    import os
+
+    from clawtune.data.export import parse_date_range
+    from clawtune.loop.failures.collect import CollectOptions, collect_failures, parse_holdout, print_summary
+    from clawtune.loop.failures.criteria import DEFAULT_CRITERIA
+    from clawtune.loop.failures.signals import NEGATIVE_REACTIONS, parse_emoji_list
+
+    sources = ("openclaw", "gateway") if source in (None, "both") else tuple(source.split(","))
+    if not set(sources) <= {"openclaw", "gateway"}:
+        _fail(f"--source {source!r}: expected openclaw, gateway or both")
+    try:
+        options = CollectOptions(
+            agent_id=agent_id,
+            output=output,
+            criteria=criteria or DEFAULT_CRITERIA,
+            sources=sources,
+            explicit_sources=source is not None,
+            state_dirs=list(state_dir or []),
+            sessions=list(sessions or []),
+            gateway_log=gateway_log,
+            gateway_models=list(gateway_model or []),
+            date_range=parse_date_range(date_range) if date_range else None,
+            holdout=parse_holdout(holdout),
+            seed=seed,
+            corrections=corrections,
+            teacher_endpoint=teacher_endpoint,
+            teacher_model=teacher_model,
+            teacher_api_key=os.environ.get("CLAWTUNE_TEACHER_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+            negative_reactions=parse_emoji_list(negative_reactions) if negative_reactions else NEGATIVE_REACTIONS,
+            exports=list(export or []),
+            system_prompt=system_prompt,
+            max_tokens=max_tokens,
+            scrub=not no_scrub,
+            force=force,
+            strict=strict,
+            progress=sys.stderr.isatty(),
+        )
+        report = collect_failures(options)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    print_summary(report, output)
+
+
 @ft_app.command("validate")
 def validate(
     files: Annotated[list[Path], typer.Argument(help="OpenAI chat JSONL files to check.")],

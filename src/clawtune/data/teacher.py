@@ -1,4 +1,5 @@
-"""A teacher model behind any OpenAI-compatible endpoint, asked to paraphrase user turns for augmentation.
+"""A teacher model behind any OpenAI-compatible endpoint: paraphrases user turns for augmentation, and answers a
+failing turn again for the improvement loop (its tool calls checked against the offered tools' schemas).
 
 Plain HTTP (urllib): the data stage needs no client library. Failures (network, HTTP errors, odd replies) are counted
 and the example falls back to the offline transformations; nothing from the teacher is kept unchecked.
@@ -6,6 +7,7 @@ and the example falls back to the offline transformations; nothing from the teac
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -71,3 +73,65 @@ class Teacher:
             self.stats["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
             return None
         return content.strip() if isinstance(content, str) else None
+
+    def answer(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+        """The teacher's next assistant message for a conversation (with the tools offered), or None on failure."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": 0}
+        if tools:
+            body["tools"] = tools
+        self.stats["requests"] += 1
+        try:
+            message = chat_completion(self.url, body, self.api_key, self.timeout)["choices"][0]["message"]
+            if not isinstance(message, dict):
+                raise TypeError("the reply's message is not an object")
+        except ERRORS as exc:
+            self.stats["failures"] += 1
+            self.stats["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            return None
+        out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or None}
+        if message.get("tool_calls"):
+            out["tool_calls"] = message["tool_calls"]
+        return out
+
+
+def tool_call_problems(message: dict[str, Any], tools: list[dict[str, Any]] | None) -> list[str]:
+    """Why an assistant message's tool calls cannot be trusted: a tool that was not offered, arguments that are not
+    a JSON object, or arguments the tool's JSON Schema refuses (checked with jsonschema). Empty when they are fine."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    schemas = {
+        t["function"]["name"]: t["function"].get("parameters") or {"type": "object"}
+        for t in tools or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and t["function"].get("name")
+    }
+    problems = []
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        return ["tool_calls is not a list"]
+    for call in calls:
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict):
+            problems.append("a tool call without a function")
+            continue
+        name = fn.get("name")
+        if name not in schemas:
+            problems.append(f"calls {name!r}, which was not offered")
+            continue
+        raw = fn.get("arguments")
+        try:
+            args = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            problems.append(f"{name}: arguments are not JSON")
+            continue
+        if not isinstance(args, dict):
+            problems.append(f"{name}: arguments are not a JSON object")
+            continue
+        try:
+            error = next(iter(Draft202012Validator(schemas[name]).iter_errors(args)), None)
+        except SchemaError:
+            error = None  # a tool whose own schema is broken: its name and JSON arguments are all that can be checked
+        if error is not None:
+            where = ".".join(str(p) for p in error.absolute_path) or "arguments"
+            problems.append(f"{name}: {where}: {error.message}")
+    return problems

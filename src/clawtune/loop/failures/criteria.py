@@ -26,69 +26,13 @@ from datetime import date
 from typing import Any
 
 from lark import Lark, Token, Transformer, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import VisitError
 
+from clawtune.loop.failures.fields import DEFAULT_CRITERIA, FIELDS, Field, known_fields
 from clawtune.problems import InputError
 
+__all__ = ["DEFAULT_CRITERIA", "FIELDS", "Criteria", "CriteriaError", "parse_criteria"]
 
-@dataclass(frozen=True)
-class Field:
-    """One name the criteria can test: its kind (bool, text, number, date) and what it means."""
-
-    kind: str
-    help: str
-    choices: tuple[str, ...] = ()
-    many: bool = False  # a turn can have several values (any of them may match)
-
-
-FIELDS: dict[str, Field] = {
-    "user_feedback": Field(
-        "text",
-        "the user's verdict on the answer: negative or positive (from /v1/feedback or an emoji reaction), else none",
-        ("negative", "positive", "none"),
-    ),
-    "tool_call_error": Field("bool", "a tool call of the turn failed (isError, or a non-zero exit code)"),
-    "tool_call_invalid": Field(
-        "bool", "the gateway caught an invalid tool call (a tool not offered, arguments not JSON)"
-    ),
-    "aborted": Field("bool", "the assistant turn was aborted (stopReason aborted)"),
-    "assistant_error": Field("bool", "the model call ended in an error (stopReason error)"),
-    "prompt_error": Field("bool", "OpenClaw recorded a prompt error for the turn (openclaw:prompt-error)"),
-    "user_correction": Field("bool", "the user's next message corrects this answer (English or Chinese)"),
-    "negative_reaction": Field("bool", "the user reacted to the answer with a negative emoji"),
-    "server_error": Field("bool", "the gateway answered 5xx"),
-    "timeout": Field("bool", "the gateway or its upstream timed out (504, or a timeout error)"),
-    "status": Field("number", "the gateway's HTTP status (gateway turns only)"),
-    "latency_ms": Field("number", "the gateway's latency in milliseconds (gateway turns only)"),
-    "model": Field("text", "the model that produced the answer (gateway: the served id; OpenClaw: its model id)"),
-    "adapter": Field("text", "the adapter that produced the answer (gateway)"),
-    "arm": Field("text", "the A/B arm the request went to (gateway)"),
-    "experiment": Field("text", "the A/B experiment the request belonged to (gateway)"),
-    "channel": Field("text", "the channel of the session (telegram, discord, ...)"),
-    "session_key": Field("text", "OpenClaw's session key, e.g. agent:my-agent:telegram:direct:412"),
-    "session_id": Field("text", "the session's id"),
-    "request_id": Field("text", "the gateway's request id (chatcmpl-...)"),
-    "agent_id": Field("text", "the agent"),
-    "date": Field("date", "the day (UTC) of the failing answer"),
-    "category": Field(
-        "text",
-        "the recipe category of the turn: normal, edge, refusal, multi-turn, tool-call",
-        ("normal", "edge", "refusal", "multi-turn", "tool-call"),
-    ),
-    "source": Field("text", "where the turn was found: openclaw or gateway", ("openclaw", "gateway")),
-    "signal": Field(
-        "text",
-        "any failure signal of the turn: tool_error, assistant_error, assistant_aborted, prompt_error, "
-        "user_correction, negative_reaction, negative_feedback, tool_call_invalid, server_error, timeout",
-        many=True,
-    ),
-    "tool": Field("text", "any tool the turn called", many=True),
-    "reaction": Field("text", "any emoji the user reacted to the answer with", many=True),
-}
-
-DEFAULT_CRITERIA = (
-    "user_feedback=negative OR tool_call_error=true OR tool_call_invalid=true OR aborted=true OR "
-    "assistant_error=true OR prompt_error=true OR user_correction=true OR server_error=true OR timeout=true"
-)
 
 GRAMMAR = r"""
 ?start: or_expr
@@ -133,10 +77,6 @@ def _error(text: str, column: int, message: str) -> CriteriaError:
     return CriteriaError(f"--criteria: {message}\n  {text}\n  {caret}")
 
 
-def known_fields() -> str:
-    return ", ".join(FIELDS)
-
-
 @dataclass(frozen=True)
 class Criteria:
     """A parsed expression: `matches(record)` tests one failing turn's fields."""
@@ -158,7 +98,12 @@ def parse_criteria(text: str) -> Criteria:
     except UnexpectedInput as exc:
         raise _syntax_error(text, exc) from None
     builder = _Build(text)
-    test = builder.transform(tree)
+    try:
+        test = builder.transform(tree)
+    except VisitError as exc:  # lark wraps what a transformer raises
+        if isinstance(exc.orig_exc, CriteriaError):
+            raise exc.orig_exc from None
+        raise
     return Criteria(text, test, frozenset(builder.used))
 
 
@@ -173,7 +118,8 @@ def _syntax_error(text: str, exc: UnexpectedInput) -> CriteriaError:
             return _error(text, len(text) + 1, f"the expression ends too early; expected {_describe(exc.expected)}")
         return _error(text, column, f"unexpected {str(token)!r}; expected {_describe(exc.expected)}")
     if isinstance(exc, UnexpectedCharacters):
-        char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        pos = exc.pos_in_stream or 0
+        char = text[pos] if pos < len(text) else ""
         hint = " (an unclosed quote?)" if char in "\"'" else ""
         return _error(text, column, f"unexpected character {char!r}{hint}; expected {_describe(exc.allowed)}")
     return _error(text, column, str(exc).splitlines()[0])
@@ -223,7 +169,9 @@ class _Build(Transformer[Token, Test]):
         if spec is None:
             close = difflib.get_close_matches(name, FIELDS, n=3, cutoff=0.6)
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise _error(self.text, name_token.column or 1, f"unknown field {name!r}; {hint}known fields: {known_fields()}")
+            raise _error(
+                self.text, name_token.column or 1, f"unknown field {name!r}; {hint}known fields: {known_fields()}"
+            )
         self.used.add(name)
         op = str(op_token)
         if op not in _OPS_FOR[spec.kind]:
@@ -303,16 +251,3 @@ def _safe(check: Callable[[Any], bool], value: Any) -> bool:
         return check(value)
     except (TypeError, ValueError):
         return False
-
-
-def grammar_help() -> str:
-    """The grammar and every field, for `--help`."""
-    lines = [
-        "Criteria: comparisons `FIELD OP VALUE` with OP one of = != < <= > >= ~ (a glob: model ~ \"finance-*\"), "
-        "joined by AND, OR, NOT and parentheses (NOT binds tightest, then AND, then OR). Values: bare words, numbers, "
-        "ISO dates (2026-04-01), quoted strings. A field a turn lacks fails every test but !=. Fields:"
-    ]
-    for name, spec in FIELDS.items():
-        choices = f" ({' | '.join(spec.choices)})" if spec.choices else ""
-        lines.append(f"{name} [{spec.kind}{', any of several' if spec.many else ''}]: {spec.help}{choices}.")
-    return " ".join(lines)
