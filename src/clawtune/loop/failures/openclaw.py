@@ -320,7 +320,9 @@ def _within_turn(turn: Turn, messages: list[Message], lines: list[int | None]) -
         if m["role"] == "tool" and m.get("tool_call_id") in drop_ids:
             continue
         response.append(dict(m))
-    return response if drop_ids and _answers(response) else None
+    # A recovery retries: a call that went through stays. An answer that only reports the failure is no fix.
+    retried = any(m.get("tool_calls") for m in response)
+    return response if drop_ids and retried and _answers(response) else None
 
 
 def _answers(response: list[Message]) -> bool:
