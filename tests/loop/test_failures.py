@@ -3,6 +3,7 @@ corrections, the hold-out split, the output folder's rules, and the seed's comma
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -588,3 +589,42 @@ def test_runs_with_no_environment_state(tmp_path, monkeypatch):
     assert main(["agent", "collect-failures", "--agent-id", "x", "--output", "out"]) == 0
     report = json.loads((tmp_path / "out" / "failures-report.json").read_text())
     assert report["failures"] == 0 and not report["sources"]["openclaw"]["read"]
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "openclaw-2026.9.6-reactions"
+
+
+def test_reactions_on_a_store_recorded_by_the_real_openclaw(tmp_path):
+    """The real 2026.9.6 store: a reaction system event in a user turn, and a session_reactions row (see its README)."""
+    expected = json.loads((FIXTURE / "expected.json").read_text())
+    state = tmp_path / "state"
+    shutil.copytree(FIXTURE / "state", state)  # a copy: reading must not touch the fixture, but check it anyway
+    out = tmp_path / "out"
+    code = main(
+        [
+            "agent",
+            "collect-failures",
+            "--agent-id",
+            "main",
+            "--output",
+            str(out),
+            "--state-dir",
+            str(state),
+            "--holdout",
+            "0",
+        ]
+    )
+    assert code == 0
+    failures = read_jsonl(out / "review.jsonl")
+    assert len(failures) == 2
+    reactions = [[s["reactions"] for s in f["signals"] if s["type"] == "negative_reaction"] for f in failures]
+    assert sorted(reactions) == [[["👎"]], [["😡"]]]
+    by_reaction = {f["signals"][0]["reactions"][0]: f for f in failures}
+    # 👎 is about the first answer (the system event came with the second message); 😡 about the third, by its seq
+    assert by_reaction["👎"]["messages"][-2]["content"] == expected["turns"][0]
+    assert by_reaction["😡"]["messages"][-2]["content"] == expected["turns"][2]
+    assert by_reaction["😡"]["location"].endswith(
+        f"#{expected['session_id']}:{expected['reacted_answer_seqs'][-1] - 1}"
+    )
+    report = json.loads((out / "failures-report.json").read_text())
+    assert report["counts"]["store_reaction_rows"] == 1 and report["skipped_input"]["total"] == 0
