@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.exceptions import Abort, TyperException
@@ -98,6 +98,26 @@ def export_training_data(
             "--max-line-mb", help="Skip (and report) transcript lines and store events larger than this.", min=0.001
         ),
     ] = 64,
+    gateway_log: Annotated[
+        Path | None,
+        typer.Option(
+            "--gateway-log",
+            help="Also (or, without --state-dir/--sessions, only) export the conversations clawtune serve logged: "
+            "its requests.sqlite or data folder.",
+        ),
+    ] = None,
+    gateway_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gateway-model",
+            help="Logged requests for these models (globs) are the agent's (default: OpenClaw's agent marker, or a "
+            "model named after the agent).",
+        ),
+    ] = None,
+    gateway_feedback: Annotated[
+        str,
+        typer.Option("--gateway-feedback", help="Which rated answers to train on: not-negative, positive or any."),
+    ] = "not-negative",
 ) -> None:
     """Export an agent's sessions as scrubbed OpenAI chat JSONL, split by session into train/validation/test."""
     from clawtune.data.export import ExportOptions, export_training_data, parse_date_range
@@ -134,10 +154,35 @@ def export_training_data(
             force=force,
             max_line_bytes=int(max_line_mb * 1024 * 1024),
         )
+        if gateway_log is not None:
+            _add_gateway_log(
+                options, gateway_log, list(gateway_model or []), gateway_feedback, bool(state_dir or sessions)
+            )
         report = export_training_data(options)
     except InputError as exc:
         _fail(str(exc))
     print_export_summary(report, output)
+
+
+def _add_gateway_log(options: Any, log: Path, models: list[str], feedback: str, stores_too: bool) -> None:
+    """The gateway's conversations as a source of the export (read by the loop layer, shaped by the export)."""
+    from datetime import UTC, datetime
+
+    from clawtune.loop.gateway import FEEDBACK_CHOICES, GatewayExportOptions, resolve_log, training_conversations
+
+    if feedback not in FEEDBACK_CHOICES:
+        raise InputError(f"--gateway-feedback {feedback!r}: expected one of {', '.join(FEEDBACK_CHOICES)}")
+    path = resolve_log(log)
+    if not path.is_file():
+        raise InputError(f"--gateway-log {log}: no request log there (clawtune serve writes DATA_DIR/requests.sqlite)")
+    since = None
+    if options.date_range:
+        since = datetime.combine(options.date_range[0], datetime.min.time(), UTC).timestamp()
+    stats: dict[str, Any] = {"log": str(path)}
+    gateway = GatewayExportOptions(path, options.agent_id, models, since, feedback)
+    options.extra_conversations = training_conversations(gateway, stats)
+    options.extra_stats = stats
+    options.read_openclaw = stores_too
 
 
 def _collect_help() -> str:

@@ -79,6 +79,11 @@ class ExportOptions:
     progress: bool = False
     force: bool = False  # replace the files of an earlier export in `output` (and only those)
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # longer lines (and SQLite events) are skipped and reported
+    # Conversations from another source (the gateway's log, read by the loop layer): (session, conversation) pairs,
+    # shaped, filtered, scrubbed and split like OpenClaw's. Without `read_openclaw` the stores are not looked for.
+    extra_conversations: Any = None
+    extra_stats: dict[str, Any] | None = None  # the other source's counts, filled while it is read
+    read_openclaw: bool = True
 
 
 def parse_date_range(text: str) -> tuple[date, date]:
@@ -147,6 +152,15 @@ class Exporter:
         with line_limit(options.max_line_bytes):
             return self._run()
 
+    def spool(self, spool: Any, key: bytes, example: dict[str, Any]) -> None:
+        """One spool line, `"<session id>"\t<example>`, counted into the export's content hash; written in pieces
+        (concatenating would copy a long example twice more)."""
+        data = orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE)
+        self.content.update(key)
+        self.content.update(data)
+        spool.write(key)
+        spool.write(data)
+
     def _run(self) -> dict[str, Any]:
         options = self.options
         sources, index = self.find_sources()
@@ -160,12 +174,11 @@ class Exporter:
                     # Written in pieces: concatenating would copy a long example twice more.
                     key = orjson.dumps(session.session_id) + b"\t"
                     for example in self.examples(session):
-                        data = orjson.dumps(example, option=orjson.OPT_APPEND_NEWLINE)
-                        self.content.update(key)
-                        self.content.update(data)
-                        spool.write(key)
-                        spool.write(data)
-                        del data
+                        self.spool(spool, key, example)
+                for session, conv in options.extra_conversations or ():
+                    key = orjson.dumps(session.session_id) + b"\t"
+                    for example in self.conversation_examples(session, conv):
+                        self.spool(spool, key, example)
             written = sum(self.session_examples.values())
             if written < options.min_samples:
                 # No split files, but the report: it says what was read, dropped and skipped, and why. An earlier
@@ -190,6 +203,8 @@ class Exporter:
     def find_sources(self) -> tuple[list[Path], dict[str, dict[str, Any]]]:
         """Explicit `--sessions` paths, or the agent's stores under each state folder."""
         options = self.options
+        if not options.read_openclaw:
+            return [], {}
         if options.sessions:
             return expand_paths(options.sessions, self.problems), {}
         sources: list[Path] = []
@@ -237,6 +252,14 @@ class Exporter:
         except (TypeError, ValueError, KeyError, AttributeError, IndexError) as exc:
             session.report(self.problems, None, "unexpected-shape", f"session skipped: {type(exc).__name__}: {exc}")
             return []
+        self.session_examples[session.session_id] += len(examples)
+        self.stats["sessions_used"] += bool(examples)
+        return examples
+
+    def conversation_examples(self, session: RawSession, conv: Conversation) -> list[Example]:
+        """The examples of a conversation another source already converted (the gateway's log)."""
+        self.stats["sessions_read"] += 1
+        examples = [e for e in self.pieces(session, conv) if self.keep(e)]
         self.session_examples[session.session_id] += len(examples)
         self.stats["sessions_used"] += bool(examples)
         return examples
@@ -429,6 +452,7 @@ class Exporter:
             "date_range": [d.isoformat() for d in self.options.date_range] if self.options.date_range else None,
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
+            **({"gateway": self.options.extra_stats} if self.options.extra_stats is not None else {}),
         }
 
 

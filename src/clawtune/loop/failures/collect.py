@@ -206,13 +206,8 @@ class Collector:
 
     def from_gateway(self) -> dict[str, Failure]:
         """Failing requests of the agent in the gateway's log, by request id."""
-        from clawtune.loop.failures.gateway import (
-            Matcher,
-            iter_agent_requests,
-            request_failure,
-            resolve_log,
-            signals_of,
-        )
+        from clawtune.loop.failures.gateway import request_failure, signals_of
+        from clawtune.loop.gateway import Matcher, iter_agent_requests, resolve_log
 
         options = self.options
         path = resolve_log(options.gateway_log)
