@@ -164,13 +164,17 @@ def test_criteria_on_the_gateways_fields(gateway_log, tmp_path, criteria, expect
     assert {r["metadata"]["request_id"] for r in read_jsonl(out / "failures.jsonl")} == expected
 
 
-def test_an_openclaw_turn_and_its_logged_request_are_one_failure(gateway_log, tmp_path):
-    """OpenClaw keeps the gateway's response id as the answer's responseId: the feedback lands on the stored turn."""
+@pytest.mark.parametrize("response_id", ["chatcmpl-4", "chatcmpl-upstream-7f3a"])
+def test_an_openclaw_turn_and_its_logged_request_are_one_failure(gateway_log, tmp_path, response_id):
+    """The feedback lands on the stored turn: by id where OpenClaw kept the gateway's response id, else (a forwarded
+    stream passes the upstream's id through) by the same answer to the same words."""
     state = tmp_path / "state"
     entries = [
         {**HEADER, "id": "oc"},
         msg("1", None, "user", "And for South?"),
-        text("2", "1", "South sold $12,000.", responseId="chatcmpl-4", model="gpt-4.1"),
+        text("2", "1", "South sold $12,000.", responseId=response_id, model="gpt-4.1"),
+        msg("3", "2", "user", "What is EBITDA?"),
+        text("4", "3", "South sold $12,000.", responseId="other"),  # the same answer to other words: not joined
     ]
     write_jsonl(state / "agents" / "a" / "sessions" / "oc.jsonl", entries)
     out = tmp_path / "out"

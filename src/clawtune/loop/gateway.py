@@ -199,7 +199,16 @@ class GatewayExportOptions:
 FEEDBACK_CHOICES = ("any", "not-negative", "positive")
 
 
-def _answer_key(message: Message) -> str:
+INTERNAL_CONTEXT = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
+
+
+def last_user_index(messages: list[Message]) -> int | None:
+    """The user's last own message: OpenClaw appends an internal-context user message that the user never wrote."""
+    own = [i for i, m in enumerate(messages) if m.get("role") == "user" and not text_of(m).startswith(INTERNAL_CONTEXT)]
+    return own[-1] if own else None
+
+
+def answer_key(message: Message) -> str:
     """What identifies an answer when it comes back in a later request's history (ids and whitespace aside)."""
     calls = []
     for call in message.get("tool_calls") or []:
@@ -226,14 +235,14 @@ def training_conversations(options: GatewayExportOptions, stats: dict[str, int])
     leaves: dict[str, list[Request]] = {}
     good: dict[str, dict[str, Request]] = {}
     for request in iter_agent_requests(options.log, Matcher(options.agent_id, options.models), stats, options.since):
-        history = {_answer_key(m) for m in request.messages if m.get("role") == "assistant"}
+        history = {answer_key(m) for m in request.messages if m.get("role") == "assistant"}
         candidates = [r for r in leaves.get(request.conversation, []) if not _subsumed(r, history)]
         reason = _unusable(request, options.feedback)
         if reason:
             stats[f"gateway_{reason}"] = stats.get(f"gateway_{reason}", 0) + 1
         else:
             assert request.response is not None
-            good.setdefault(request.conversation, {})[_answer_key(request.response)] = request
+            good.setdefault(request.conversation, {})[answer_key(request.response)] = request
         leaves[request.conversation] = [*candidates, request]
     for key, branch in leaves.items():
         trained: set[str] = set()
@@ -244,9 +253,9 @@ def training_conversations(options: GatewayExportOptions, stats: dict[str, int])
             conv = Conversation()
             for m in messages:
                 m = dict(m)
-                answer = good.get(key, {}).get(_answer_key(m)) if m["role"] == "assistant" else None
-                if answer is not None and _answer_key(m) not in trained:
-                    trained.add(_answer_key(m))
+                answer = good.get(key, {}).get(answer_key(m)) if m["role"] == "assistant" else None
+                if answer is not None and answer_key(m) not in trained:
+                    trained.add(answer_key(m))
                     conv.times.append(answer.ms)
                 else:
                     if m["role"] == "assistant":
@@ -263,7 +272,7 @@ def training_conversations(options: GatewayExportOptions, stats: dict[str, int])
 
 
 def _subsumed(earlier: Request, history: set[str]) -> bool:
-    return earlier.response is not None and _answer_key(earlier.response) in history
+    return earlier.response is not None and answer_key(earlier.response) in history
 
 
 def _unusable(request: Request, feedback: str) -> str | None:

@@ -233,7 +233,7 @@ class Collector:
 
     def from_openclaw(self, gateway: dict[str, Failure]) -> Iterator[Failure]:
         """Failing turns of the agent's OpenClaw sessions; a gateway failure of the same answer is merged in."""
-        from clawtune.loop.failures.gateway import merge_into
+        from clawtune.loop.failures.gateway import merge_into, same_answer
         from clawtune.loop.failures.openclaw import Context, session_failures, store_paths, store_reactions
 
         options = self.options
@@ -253,6 +253,9 @@ class Collector:
             max_context_tokens=options.max_tokens,
             flagged=set(gateway),
         )
+        for g in gateway.values():
+            for key in g.links:
+                ctx.flagged_answers.setdefault(key, []).append(g.asked)
         for store in store_paths(sources):
             for session_id, rows in store_reactions(store, self.problems).items():
                 ctx.store_reactions.setdefault(session_id, []).extend(rows)
@@ -265,8 +268,8 @@ class Collector:
                 session.report(self.problems, None, "unexpected-shape", f"session skipped: {type(exc).__name__}: {exc}")
                 continue
             for failure in failures:
-                for rid in failure.meta.get("response_ids") or []:
-                    if rid in gateway:
+                for rid, g in list(gateway.items()):
+                    if same_answer(failure, g):
                         merge_into(failure, gateway.pop(rid))
                 yield failure
         self.stats["sessions_read"] = self.shaper.stats["sessions_read"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from clawtune.data.recipe import category
 from clawtune.loop.failures.model import Failure, as_context
-from clawtune.loop.gateway import Request, as_session
+from clawtune.loop.gateway import Request, answer_key, as_session, last_user_index, text_of
 
 
 def signals_of(request: Request) -> list[dict[str, Any]]:
@@ -37,7 +37,7 @@ def request_failure(request: Request, shaper: Any, agent_id: str, log: Path, sig
     session = as_session(request, agent_id, log)
     system = shaper.system_message(session)
     body = [m for m in request.messages if m.get("role") != "system"]
-    last_user = max((i for i, m in enumerate(body) if m.get("role") == "user"), default=0)
+    last_user = last_user_index(body) or 0
     context = [as_context(m) for m in body[:last_user]]
     turn = [dict(m) for m in body[last_user:]] + ([request.response] if request.response else [])
     all_messages = ([system] if system else []) + context + turn
@@ -74,6 +74,9 @@ def request_failure(request: Request, shaper: Any, agent_id: str, log: Path, sig
             "time": datetime.fromtimestamp(request.created, UTC).isoformat(timespec="milliseconds"),
         },
     )
+    if request.response is not None:
+        failure.links = [answer_key(request.response)]
+    failure.asked = text_of(turn[0]) if turn else ""
     failure.fields = {
         "source": "gateway",
         "user_feedback": ratings[-1] if ratings else "none",
@@ -106,9 +109,21 @@ def request_failure(request: Request, shaper: Any, agent_id: str, log: Path, sig
     return failure
 
 
+def same_answer(failure: Failure, gateway: Failure) -> bool:
+    """Whether an OpenClaw turn is the answer a gateway request logged: OpenClaw kept the gateway's response id as
+    the answer's responseId (the gateway's own answers), or, for forwarded streams (whose chunks carry the upstream's
+    id, which the log does not keep), the answer is the same and the user's words are in the request's last message."""
+    if gateway.anchor in (failure.meta.get("response_ids") or []):
+        return True
+    if not set(gateway.links) & set(failure.links):
+        return False
+    words = failure.asked.strip()
+    return bool(words) and words in gateway.asked
+
+
 def merge_into(failure: Failure, gateway: Failure) -> None:
-    """A gateway failure that is the same answer as an OpenClaw turn (its request id is the turn's responseId): one
-    failure, with both sources' signals, the gateway's model and adapter, and its untruncated tool schemas."""
+    """A gateway failure that is the same answer as an OpenClaw turn (see `same_answer`): one failure, with both
+    sources' signals, the gateway's model and adapter, and its untruncated tool schemas."""
     failure.signals += [s for s in gateway.signals if s not in failure.signals]
     for key in ("user_feedback", "tool_call_invalid", "server_error", "timeout"):
         if gateway.fields.get(key) not in (None, False, "none"):

@@ -27,6 +27,9 @@ class Failure:
     correction: list[Message] | None = None
     correction_how: str | None = None  # recovery | teacher | person
     correction_from: str | None = None  # where the correction came from
+    # To find the same answer in the other source (not written): answer keys, and the user's words as asked.
+    links: list[str] = field(default_factory=list)
+    asked: str = ""
 
     @property
     def id(self) -> str:

@@ -35,6 +35,7 @@ from clawtune.loop.failures.signals import (
     reaction_events,
     same_request,
 )
+from clawtune.loop.gateway import answer_key
 from clawtune.problems import Problems
 
 RECOVERY_LOOKAHEAD = 2  # turns after a failure in which the agent's recovery is looked for
@@ -51,6 +52,7 @@ class Turn:
     reactions: list[Reaction] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     response_ids: list[str] = field(default_factory=list)
+    answers: list[str] = field(default_factory=list)  # answer keys, to find the same answer in the gateway's log
     time: int | None = None
 
 
@@ -65,6 +67,7 @@ class Context:
     stats: Counter[str]
     store_reactions: dict[str, list[tuple[Any, str, bool, int | None]]] = field(default_factory=dict)
     flagged: set[str] = field(default_factory=set)  # request ids the gateway's log marks as failing
+    flagged_answers: dict[str, list[str]] = field(default_factory=dict)  # their answer keys -> the words asked
     max_context_tokens: int = 4096
 
 
@@ -79,9 +82,9 @@ def session_failures(session: RawSession, ctx: Context) -> Iterator[Failure]:
         turns = _turns(messages, lines, own)
         if not turns:
             continue
-        _attach(turns, conv.signals, lines, by_line, conv.times, ctx, session)
+        _attach(messages, turns, conv.signals, lines, by_line, conv.times, ctx, session)
         for k, turn in enumerate(turns):
-            if not _failed(turn, ctx):
+            if not _failed(turn, messages, ctx):
                 continue
             yield _failure(session, turns, k, messages, lines, ctx)
 
@@ -104,6 +107,7 @@ def _turn_of(turns: list[Turn], lines: list[int | None], line: int | None) -> Tu
 
 
 def _attach(
+    messages: list[Message],
     turns: list[Turn],
     signals: list[dict[str, Any]],
     lines: list[int | None],
@@ -127,6 +131,8 @@ def _attach(
                 if isinstance(message.get("responseId"), str):
                     turn.response_ids.append(message["responseId"])
                 turn.time = times[i] if times[i] is not None else turn.time
+            if messages[i]["role"] == "assistant":
+                turn.answers.append(answer_key(messages[i]))
         turn.time = turn.time or times[turn.start]
     # What the user says next is about the previous answer: a correction, or reactions.
     for previous, turn in itertools.pairwise(turns):
@@ -178,9 +184,12 @@ def _reaction_turn(
     return None
 
 
-def _failed(turn: Turn, ctx: Context) -> bool:
-    """A failure signal of its own, or the gateway flagged the answer (its responseId is a failing request's id)."""
-    return bool(turn.signals) or any(r in ctx.flagged for r in turn.response_ids)
+def _failed(turn: Turn, messages: list[Message], ctx: Context) -> bool:
+    """A failure signal of its own, or the gateway flagged the answer (by id, or the same answer to the same words)."""
+    if turn.signals or any(r in ctx.flagged for r in turn.response_ids):
+        return True
+    asked = content_text(messages[turn.start].get("content")).strip()
+    return bool(asked) and any(asked in p for key in turn.answers for p in ctx.flagged_answers.get(key, ()))
 
 
 def _failure(
@@ -217,7 +226,7 @@ def _failure(
             "agent_id": session.agent_id,
             "session_key": session.session_key,
             "channel": session.channel,
-            "request_id": turn.response_ids[-1] if turn.response_ids else None,
+            "request_id": None,
             "response_ids": turn.response_ids,
             "model": turn.models[-1] if turn.models else None,
             "adapter": None,
@@ -241,7 +250,7 @@ def _failure(
         "channel": session.channel,
         "session_key": session.session_key,
         "session_id": session.session_id,
-        "request_id": failure.meta["request_id"],
+        "request_id": None,
         "agent_id": session.agent_id,
         "date": datetime.fromtimestamp(when / 1000, UTC).date() if when is not None else None,
         "category": category({"messages": example_messages}),
@@ -249,6 +258,8 @@ def _failure(
         "tool": sorted(set(called)),
         "reaction": standing,
     }
+    failure.links = turn.answers
+    failure.asked = content_text(body[0].get("content")) if body else ""
     recovery = _recovery(turns, k, messages, lines, ctx)
     if recovery is not None:
         failure.correction, failure.correction_from = recovery
