@@ -372,21 +372,38 @@ def test_a_teacher_corrects_when_its_tool_calls_check_out(state, tmp_path):
     assert report["teacher"]["rejected"] == {"invalid_tool_call": 2, "empty_answer": 1}
 
 
-def test_holdout_is_by_session_seeded_and_kept_out_of_the_other_files(state, tmp_path):
+def test_holdout_is_by_session_seeded_stable_and_kept_out_of_the_other_files(state, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert collect(state, a, "--holdout", "25%", "--seed", "3") == 0
-    assert collect(state, b, "--holdout", "25%", "--seed", "3") == 0
+    assert collect(state, a, "--holdout", "40%", "--seed", "3") == 0
+    assert collect(state, b, "--holdout", "40%", "--seed", "3") == 0
     held = {e["metadata"]["session_id"] for e in read_jsonl(a / "held-out.jsonl")}
-    assert len(held) == 2
+    assert 0 < len(held) < 8
     assert held == {e["metadata"]["session_id"] for e in read_jsonl(b / "held-out.jsonl")}
     for name in ("failures.jsonl", "corrected.jsonl", "pairs.jsonl", "review.jsonl"):
         text_a = (a / name).read_text()
         assert text_a == (b / name).read_text()
-        assert not any(
-            s in {json.loads(line).get("metadata", {}).get("session_id") for line in text_a.splitlines()} for s in held
-        )
+        sessions = {json.loads(line).get("metadata", {}).get("session_id") for line in text_a.splitlines()}
+        assert not sessions & held
     report = json.loads((a / "failures-report.json").read_text())
-    assert report["held_out"]["sessions"] == 2 and report["held_out"]["sessions_of_failures"] == 8
+    assert report["held_out"]["sessions"] == len(held) and report["held_out"]["sessions_of_failures"] == 8
+    # a later collection with more failing sessions keeps every session where it was
+    for i in range(12):
+        session(
+            state,
+            f"more-{i}",
+            [
+                user("1", None, f"Question {i}?"),
+                msg("2", "1", "assistant", [{"type": "text", "text": "Hm."}], stopReason="aborted"),
+            ],
+        )
+    c = tmp_path / "c"
+    assert collect(state, c, "--holdout", "40%", "--seed", "3") == 0
+    held_c = {e["metadata"]["session_id"] for e in read_jsonl(c / "held-out.jsonl")}
+    assert held_c - held and held_c & set(by_session(a / "failures.jsonl")) == set()
+    assert held <= held_c
+    # another seed holds out others
+    assert collect(state, tmp_path / "d", "--holdout", "40%", "--seed", "4") == 0
+    assert {e["metadata"]["session_id"] for e in read_jsonl(tmp_path / "d" / "held-out.jsonl")} != held_c
 
 
 def test_an_earlier_exports_held_out_sessions_are_refused(state, tmp_path):

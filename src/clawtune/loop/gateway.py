@@ -83,9 +83,20 @@ def iter_agent_requests(
     path: Path, matcher: Matcher, stats: dict[str, int], since: float | None = None
 ) -> Iterator[Request]:
     """The agent's logged requests, oldest first, each with its conversation key."""
+    import sqlite3
+
+    from clawtune.problems import InputError
     from clawtune.serve.log import iter_requests
 
-    for row in iter_requests(path, since=since):
+    rows = iter_requests(path, since=since)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except (sqlite3.Error, OSError, ValueError) as exc:
+            # The schema module's reader stops at a row it cannot decode; say which log, rather than a traceback.
+            raise InputError(f"{path}: cannot read the gateway's log: {type(exc).__name__}: {exc}") from None
         stats["gateway_requests_read"] = stats.get("gateway_requests_read", 0) + 1
         body: dict[str, Any] = row["request"] if isinstance(row.get("request"), dict) else {}
         raw_messages = body.get("messages") if isinstance(body.get("messages"), list) else []

@@ -24,7 +24,6 @@ from typing import Any
 from clawtune.chat import Example, Message
 from clawtune.data.export import Exporter, ExportOptions
 from clawtune.data.scrub import Scrubber
-from clawtune.data.split import assign_splits
 from clawtune.data.teacher import tool_call_problems
 from clawtune.logs.lines import iter_json_lines
 from clawtune.loop.failures.criteria import DEFAULT_CRITERIA, Criteria, parse_criteria
@@ -302,13 +301,19 @@ class Collector:
         return kept
 
     def holdout_sessions(self, failures: list[Failure]) -> set[str]:
-        """A seeded share of the failing sessions, by session, never trained on."""
+        """A seeded share of the failing sessions, by session, never trained on.
+
+        Each session is held out by its own seeded hash, not by a split of this run's sessions: a session held out
+        once stays held out when a later collection finds more failures, so a retrain is never judged on a failure
+        it was trained on in an earlier round.
+        """
         share = self.options.holdout
-        counts = Counter(f.session_id for f in failures)
-        if share <= 0 or len(counts) < 2:
-            return set()
-        splits = assign_splits(counts, (1 - share, 0.0, share), self.options.seed)
-        return {s for s, split in splits.items() if split == "test"}
+        held = set()
+        for session in {f.session_id for f in failures}:
+            digest = hashlib.sha256(f"{self.options.seed}:{session}".encode()).digest()
+            if int.from_bytes(digest[:8], "big") / 2**64 < share:
+                held.add(session)
+        return held
 
     # -- corrections --
     def read_corrections(self) -> dict[str, list[Message]]:
