@@ -255,7 +255,7 @@ def test_a_person_corrects_through_review_jsonl(state, tmp_path):
     out = tmp_path / "out"
     assert collect(state, out, "--holdout", "0") == 0
     review = read_jsonl(out / "review.jsonl")
-    filled = tmp_path / "filled.jsonl"
+    filled = out / "review.jsonl"  # filled in place: read before the folder is replaced
     for item in review:
         if "nightly" in json.dumps(item["messages"]):
             item["correction"] = [
@@ -303,7 +303,7 @@ def test_a_person_corrects_through_review_jsonl(state, tmp_path):
     assert "error" not in corrected
     report = json.loads((out / "failures-report.json").read_text())
     assert report["corrected"]["by"]["person"] == 2 and report["counts"]["person_corrections_rejected"] == 1
-    assert any("rm_rf" in p and "filled.jsonl:" in p for p in report["skipped_input"]["first"])
+    assert any("rm_rf" in p and "review.jsonl:" in p for p in report["skipped_input"]["first"])
     assert len(read_jsonl(out / "review.jsonl")) == 2
 
 
@@ -479,10 +479,21 @@ def test_secrets_are_scrubbed(tmp_path):
                 [{"type": "text", "text": "Sending to dana.lee@example.com"}],
                 stopReason="aborted",
             ),
+            user("3", "2", "hello?"),
+            {
+                "type": "custom",
+                "id": "4",
+                "parentId": "3",
+                "customType": "openclaw:prompt-error",
+                "data": {"error": "401 Incorrect API key provided: sk-proj-Ab8Qw2Er4Ty6Ui8Op0As2Df4Gh6Jk8Lz"},
+            },
+            user("5", "4", "hello??"),
+            text("6", "5", "Hello."),
         ],
     )
     out = tmp_path / "out"
-    assert collect(state, out) == 0
+    assert collect(state, out, "--holdout", "0") == 0
+    assert len(read_jsonl(out / "review.jsonl")) == 2
     everything = "".join(p.read_text() for p in out.iterdir())
     assert "dana.lee@example.com" not in everything and "sk-proj-" not in everything
     assert "<EMAIL_1>" in (out / "failures.jsonl").read_text()

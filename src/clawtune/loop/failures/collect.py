@@ -129,6 +129,7 @@ class Collector:
                 sessions=options.sessions,
                 system_prompt=options.system_prompt,
                 strict=options.strict,
+                progress=options.progress,
             )
         )
         self.shaper.problems = self.problems
@@ -460,7 +461,7 @@ class Collector:
                 {
                     "failure_id": failure.id,
                     "location": failure.location,
-                    "signals": failure.signals,
+                    "signals": self.scrub_signals(failure.signals),
                     "messages": example["messages"],
                     **({"tools": example["tools"]} if example.get("tools") else {}),
                     "correction": None,
@@ -471,10 +472,22 @@ class Collector:
         yield "corrected", self.scrub(failure.corrected_example())
         pair = failure.pair()
         if pair is not None:
+            pair["metadata"]["signals"] = self.scrub_signals(pair["metadata"]["signals"])
             yield "pairs", self.scrub_pair(pair)
 
     def scrub(self, example: Example) -> Example:
-        return self.scrubber.scrub_example(example) if self.options.scrub else example
+        """The export's scrubbing of the messages, and of the signals' texts (an error can quote an API key)."""
+        if not self.options.scrub:
+            return example
+        out = self.scrubber.scrub_example(example)
+        if out.get("metadata"):
+            out = {**out, "metadata": {**out["metadata"], "signals": self.scrub_signals(out["metadata"]["signals"])}}
+        return out
+
+    def scrub_signals(self, signals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.options.scrub:
+            return signals
+        return [{k: self.scrubber.scrub_text(v) if isinstance(v, str) else v for k, v in s.items()} for s in signals]
 
     def scrub_pair(self, pair: dict[str, Any]) -> dict[str, Any]:
         """One placeholder numbering across the prompt and both answers (the same email is the same placeholder)."""
