@@ -274,3 +274,12 @@ def test_export_gateway_feedback_and_model_filters(gateway_log, tmp_path):
     (only,) = read_jsonl(tmp_path / "m" / "raw.jsonl")
     assert only["messages"][-1]["content"] == "Revenue minus cost of goods sold, over revenue."
     assert main([*args, "--output", str(tmp_path / "bad"), "--gateway-feedback", "nice"]) == 2
+
+
+def test_a_log_that_is_not_sqlite_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "clawtune-data" / "requests.sqlite"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a database at all " * 20)
+    assert collect(tmp_path / "out", "--source", "gateway", "--gateway-log", str(bad)) == 2
+    assert f"{bad}: cannot read the gateway's log: DatabaseError" in capsys.readouterr().err
+    assert bad.read_bytes() == b"not a database at all " * 20
