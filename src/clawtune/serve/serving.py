@@ -69,6 +69,7 @@ class Call:
             arm=route.arm,
             session=route.session,
             user=route.user,
+            unit=route.unit,
             stream=int(stream),
         )
         self.headers["X-Clawtune-Model"] = route.entry.id
