@@ -142,6 +142,11 @@ def test_the_conversation_key_survives_timestamps_and_compaction() -> None:
     ]
     assert keys.key(compacted) == first
     assert keys.key([{"role": "user", "content": "Another conversation"}]) != first
+    # OpenClaw's runtime line names the session: that is the key while the first turn is in the history
+    opening = "[Wed 2026-12-02 14:38 UTC] Hi\n\nRuntime: agent=main | session=agent:main:x | sessionId=abcd-1234-ef | x"
+    assert keys.key([{"role": "user", "content": opening}]) == "openclaw-abcd-1234-ef"
+    later = [{"role": "user", "content": opening}, {"role": "user", "content": "[Wed 2026-12-02 14:40 UTC] Plan my trip"}]
+    assert keys.key(later) == "openclaw-abcd-1234-ef"  # a later turn that another conversation also had
     assert keys.key([{"role": "system", "content": "only a system prompt"}]) is None
 
 
@@ -156,9 +161,14 @@ def test_prompt_cache_key_and_session_header_name_the_unit(tmp_path: Path) -> No
                 ]
             )
         assert len(seen) == 1
+        # OpenClaw's key is "<session id>:<compactions>": a compaction does not move the session to another arm
+        for boundary in range(3):
+            key = f"b971d74f-64d1-475d-87ad-f209b577fd63:{boundary}"
+            _chat(server.url, "finance", [{"role": "user", "content": "q"}], prompt_cache_key=key)
         server.gateway.log.flush()
         conn = sqlite3.connect(server.gateway.log.path)
-        assert {u for (u,) in conn.execute("SELECT unit FROM requests WHERE experiment = 'keyed'")} == {"s-1"}
+        units = {u for (u,) in conn.execute("SELECT unit FROM requests WHERE experiment = 'keyed'")}
+        assert units == {"s-1", "b971d74f-64d1-475d-87ad-f209b577fd63"}
 
 
 def _seed_run(tmp_path: Path, rates: dict[str, float], extra: list[str], sessions_turns: int = 2) -> tuple[int, Any]:

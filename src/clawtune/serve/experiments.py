@@ -37,6 +37,11 @@ TIMESTAMP_PREFIX = re.compile(
     r"^\s*\[[A-Z][a-z]{2} \d{4}-\d{2}-\d{2} \d{1,2}:\d{2}(?::\d{2})?(?: [A-Za-z0-9+:-]+)?\]\s*"
 )
 INTERNAL_BLOCK = re.compile(r"<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>.*?(<<<END_OPENCLAW_INTERNAL_CONTEXT>>>|$)", re.S)
+# OpenClaw's first user turn ends with a runtime line that names its session: "Runtime: agent=main | session=... |
+# sessionId=<uuid> | ...".
+RUNTIME_SESSION = re.compile(r"\bRuntime: [^\n]*?\bsessionId=([A-Za-z0-9._:-]{8,128})")
+# OpenClaw's prompt_cache_key is "<sessionId>:<boundary count>", and the count grows when the session is compacted.
+BOUNDARY_SUFFIX = re.compile(r"^(.{8,}):\d+$")
 # Compaction's summary message: a stand-in for the turns it replaced, never the start of a conversation.
 SUMMARY_MARKERS = ("<summary>", "The conversation history before this point was compacted")
 
@@ -110,8 +115,9 @@ def _digest(text: str) -> str:
 class Conversations:
     """Derives a stable key for a conversation that names none, from its own messages.
 
-    The key is the hash of the conversation's first user turn as the user wrote it (`turn_text`: OpenClaw prefixes the
-    current turn with a timestamp and sends the history raw, so the prefix is removed). Compaction drops early turns and
+    OpenClaw 2026.9.6 ends a session's first user turn with a runtime line naming its session id: while that turn is in
+    the history, the session id is the key. Otherwise the key is the hash of the conversation's first user turn as the
+    user wrote it (`turn_text`: OpenClaw prefixes each turn with a timestamp, which is removed). Compaction drops early turns and
     puts a summary in their place, so the first turn changes: every user turn seen is remembered with its conversation's
     key (a bounded LRU), and a request whose history holds any remembered turn keeps that key. What stays imperfect:
     two conversations that open with the same words share a key (and so an arm), and a conversation compacted after a
@@ -125,19 +131,24 @@ class Conversations:
 
     def key(self, messages: list[Any]) -> str | None:
         turns = []
+        named = None
         for message in messages:
             role = getattr(message, "role", None) if not isinstance(message, Mapping) else message.get("role")
             content = getattr(message, "content", None) if not isinstance(message, Mapping) else message.get("content")
             if role != "user":
                 continue
             text = turn_text(content)
+            if named is None and (found := RUNTIME_SESSION.search(text)):
+                named = "openclaw-" + found.group(1)
             if text and not any(marker in text for marker in SUMMARY_MARKERS):
                 turns.append(_digest(text))
         if not turns:
             return None
         with self._lock:
-            # the earliest remembered turn names the conversation; a new conversation is named by its first turn
-            key = next((self._seen[t] for t in turns if t in self._seen), "conv-" + turns[0])
+            # OpenClaw's own session id while its runtime line is there; else the earliest remembered turn names the
+            # conversation (after a compaction); a new conversation is named by its first turn
+            remembered = next((self._seen[t] for t in turns if t in self._seen), None)
+            key = named or remembered or "conv-" + turns[0]
             for turn in turns:
                 self._seen[turn] = key
                 self._seen.move_to_end(turn)
@@ -152,6 +163,8 @@ def unit_key(
     """(the key the arm is drawn by, where it came from)."""
     cache_key = extra.get("prompt_cache_key")
     cache_key = cache_key if isinstance(cache_key, str) and cache_key else None
+    if cache_key and (bare := BOUNDARY_SUFFIX.match(cache_key)):
+        cache_key = bare.group(1)  # the same session before and after a compaction
     order = [("user", user), ("session", session)] if experiment.sticky == "user" else [("session", session)]
     order += [("user", user), ("prompt_cache_key", cache_key), ("conversation", derived)]
     for source, value in order:
