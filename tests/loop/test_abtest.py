@@ -145,7 +145,10 @@ def test_the_conversation_key_survives_timestamps_and_compaction() -> None:
     # OpenClaw's runtime line names the session: that is the key while the first turn is in the history
     opening = "[Wed 2026-12-02 14:38 UTC] Hi\n\nRuntime: agent=main | session=agent:main:x | sessionId=abcd-1234-ef | x"
     assert keys.key([{"role": "user", "content": opening}]) == "openclaw-abcd-1234-ef"
-    later = [{"role": "user", "content": opening}, {"role": "user", "content": "[Wed 2026-12-02 14:40 UTC] Plan my trip"}]
+    later = [
+        {"role": "user", "content": opening},
+        {"role": "user", "content": "[Wed 2026-12-02 14:40 UTC] Plan my trip"},
+    ]
     assert keys.key(later) == "openclaw-abcd-1234-ef"  # a later turn that another conversation also had
     assert keys.key([{"role": "system", "content": "only a system prompt"}]) is None
 
@@ -177,7 +180,7 @@ def _seed_run(tmp_path: Path, rates: dict[str, float], extra: list[str], session
             server.url,
             "finance",
             abtest.coin_rater(rates, seed=3),
-            [[{"role": "user", "content": "How is revenue?"}]],
+            [{"messages": [{"role": "user", "content": "How is revenue?"}]}],
             turns=sessions_turns,
             workers=4,
             seed=1,

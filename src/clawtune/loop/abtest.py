@@ -223,7 +223,10 @@ def test_metric(
     values_a = [u.value for u in seq if u.arm == "A"]
     values_b = [u.value for u in seq if u.arm == "B"]
     out.update(
-        estimate=state.estimate,
+        # the plain difference of the arms' means (what the table shows); the test runs on the AIPW terms, whose
+        # running mean (`aipw_estimate`) starts from a prior and converges to the same difference
+        estimate=state.mean_b - state.mean_a,
+        aipw_estimate=state.estimate,
         lower=state.lower if math.isfinite(state.lower) else None,
         upper=state.upper if math.isfinite(state.upper) else None,
         p_value=state.p_value,
@@ -285,7 +288,7 @@ def decide(units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
         return {**out, **_fixed_verdict(units, settings, metric, primary, margin, prices)}
     lower, upper, estimate = primary.get("lower"), primary.get("upper"), primary.get("estimate")
     if lower is not None and upper is not None and estimate is not None and (lower > 0 or upper < 0):
-        verdict = _better(metric, estimate)
+        verdict = _better(metric, lower if lower > 0 else upper)
         reason = f"the {100 * (1 - settings.alpha):.0f}% confidence sequence of B - A excludes 0"
     elif lower is not None and upper is not None and -margin <= lower and upper <= margin and margin > 0:
         verdict = "equivalent within margin"
@@ -318,8 +321,11 @@ def _fixed_verdict(
             "planned_units": None,
             "decided": False,
         }
-    values = [(u["arm"], unit_value(u, settings.primary, prices.get(u["arm"]))) for u in units]
-    values = [(arm, v) for arm, v in values if v is not None and arm in ("A", "B")][:needed]
+    values: list[tuple[str, float]] = []
+    for unit in units:
+        value = unit_value(unit, settings.primary, prices.get(unit["arm"]))
+        if value is not None and unit["arm"] in ("A", "B") and len(values) < needed:
+            values.append((unit["arm"], value))
     if len(values) < needed:
         return {
             "verdict": "not enough data",
@@ -783,37 +789,40 @@ def offline(
 # ---- simulated users (the demo, the tests) ----------------------------------------------------------------------
 
 
-Rater = Callable[[str, list[dict[str, Any]], dict[str, Any]], "str | None"]
+Rater = Callable[[str, dict[str, Any], dict[str, Any]], "str | None"]
 
 
 class SimulatedUsers:
-    """Conversations against a gateway, on threads, until stopped: each session sends `turns` user turns to `model`
-    (the agent's id), naming itself only by its conversation (no session header: the gateway keys it), and rates each
-    answer with `rate(arm, messages, response)` -> "positive" | "negative" | None through /v1/feedback. Records which
-    arm answered each turn of each session (`arms_seen`)."""
+    """Conversations against a gateway, on threads, until stopped. Each session takes a script (`{"messages": [...],
+    "tools": [...], ...}`) and either replays its messages as one request (`replay=True`: a held-out turn) or sends its
+    user turns one by one (`turns` of them), asking for `model` (the agent's id) and naming itself only by its
+    conversation (no session header: the gateway keys it). Each answer is rated by `rate(arm, script, response)` ->
+    "positive" | "negative" | None through /v1/feedback. Records which arm answered each turn (`arms_seen`)."""
 
     def __init__(
         self,
         url: str,
         model: str,
         rate: Rater,
-        prompts: Sequence[list[dict[str, Any]]],
+        scripts: Sequence[dict[str, Any]],
         turns: int = 2,
         workers: int = 4,
         api_key: str | None = None,
         seed: int = 0,
         max_tokens: int = 16,
+        replay: bool = False,
     ) -> None:
         import threading
 
         self.url = url.rstrip("/").removesuffix("/v1")
         self.model = model
         self.rate = rate
-        self.prompts = list(prompts)
+        self.scripts = list(scripts)
         self.turns = turns
         self.workers = workers
         self.api_key = api_key
         self.max_tokens = max_tokens
+        self.replay = replay
         self.rng = np.random.default_rng(seed)
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -828,25 +837,33 @@ class SimulatedUsers:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url + path, json.dumps(body).encode(), headers, method="POST")
         with urllib.request.urlopen(request, timeout=120) as reply:
-            return json.loads(reply.read()), dict(reply.headers)
+            return json.loads(reply.read()), {k.lower(): v for k, v in reply.headers.items()}
 
-    def _session(self, number: int, prompt: list[dict[str, Any]]) -> None:
-        messages = [m for m in prompt if m.get("role") == "system"]
-        users = [m for m in prompt if m.get("role") == "user"] or [{"role": "user", "content": "hello"}]
+    def _ask(self, number: int, script: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens}
+        if script.get("tools"):
+            body["tools"] = script["tools"]
+        response, headers = self._post("/v1/chat/completions", body)
+        arm = headers.get("x-clawtune-arm")
+        with self.lock:
+            self.arms_seen.setdefault(number, []).append(arm)
+        rating = self.rate(arm or "", script, response)
+        if rating:
+            self._post("/v1/feedback", {"request_id": response["id"], "rating": rating})
+        return response
+
+    def _session(self, number: int, script: dict[str, Any]) -> None:
+        if self.replay:
+            self._ask(number, script, script["messages"])
+            return
+        messages = [m for m in script["messages"] if m.get("role") == "system"]
+        users = [m for m in script["messages"] if m.get("role") == "user"] or [{"role": "user", "content": "hello"}]
         for turn in range(self.turns):
             content = users[turn % len(users)]["content"]
             # a unique opening, so two simulated sessions never share a conversation key
             text = f"[session {number}] {content}" if turn == 0 else f"{content} (turn {turn + 1})"
             messages.append({"role": "user", "content": text})
-            response, headers = self._post(
-                "/v1/chat/completions", {"model": self.model, "messages": messages, "max_tokens": self.max_tokens}
-            )
-            arm = headers.get("x-clawtune-arm") or headers.get("X-Clawtune-Arm")
-            with self.lock:
-                self.arms_seen.setdefault(number, []).append(arm)
-            rating = self.rate(arm or "", messages, response)
-            if rating:
-                self._post("/v1/feedback", {"request_id": response["id"], "rating": rating})
+            response = self._ask(number, script, messages)
             answer = response["choices"][0]["message"]
             messages.append({"role": "assistant", "content": answer.get("content") or ""})
 
@@ -855,9 +872,9 @@ class SimulatedUsers:
             with self.lock:
                 number = self.sessions
                 self.sessions += 1
-                prompt = self.prompts[int(self.rng.integers(len(self.prompts)))]
+                script = self.scripts[int(self.rng.integers(len(self.scripts)))]
             try:
-                self._session(number, prompt)
+                self._session(number, script)
             except Exception as exc:  # a simulated user that fails is recorded, and the next one starts
                 with self.lock:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
@@ -885,9 +902,25 @@ def coin_rater(rates: dict[str, float], seed: int = 0) -> Rater:
     rng = np.random.default_rng(seed)
     lock = threading.Lock()
 
-    def rate(arm: str, messages: list[dict[str, Any]], response: dict[str, Any]) -> str | None:
+    def rate(arm: str, script: dict[str, Any], response: dict[str, Any]) -> str | None:
         with lock:
             draw = float(rng.random())
         return "positive" if draw < rates.get(arm, 0.5) else "negative"
+
+    return rate
+
+
+def reference_rater() -> Rater:
+    """A user who likes an answer when `ft evaluate`'s scorer finds it right against the script's reference turn
+    (a held-out turn replayed: the user knows what a right answer is)."""
+    from clawtune.evaluate.metrics import score
+
+    def rate(arm: str, script: dict[str, Any], response: dict[str, Any]) -> str | None:
+        message = response["choices"][0]["message"]
+        prediction = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            prediction["tool_calls"] = message["tool_calls"]
+        right = score(prediction, script["reference"], script["messages"], script.get("tools")).correct
+        return "positive" if right else "negative"
 
     return rate

@@ -826,7 +826,7 @@ class ExperimentStore:
         with self._lock:
             conn = self._conn()
             try:
-                conn.execute(_insert("experiments", dict.fromkeys(EXPERIMENT_COLUMNS), "INSERT OR REPLACE"), values)
+                conn.execute(_insert("experiments", dict.fromkeys(EXPERIMENT_COLUMNS, ""), "INSERT OR REPLACE"), values)
             finally:
                 conn.close()
 
