@@ -3,7 +3,8 @@ the id the agent was registered with; every turn of a session is answered by one
 
 Two ways OpenClaw's requests name their session: registered by `clawtune openclaw register` (which opts the model into
 `prompt_cache_key`, OpenClaw's session id), and registered by hand without that (the gateway reads the session id from
-OpenClaw's runtime line in the first turn). A few minutes: six headless agent turns.
+OpenClaw's runtime line in the first turn). Four headless agent turns (about 9 minutes with six turns on a loaded
+2-core machine; two turns per session are enough to see a switch).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def test_every_turn_of_a_real_openclaw_session_stays_on_one_arm(tmp_path, capsys
             register = ["openclaw", "register", "--model-id", "agent-model", "--endpoint", server.url]
             register += ["--config", str(oc.state / "openclaw.json"), "--agent", "main", "--primary"]
             assert main(register) == 0, capsys.readouterr().err
-            for text in ("Hello, I am Ann.", "What is two plus two?", "Thanks!"):
+            for text in ("Hello, I am Ann.", "What is two plus two?"):
                 oc.turn(text, session_key="agent:main:keyed")
             # the same agent registered by hand, without the prompt-cache opt-in: no prompt_cache_key is sent
             config_file = oc.state / "openclaw.json"
@@ -52,7 +53,7 @@ def test_every_turn_of_a_real_openclaw_session_stays_on_one_arm(tmp_path, capsys
                 for model in provider.get("models", []):
                     model.pop("compat", None)
             config_file.write_text(json.dumps(config, indent=2))
-            for text in ("Hi again, it is Bob.", "Tell me a joke.", "Bye."):
+            for text in ("Hi again, it is Bob.", "Tell me a joke."):
                 oc.turn(text, session_key="agent:main:derived")
             server.gateway.log.flush()
             conn = sqlite3.connect(server.gateway.log.path)
@@ -61,7 +62,7 @@ def test_every_turn_of_a_real_openclaw_session_stays_on_one_arm(tmp_path, capsys
             ).fetchall()
     keyed = [(arm, unit) for arm, unit, body in rows if "prompt_cache_key" in body]
     derived = [(arm, unit) for arm, unit, body in rows if "prompt_cache_key" not in body]
-    assert len(keyed) >= 3 and len(derived) >= 3, rows
+    assert len(keyed) >= 2 and len(derived) >= 2, rows
     for turns in (keyed, derived):
         assert len({arm for arm, _ in turns}) == 1, turns  # one arm for every turn
         assert len({unit for _, unit in turns}) == 1, turns  # one unit: the session
