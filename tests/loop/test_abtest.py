@@ -307,3 +307,61 @@ def test_decide_on_units() -> None:
     assert abtest.decide(same, wide)["verdict"] == "equivalent within margin"
     decided = abtest.decide([unit("A" if i % 2 else "B", i % 3 == 0, i % 3 != 0, 100) for i in range(6)], settings)
     assert decided["verdict"] == "not enough data" and decided["more_units_needed"] > 0
+
+
+def test_forwarded_answers_are_graded_for_accuracy(tmp_path: Path) -> None:
+    """A remote engine's tool calls are checked as the local ones are, so `accuracy` grades forwarded arms too."""
+    from clawtune.serve.config import parse
+
+    from ..integration.fake_openai import FakeOpenAI
+
+    read = {"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}
+    with FakeOpenAI() as fake:
+        models = [{"id": m, "provider": "openai", "model": "fake-model", "endpoint": fake.base_url} for m in ("a", "b")]
+        settings = {"port": 0, "data_dir": str(tmp_path / "data"), "admin_keys": [ADMIN]}
+        gateway = Gateway(parse({"models": models, "server": settings}, str(tmp_path / "models.yaml")))
+        with Server(gateway) as server:
+            _create(server.url, id="fwd", model="a", arms={"a": 1, "b": 1})
+            ask = [{"role": "user", "content": "read notes.txt"}]
+            _chat(server.url, "a", ask, tools=[read])  # a call to an offered tool, JSON arguments: right
+            _chat(server.url, "a", ask, tools=[read], tool_choice="none")  # a call to a tool not on offer: wrong
+            _chat(server.url, "a", [{"role": "user", "content": "hello"}])  # no call: not graded
+            status, body = post(server.url, "/admin/experiments/fwd/units", None, AUTH, method="GET")
+    assert status == 200
+    units = body["units"]
+    assert sum(u["graded"] for u in units) == 2 and sum(u["correct"] for u in units) == 1
+    assert sum(u["tool_calls_invalid"] for u in units) == 1
+
+
+def test_offline_mode_compares_both_models_on_the_same_turns(tmp_path: Path, capsys) -> None:
+    """--test-set: the two models answer the same held-out turns through the gateway, paired (McNemar, bootstrap)."""
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    call = {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "x<y"}'}}
+    rows = []
+    for n in range(6):
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": "call lookup" if n % 2 else f"echo {n}"},
+                    {"role": "assistant", "tool_calls": [call]}
+                    if n % 2
+                    else {"role": "assistant", "content": f"You said: echo {n}"},
+                ],
+                "tools": tools,
+            }
+        )
+    test_set = tmp_path / "test.jsonl"
+    test_set.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with Server(_gateway(tmp_path)) as server:
+        args = ["ft", "ab-test", "--model-a", "general", "--model-b", "finance", "--test-set", str(test_set)]
+        code = main([*args, "--endpoint", server.url, "--output", str(tmp_path / "offline")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    report = json.loads((tmp_path / "offline" / "eval-report.json").read_text())
+    assert report["items"] == 6
+    assert "general" in report["baseline"]["name"] and "finance" in report["fine_tuned"]["name"]
+    assert report["baseline"]["accuracy"]["value"] == report["fine_tuned"]["accuracy"]["value"] > 0.5
+    comparison = report["comparison"]
+    assert comparison["accuracy_difference"]["method"].startswith("paired bootstrap")
+    assert comparison["accuracy_difference"]["value"] == 0  # the same scripted model behind both ids
+    assert "offline verdict: no significant difference" in out

@@ -448,6 +448,7 @@ class ChatService:
     async def _remote(self, call: Call, route: Route, request: ChatCompletionRequest, body: dict[str, Any]) -> Reply:
         upstream = self.gateway.upstream
         entry = route.entry
+        offered = {t.function.name for t in request.tools or []} if request.tool_choice != "none" else set()
         if request.max_output() is not None:  # without one, the engine's own default applies
             # The prompt is the engine's to count: the server's and the engine's output limits apply here.
             allowed = await self.budget(call, request, None, entry.id)
@@ -456,7 +457,7 @@ class ChatService:
                 body = {**body, field: allowed.max_tokens}
         if not request.stream:
             response = await upstream.json(entry, body)
-            call.commit(**_remote_log_fields(response))
+            call.commit(**_remote_log_fields(response, offered))
             return Reply(call.headers, body=response)
         opened = await upstream.open(entry, body)
 
@@ -495,7 +496,7 @@ class ChatService:
                 if calls:
                     message["tool_calls"] = [{"type": "function", "function": calls[i]} for i in sorted(calls)]
                 response = {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
-                call.commit(**_remote_log_fields(response))
+                call.commit(**_remote_log_fields(response, offered))
                 yield sse("[DONE]")
             finally:
                 await opened.aclose()
@@ -531,7 +532,9 @@ class ChatService:
         return {"object": "list", "data": data}
 
 
-def _remote_log_fields(response: dict[str, Any]) -> dict[str, Any]:
+def _remote_log_fields(response: dict[str, Any], offered: set[str] | None = None) -> dict[str, Any]:
+    """What the log keeps of a remote engine's answer; its tool calls are checked as the local ones are (a tool the
+    request offered, arguments that are JSON): `tool_calls_valid` is what the A/B test's online grader reads."""
     used: dict[str, Any] = response["usage"] if isinstance(response.get("usage"), dict) else {}
     choices = response["choices"] if isinstance(response.get("choices"), list) else []
     choice: dict[str, Any] = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -543,4 +546,15 @@ def _remote_log_fields(response: dict[str, Any]) -> dict[str, Any]:
         "response_json": response,
         "finish_reason": choice.get("finish_reason"),
         "tool_calls": len(calls) if isinstance(calls, list) else 0,
+        "tool_calls_valid": int(all(_valid_remote_call(c, offered or set()) for c in calls))
+        if isinstance(calls, list) and calls
+        else None,
     }
+
+
+def _valid_remote_call(call: Any, offered: set[str]) -> bool:
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return False
+    arguments = function.get("arguments")
+    return function.get("name") in offered and isinstance(arguments, str) and _is_json(arguments)
