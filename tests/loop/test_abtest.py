@@ -170,8 +170,14 @@ def test_prompt_cache_key_and_session_header_name_the_unit(tmp_path: Path) -> No
             _chat(server.url, "finance", [{"role": "user", "content": "q"}], prompt_cache_key=key)
         server.gateway.log.flush()
         conn = sqlite3.connect(server.gateway.log.path)
+        # a user id is personal data: the unit is its hash, and the same user stays on one arm
+        arms = {_chat(server.url, "finance", [{"role": "user", "content": f"u{n}"}], user="ann@example.com")[2][
+            "x-clawtune-arm"] for n in range(6)}  # fmt: skip
+        assert len(arms) == 1
+        server.gateway.log.flush()
         units = {u for (u,) in conn.execute("SELECT unit FROM requests WHERE experiment = 'keyed'")}
-        assert units == {"s-1", "b971d74f-64d1-475d-87ad-f209b577fd63"}
+        assert len(units) == 3 and {"s-1", "b971d74f-64d1-475d-87ad-f209b577fd63"} < units
+        assert not any("example.com" in u for u in units)
 
 
 def _seed_run(tmp_path: Path, rates: dict[str, float], extra: list[str], sessions_turns: int = 2) -> tuple[int, Any]:

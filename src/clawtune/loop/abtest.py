@@ -463,6 +463,16 @@ def rich_table(result: dict[str, Any], elapsed: float | None = None, duration: f
     return Group(arms, tests, verdict)
 
 
+def progress_line(result: dict[str, Any], elapsed: float) -> str:
+    arms = result["arms"]
+    test = result["tests"][result["primary"]]
+    interval = _interval(test, METRICS[result["primary"]].unit)
+    return (
+        f"[{elapsed:5.0f}s] sessions A {arms['A']['units']} / B {arms['B']['units']}; {result['primary']} B - A "
+        f"{interval}; {result['verdict']}"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     result = report["result"]
     models = result["models"]
@@ -676,6 +686,8 @@ def run_ab_test(
                 elapsed = clock() - started
                 if options.live:
                     live.update(rich_table(result, elapsed, settings.duration_s), refresh=True)
+                else:  # a log, not a terminal: one line per refresh
+                    console.print(progress_line(result, elapsed), highlight=False, markup=False)
                 if result["decided"] or elapsed >= settings.duration_s:
                     break
                 sleep(min(options.refresh_s, max(settings.duration_s - elapsed, 0.05)))

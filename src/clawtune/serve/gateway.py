@@ -334,10 +334,16 @@ class Gateway:
             extra = request.model_extra or {}
             explicit = session or user or extra.get("prompt_cache_key")
             derived = None if explicit else self.conversations.key(request.messages)
-            key, _ = unit_key(experiment, session, user, extra, derived)
+            key, source = unit_key(experiment, session, user, extra, derived)
             key = key or f"random-{uuid.uuid4().hex}"
             arm = choose_arm(experiment.id, key, experiment.arms)
-            return Route(self.entries[arm], requested, experiment.id, arm, session, user, unit=key)
+            # the log's unit: the key itself, unless it is a user id (personal data) or too long to be one
+            unit = (
+                key
+                if source != "user" and len(key) <= 200
+                else f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+            )
+            return Route(self.entries[arm], requested, experiment.id, arm, session, user, unit=unit)
         entry = self.entries.get(requested)
         if entry is None:
             served = [*self.entries, *self.experiments]
