@@ -371,3 +371,20 @@ def test_offline_mode_compares_both_models_on_the_same_turns(tmp_path: Path, cap
     assert comparison["accuracy_difference"]["method"].startswith("paired bootstrap")
     assert comparison["accuracy_difference"]["value"] == 0  # the same scripted model behind both ids
     assert "offline verdict: no significant difference" in out
+
+
+def test_models_yaml_experiment_on_an_unknown_model_is_named(tmp_path: Path) -> None:
+    from clawtune.serve.config import ServeConfigError
+
+    with pytest.raises(ServeConfigError) as caught:
+        config(tmp_path, experiments=[{"id": "x", "model": "ghost", "arms": {"finance": 1, "general": 1}}])
+    assert "experiments[0].model: no model with id 'ghost'" in str(caught.value)
+    with pytest.raises(ServeConfigError) as caught:
+        config(
+            tmp_path,
+            experiments=[
+                {"id": "x", "model": "finance", "arms": {"finance": 1, "general": 1}},
+                {"id": "y", "model": "finance", "arms": {"finance": 1, "finance-v2": 1}},
+            ],
+        )
+    assert "experiments[1].model: another experiment already splits 'finance'" in str(caught.value)
