@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +390,54 @@ def test_models_yaml_experiment_on_an_unknown_model_is_named(tmp_path: Path) -> 
             ],
         )
     assert "experiments[1].model: another experiment already splits 'finance'" in str(caught.value)
+
+
+def test_a_running_test_rides_through_a_gateway_restart(tmp_path: Path, capsys) -> None:
+    """The experiment is in the gateway's database: the command waits while the gateway restarts, then carries on,
+    and the sessions keep their arms across the restart."""
+    from clawtune.serve.app import bind
+
+    first = Server(_gateway(tmp_path)).start()
+    host, port = first.socket.getsockname()[:2]
+    url = first.url
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        args = [
+            "ft",
+            "ab-test",
+            "--model-a",
+            "finance",
+            "--model-b",
+            "general",
+            "--duration",
+            "10s",
+            "--refresh",
+            "0.5",
+        ]
+        args += ["--endpoint", url, "--admin-key", ADMIN, "--output", str(tmp_path / "report"), "--id", "restart-ab"]
+        outcome["code"] = main(args)
+
+    conversations = [[{"role": "user", "content": f"restart {n}"}] for n in range(12)]
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "restart-ab" not in first.gateway.lab.all and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = [_chat(url, "finance", c)[2]["x-clawtune-arm"] for c in conversations]
+    finally:
+        first.close()
+    time.sleep(1.5)  # the command finds nobody there, and says so
+    second = Server(_gateway(tmp_path), sock=bind(host, port)).start()
+    try:
+        after = [_chat(url, "finance", c)[2]["x-clawtune-arm"] for c in conversations]
+        thread.join(timeout=60)
+    finally:
+        second.close()
+    assert outcome.get("code") == 0, capsys.readouterr()
+    assert after == before
+    out = capsys.readouterr().out
+    assert "cannot reach the gateway" in out and "retrying" in out
+    report = json.loads((tmp_path / "report" / "ab-test-report.json").read_text())
+    assert sum(report["result"]["arms"][arm]["requests"] for arm in "AB") == 24

@@ -44,6 +44,10 @@ class ABTestError(InputError):
     """A bad option, or a gateway that refuses or cannot be reached; says which."""
 
 
+class GatewayUnreachable(ABTestError):
+    """The gateway did not answer (stopped, restarting): a running test waits for it."""
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -621,7 +625,7 @@ class AdminClient:
             raise ABTestError(f"{self.base}{path}: the gateway answered {exc.code}: {message}{hint}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ABTestError(
+            raise GatewayUnreachable(
                 f"{self.base}: cannot reach the gateway ({reason}); start it with `clawtune serve` or pass --endpoint"
             ) from None
 
@@ -682,7 +686,19 @@ def run_ab_test(
             if not options.live:
                 live.stop()
             while True:
-                result = refresh()
+                try:
+                    result = refresh()
+                except GatewayUnreachable as exc:
+                    # the experiment is in the gateway's database and survives a restart: wait for it to come back
+                    elapsed = clock() - started
+                    if elapsed >= settings.duration_s:
+                        raise ABTestError(
+                            f"{exc}; the experiment {experiment_id} is still recorded there (`clawtune ft ab-test "
+                            f"status {experiment_id}` once it is back)"
+                        ) from None
+                    console.print(f"[{elapsed:5.0f}s] {exc}: retrying", highlight=False, markup=False)
+                    sleep(min(options.refresh_s, max(settings.duration_s - elapsed, 0.05)))
+                    continue
                 elapsed = clock() - started
                 if options.live:
                     live.update(rich_table(result, elapsed, settings.duration_s), refresh=True)
