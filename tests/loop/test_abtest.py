@@ -324,6 +324,8 @@ def test_forwarded_answers_are_graded_for_accuracy(tmp_path: Path) -> None:
     from ..integration.fake_openai import FakeOpenAI
 
     read = {"type": "function", "function": {"name": "read", "parameters": {"type": "object"}}}
+    schema = {"type": "object", "properties": {"path": {"type": "integer"}}, "required": ["path"]}
+    strict_read = {"type": "function", "function": {"name": "read", "parameters": schema}}
     with FakeOpenAI() as fake:
         models = [{"id": m, "provider": "openai", "model": "fake-model", "endpoint": fake.base_url} for m in ("a", "b")]
         settings = {"port": 0, "data_dir": str(tmp_path / "data"), "admin_keys": [ADMIN]}
@@ -333,12 +335,28 @@ def test_forwarded_answers_are_graded_for_accuracy(tmp_path: Path) -> None:
             ask = [{"role": "user", "content": "read notes.txt"}]
             _chat(server.url, "a", ask, tools=[read])  # a call to an offered tool, JSON arguments: right
             _chat(server.url, "a", ask, tools=[read], tool_choice="none")  # a call to a tool not on offer: wrong
+            _chat(server.url, "a", ask, tools=[strict_read])  # arguments the tool's schema refuses: wrong
             _chat(server.url, "a", [{"role": "user", "content": "hello"}])  # no call: not graded
             status, body = post(server.url, "/admin/experiments/fwd/units", None, AUTH, method="GET")
     assert status == 200
     units = body["units"]
+    assert sum(u["graded"] for u in units) == 3 and sum(u["correct"] for u in units) == 1
+    assert sum(u["tool_calls_invalid"] for u in units) == 2
+
+
+def test_local_answers_are_graded_against_the_tools_schemas(tmp_path: Path) -> None:
+    """The in-process engine's tool calls (the scripted one calls with {"q": "x<y"}) against each offered schema."""
+    loose = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    schema = {"type": "object", "properties": {"q": {"type": "integer"}}}
+    strict = {"type": "function", "function": {"name": "lookup", "parameters": schema}}
+    with Server(_gateway(tmp_path)) as server:
+        _create(server.url, id="local", model="finance", arms={"finance": 1, "general": 1})
+        _chat(server.url, "finance", [{"role": "user", "content": "call lookup"}], tools=[loose])
+        _chat(server.url, "finance", [{"role": "user", "content": "call lookup"}], tools=[strict])
+        status, body = post(server.url, "/admin/experiments/local/units", None, AUTH, method="GET")
+    assert status == 200
+    units = body["units"]
     assert sum(u["graded"] for u in units) == 2 and sum(u["correct"] for u in units) == 1
-    assert sum(u["tool_calls_invalid"] for u in units) == 1
 
 
 def test_offline_mode_compares_both_models_on_the_same_turns(tmp_path: Path, capsys) -> None:

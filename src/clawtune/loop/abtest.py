@@ -374,7 +374,8 @@ def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], setting
         "status": experiment.get("status"),
         "models": {"A": settings.model_a, "B": settings.model_b},
         "split": list(settings.split),
-        "accuracy_source": "tool-call validity (answers whose tool calls were checked), errors count as wrong",
+        "accuracy_source": "tool-call validity: answers with tool calls, right when every call names an offered tool "
+        "with arguments its JSON Schema accepts; errors count as wrong",
         "arms": arms,
         **decide(units, settings),
         "time": time.time(),

@@ -156,6 +156,7 @@ class Completion:
     finish: str = "stop"
     completion_tokens: int = 0
     offered: set[str] = field(default_factory=set)  # tool names the request offered (none under tool_choice "none")
+    tools: list[dict[str, Any]] | None = None  # the offered tools' definitions (their schemas grade the calls)
 
     def parsed(self) -> tuple[str | None, list[dict[str, Any]], int]:
         """(content, tool calls, invalid calls). A call that cannot be read (broken JSON, no name) or names a tool the
@@ -204,13 +205,23 @@ class Completion:
 
     def log_fields(self, response: dict[str, Any]) -> dict[str, Any]:
         _, calls, invalid = self.parsed()
+        valid = invalid == 0 and not tool_call_problems({"tool_calls": calls}, self.tools)
         return {
             "completion_tokens": self.completion_tokens,
             "finish_reason": response["choices"][0]["finish_reason"],
             "tool_calls": len(calls),
-            "tool_calls_valid": int(invalid == 0) if calls or invalid else None,
+            # 1: every call names an offered tool with arguments its JSON Schema accepts (the A/B test's accuracy)
+            "tool_calls_valid": int(valid) if calls or invalid else None,
             "response_json": response,
         }
+
+
+def tool_call_problems(message: dict[str, Any], tools: list[dict[str, Any]] | None) -> list[str]:
+    """Why a message's tool calls break the offered tools' contract (the teacher's check: offered, a JSON object, valid
+    against the tool's JSON Schema); empty when they keep it."""
+    from clawtune.data.teacher import tool_call_problems as check
+
+    return check(message, tools)
 
 
 def _is_json(text: str) -> bool:
@@ -324,6 +335,7 @@ class ChatService:
         completion = Completion(call.record["id"], int(time.time()), route, adapter, len(ids), before)
         if request.tool_choice != "none":
             completion.offered = {t.function.name for t in request.tools or []}
+            completion.tools = tools
         if adapter:
             call.headers["X-Clawtune-Adapter"] = adapter
         call.record.update(adapter=adapter, prompt_tokens=len(ids), prompt_tokens_original=before)
@@ -448,7 +460,7 @@ class ChatService:
     async def _remote(self, call: Call, route: Route, request: ChatCompletionRequest, body: dict[str, Any]) -> Reply:
         upstream = self.gateway.upstream
         entry = route.entry
-        offered = {t.function.name for t in request.tools or []} if request.tool_choice != "none" else set()
+        offered = (body.get("tools") or []) if request.tool_choice != "none" else []
         if request.max_output() is not None:  # without one, the engine's own default applies
             # The prompt is the engine's to count: the server's and the engine's output limits apply here.
             allowed = await self.budget(call, request, None, entry.id)
@@ -532,9 +544,9 @@ class ChatService:
         return {"object": "list", "data": data}
 
 
-def _remote_log_fields(response: dict[str, Any], offered: set[str] | None = None) -> dict[str, Any]:
+def _remote_log_fields(response: dict[str, Any], offered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What the log keeps of a remote engine's answer; its tool calls are checked as the local ones are (a tool the
-    request offered, arguments that are JSON): `tool_calls_valid` is what the A/B test's online grader reads."""
+    request offered, arguments its JSON Schema accepts): `tool_calls_valid` is what the A/B test's grader reads."""
     used: dict[str, Any] = response["usage"] if isinstance(response.get("usage"), dict) else {}
     choices = response["choices"] if isinstance(response.get("choices"), list) else []
     choice: dict[str, Any] = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -546,15 +558,7 @@ def _remote_log_fields(response: dict[str, Any], offered: set[str] | None = None
         "response_json": response,
         "finish_reason": choice.get("finish_reason"),
         "tool_calls": len(calls) if isinstance(calls, list) else 0,
-        "tool_calls_valid": int(all(_valid_remote_call(c, offered or set()) for c in calls))
+        "tool_calls_valid": int(not tool_call_problems(message, offered))
         if isinstance(calls, list) and calls
         else None,
     }
-
-
-def _valid_remote_call(call: Any, offered: set[str]) -> bool:
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict):
-        return False
-    arguments = function.get("arguments")
-    return function.get("name") in offered and isinstance(arguments, str) and _is_json(arguments)
