@@ -967,7 +967,9 @@ def ft_ab_test(
     primary: Annotated[
         str | None, typer.Option("--primary", help="The metric the verdict is on (default: the first in --metrics).")
     ] = None,
-    endpoint: Annotated[str, typer.Option("--endpoint", help="The running gateway.")] = "http://127.0.0.1:8000",
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
     admin_key: Annotated[
         str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
     ] = None,
@@ -1044,7 +1046,9 @@ def ft_ab_test(
 @abtest_app.command("status")
 def ft_ab_test_status(
     experiment_id: Annotated[str | None, typer.Argument(help="An experiment (default: list them all).")] = None,
-    endpoint: Annotated[str, typer.Option("--endpoint", help="The running gateway.")] = "http://127.0.0.1:8000",
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
     admin_key: Annotated[
         str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
     ] = None,

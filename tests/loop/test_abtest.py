@@ -7,6 +7,7 @@ The gateway runs a scripted engine (the HTTP stack, routing and log are real; no
 
 from __future__ import annotations
 
+import _thread
 import json
 import sqlite3
 import threading
@@ -19,10 +20,11 @@ import pytest
 from clawtune.cli import main
 from clawtune.loop import abtest
 from clawtune.serve.app import Server
+from clawtune.serve.config import parse
 from clawtune.serve.experiments import Conversations, turn_text
 from clawtune.serve.gateway import Gateway
 
-from ..serve_fakes import ScriptedEngine, config, post
+from ..serve_fakes import AdapterEngine, ScriptedEngine, config, post
 
 ADMIN = "admin-secret"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -205,6 +207,66 @@ def _seed_run(tmp_path: Path, rates: dict[str, float], extra: list[str], session
         _status, experiment = post(server.url, "/admin/experiments/seed-ab", None, AUTH, method="GET")
         assert experiment["status"] == "stopped"
         return code, experiment
+
+
+class TwoModels(AdapterEngine):
+    """The scripted engine, but the fine-tune (a model with an adapter) calls tools with arguments that fit their
+    schema, and the base model does not: B is more accurate."""
+
+    def submit(self, request: Any) -> None:
+        if request.adapter is None:
+            super().submit(request)  # {"q": "x<y"}: not the integer the schema asks for
+            return
+        self.seen.append(request)
+        request.events.put(("text", 'Let me look.<tool_call>\n{"name": "lookup", "arguments": {"q": 1}}\n</tool_call>'))
+        request.events.put(("done", "stop", 9))
+
+
+def test_the_seed_command_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`clawtune ft ab-test --model-a "llama-3.1-8b-base" --model-b "miaoquai-finance-agent" --traffic-split "50:50"
+    --duration "2h" --metrics "accuracy,latency,user_satisfaction"`, word for word, against a running gateway (its
+    address and admin key from the environment); it ends early, decided on accuracy (the first metric)."""
+    (tmp_path / "lora").mkdir()
+    models = [
+        {"id": "llama-3.1-8b-base", "provider": "clawtune", "model": "scripted"},
+        {
+            "id": "miaoquai-finance-agent",
+            "provider": "clawtune",
+            "model": "scripted",
+            "adapters": {"finance": {"path": str(tmp_path / "lora")}},
+        },
+    ]
+    settings = {"port": 0, "data_dir": str(tmp_path / "data"), "admin_keys": [ADMIN]}
+    gateway = Gateway(parse({"models": models, "server": settings}, str(tmp_path / "models.yaml")), engine=TwoModels())
+    schema = {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]}
+    script = {
+        "messages": [{"role": "user", "content": "call lookup"}],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": schema}}],
+    }
+    monkeypatch.chdir(tmp_path)
+    with Server(gateway) as server:
+        monkeypatch.setenv("CLAWTUNE_ENDPOINT", server.url + "/v1")
+        monkeypatch.setenv("CLAWTUNE_ADMIN_KEY", ADMIN)
+        with abtest.SimulatedUsers(server.url, "llama-3.1-8b-base", lambda *a: None, [script], turns=1, seed=2):
+            started = time.monotonic()
+            # should it never decide, the test must not wait two hours: an interrupt stops it (and it fails below)
+            watchdog = threading.Timer(300, _thread.interrupt_main)
+            watchdog.start()
+            code = main(
+                ["ft", "ab-test", "--model-a", "llama-3.1-8b-base", "--model-b", "miaoquai-finance-agent",
+                 "--traffic-split", "50:50", "--duration", "2h", "--metrics", "accuracy,latency,user_satisfaction"]
+            )  # fmt: skip
+            took = time.monotonic() - started
+            watchdog.cancel()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert took < 300  # not the two hours: decided
+    reports = list((tmp_path / "ab-tests").glob("*/ab-test-report.json"))
+    assert len(reports) == 1
+    result = json.loads(reports[0].read_text())["result"]
+    assert result["primary"] == "accuracy" and result["verdict"] == "B better"
+    assert result["arms"]["A"]["accuracy"] == 0 and result["arms"]["B"]["accuracy"] == 1
+    assert "B better" in out
 
 
 def test_the_seed_command_calls_the_better_arm_and_writes_reports(tmp_path: Path, capsys) -> None:

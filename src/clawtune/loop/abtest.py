@@ -890,7 +890,7 @@ class SimulatedUsers:
         for turn in range(self.turns):
             content = users[turn % len(users)]["content"]
             # a unique opening, so two simulated sessions never share a conversation key
-            text = f"[session {number}] {content}" if turn == 0 else f"{content} (turn {turn + 1})"
+            text = f"{content} (session {number})" if turn == 0 else f"{content} (turn {turn + 1})"
             messages.append({"role": "user", "content": text})
             response = self._ask(number, script, messages)
             answer = response["choices"][0]["message"]
