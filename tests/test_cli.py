@@ -144,3 +144,6 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
     assert '+          "primary": "clawtune/demo-agent"' in out, "the OpenClaw registration it would make"
     assert not (tmp_path / "openclaw-state" / "openclaw.json").exists(), "a dry run writes nothing"
     assert "POST /v1/chat/completions model=demo-agent" in out and "stopped; every request is in" in out
+    assert "A/B verdict: " in out, "the demo ends with a short A/B test of the base against the fine-tune"
+    ab_report = json.loads((tmp_path / "ab-test" / "ab-test-report.json").read_text())
+    assert ab_report["result"]["arms"]["A"]["requests"] + ab_report["result"]["arms"]["B"]["requests"] > 0

@@ -939,6 +939,129 @@ def demo(
         _fail(str(exc))
 
 
+# ---- ft ab-test: the command's logic is in clawtune.loop.abtest --------------------------------------------------
+
+abtest_app = typer.Typer(
+    help="A/B test two models on a running gateway's traffic (always-valid statistics); `status [ID]` shows one.",
+    invoke_without_command=True,
+)
+ft_app.add_typer(abtest_app, name="ab-test")
+
+ADMIN_KEY_HELP = "The gateway's admin key (server.admin_keys; default $CLAWTUNE_ADMIN_KEY)."
+
+
+@abtest_app.callback()
+def ft_ab_test(
+    ctx: typer.Context,
+    model_a: Annotated[str | None, typer.Option("--model-a", help="The incumbent (the id agents ask for).")] = None,
+    model_b: Annotated[str | None, typer.Option("--model-b", help="The challenger.")] = None,
+    traffic_split: Annotated[str, typer.Option("--traffic-split", help="A:B traffic shares, e.g. 50:50.")] = "50:50",
+    duration: Annotated[str, typer.Option("--duration", help="The longest it runs: 2h, 90m, 20s.")] = "2h",
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="Comma-separated: user_satisfaction, accuracy, latency, tokens, cost, error_rate, invalid_tool_calls.",
+        ),
+    ] = "user_satisfaction,accuracy,latency",
+    primary: Annotated[
+        str | None, typer.Option("--primary", help="The metric the verdict is on (default: the first in --metrics).")
+    ] = None,
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
+    admin_key: Annotated[
+        str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
+    ] = None,
+    agent_model: Annotated[
+        str | None, typer.Option("--agent-model", help="The id the agent asks for, when it is not model A's.")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(
+            "--margin", help="Equivalence margin in the primary metric's units (default 0.02 for shares).", min=0
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="False-positive rate, under continuous monitoring.")] = 0.05,
+    min_effect: Annotated[
+        float | None, typer.Option("--min-effect", help="Fixed-horizon mode: the smallest difference to detect.")
+    ] = None,
+    power: Annotated[float, typer.Option("--power", help="Fixed-horizon mode: the power at --min-effect.")] = 0.8,
+    price_a: Annotated[float | None, typer.Option("--price-a", help="Model A's price, USD per 1M tokens.")] = None,
+    price_b: Annotated[float | None, typer.Option("--price-b", help="Model B's price, USD per 1M tokens.")] = None,
+    refresh: Annotated[float, typer.Option("--refresh", help="Seconds between refreshes.", min=0.1)] = 5.0,
+    experiment_id: Annotated[str | None, typer.Option("--id", help="The experiment's id (default: generated).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Report folder (default ./ab-tests/ID).")] = None,
+    test_set: Annotated[
+        Path | None,
+        typer.Option(
+            "--test-set", help="Offline: compare the two models on these held-out turns (paired, ft evaluate)."
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Offline: only the first N turns.", min=1)] = None,
+) -> None:
+    """Split the requests for model A's id between A and B on a running `clawtune serve` (sticky per session),
+    refresh a live table every few seconds, and end at --duration or as soon as the primary metric is decided."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from clawtune.loop import abtest
+
+    try:
+        if not model_a or not model_b:
+            raise abtest.ABTestError("--model-a and --model-b are required (or: clawtune ft ab-test status [ID])")
+        if test_set is not None:
+            abtest.offline(model_a, model_b, test_set, endpoint, output, limit)
+            return
+        names = abtest.parse_metrics(metrics)
+        chosen = primary or names[0]
+        if chosen not in abtest.METRICS:
+            raise abtest.ABTestError(f"--primary: unknown metric {chosen!r} (known: {', '.join(abtest.METRICS)})")
+        if not 0 < alpha < 1 or not 0 < power < 1:
+            raise abtest.ABTestError("--alpha and --power must lie between 0 and 1")
+        if model_a == model_b:
+            raise abtest.ABTestError("--model-a and --model-b must differ")
+        settings = abtest.Settings(
+            model_a=model_a,
+            model_b=model_b,
+            split=abtest.parse_split(traffic_split),
+            metrics=names if chosen in names else [chosen, *names],
+            primary=chosen,
+            duration_s=abtest.parse_duration(duration),
+            alpha=alpha,
+            margin=margin,
+            mode="fixed" if min_effect is not None else "sequential",
+            min_effect=min_effect,
+            power=power,
+            price_a=price_a,
+            price_b=price_b,
+            agent_model=agent_model,
+        )
+        abtest.run_ab_test(
+            abtest.RunOptions(settings, endpoint, admin_key, experiment_id, refresh, output, live=sys.stdout.isatty())
+        )
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@abtest_app.command("status")
+def ft_ab_test_status(
+    experiment_id: Annotated[str | None, typer.Argument(help="An experiment (default: list them all).")] = None,
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
+    admin_key: Annotated[
+        str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
+    ] = None,
+) -> None:
+    """Any experiment, running or past: its arms' figures, every metric's interval and the verdict."""
+    from clawtune.loop import abtest
+
+    try:
+        abtest.status(endpoint, admin_key, experiment_id)
+    except InputError as exc:
+        _fail(str(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code instead of exiting, so tests can call it in-process."""
     try:

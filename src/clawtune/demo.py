@@ -161,14 +161,17 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     console.print(registration.diff, highlight=False, markup=False)
 
     console.rule("[bold]8. clawtune serve, and a chat with a tool through the official openai client")
-    serve_demo(output, exports / "openclaw-lora", console)
+    serve_demo(output, exports / "openclaw-lora", console, data / "test.jsonl")
 
     console.rule("[bold]Done")
     console.print(f"Everything is under {output}/.")
 
 
-def serve_demo(output: Path, adapter: Path, console: Console) -> None:
-    """Start the gateway on the demo adapter, send one chat with a tool (and OpenClaw's long prompt), stop it."""
+def serve_demo(output: Path, adapter: Path, console: Console, test_set: Path | None = None) -> None:
+    """Start the gateway on the demo adapter, send one chat with a tool (and OpenClaw's long prompt), A/B test the base
+    against the fine-tune on simulated traffic (when a held-out set is given), stop it."""
+    import secrets
+
     import openai
     import yaml
 
@@ -193,7 +196,10 @@ def serve_demo(output: Path, adapter: Path, console: Console) -> None:
     }
     config_path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
     console.print(f"clawtune serve --config {config_path}", highlight=False)
-    with Server(Gateway(load(config_path))) as server:
+    config = load(config_path)
+    admin_key = secrets.token_urlsafe(24)  # for this run only: never written to the file
+    config.server.admin_keys = [admin_key]
+    with Server(Gateway(config)) as server:
         console.print(f"serving demo-agent and tiny-base on {server.url}/v1", highlight=False)
         client: Any = openai.OpenAI(base_url=server.url + "/v1", api_key="clawtune-local", max_retries=0)
         long_prompt = ("You are OpenClaw. Workspace files, skills and the tool catalog follow. " * 700)[:48000]
@@ -231,4 +237,46 @@ def serve_demo(output: Path, adapter: Path, console: Console) -> None:
             f"completion tokens {reply.usage.completion_tokens}",
             highlight=False,
         )
+        if test_set is not None:
+            console.rule("[bold]9. clawtune ft ab-test: the base against the fine-tune, on simulated traffic")
+            ab_test_demo(output, server.url, admin_key, test_set, console)
     console.print(f"stopped; every request is in {server.gateway.log.path}", highlight=False)
+
+
+AB_DEMO_SECONDS = 20
+
+
+def ab_test_demo(output: Path, url: str, admin_key: str, test_set: Path, console: Console) -> None:
+    """A short A/B test: simulated users replay held-out turns asking for tiny-base (the incumbent), the gateway splits
+    them between it and demo-agent, each user rates the answer against the held-out reference, and the test reports."""
+    from clawtune.evaluate.backends import load_items
+    from clawtune.loop.abtest import RunOptions, Settings, SimulatedUsers, reference_rater, run_ab_test
+
+    items = load_items(test_set, Problems())
+    scripts = [{"messages": i.prompt, "tools": i.tools, "reference": i.reference} for i in items]
+    folder = output / "ab-test"
+    console.print(
+        f"clawtune ft ab-test --model-a tiny-base --model-b demo-agent --traffic-split 50:50 "
+        f"--duration {AB_DEMO_SECONDS}s --metrics user_satisfaction,accuracy,latency --endpoint {url} "
+        f"--admin-key ... --output {folder}",
+        highlight=False,
+    )
+    console.print(
+        f"(simulated users replay the {len(scripts)} held-out turns asking for tiny-base, and rate each answer "
+        "against the held-out reference: positive when ft evaluate's scorer finds it right)",
+        highlight=False,
+    )
+    settings = Settings(
+        "tiny-base",
+        "demo-agent",
+        metrics=["user_satisfaction", "accuracy", "latency"],
+        primary="user_satisfaction",
+        duration_s=AB_DEMO_SECONDS,
+    )
+    with SimulatedUsers(url, "tiny-base", reference_rater(), scripts, workers=4, max_tokens=48, replay=True) as users:
+        options = RunOptions(settings, url, admin_key, refresh_s=2.0, output=folder, live=console.is_terminal)
+        report = run_ab_test(options, console)
+    if users.errors:
+        console.print(f"{len(users.errors)} simulated requests failed; the first: {users.errors[0]}", highlight=False)
+    result = report["result"]
+    console.print(f"A/B verdict: {result['verdict']} ({result['primary']}): {result['reason']}", highlight=False)

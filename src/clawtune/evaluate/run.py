@@ -290,9 +290,16 @@ def compare(base: list[Score], tuned: list[Score]) -> dict[str, Any]:
         verdict = f"the fine-tuned model is more accurate (McNemar p = {p:.3g})"
     else:
         verdict = f"the fine-tuned model is LESS accurate than the baseline (McNemar p = {p:.3g})"
+    # the paired bootstrap: the same resampled turns for both models, so the interval is of the paired difference
+    low, high = bootstrap_ci([float(t.correct) - float(b.correct) for b, t in zip(base, tuned, strict=True)])
     return {
         "fine_tuned_only_correct": only_tuned,
         "baseline_only_correct": only_base,
+        "accuracy_difference": {
+            "value": (only_tuned - only_base) / len(base) if base else None,
+            "ci": [low, high] if base else None,
+            "method": "paired bootstrap, 2000 resamples",
+        },
         "mcnemar_p": p,
         "significant": significant,
         "alpha": ALPHA,

@@ -92,6 +92,10 @@ def model_entry(reg: Registration) -> dict[str, Any]:
         entry["contextWindow"] = reg.context_window
     if reg.max_tokens:
         entry["maxTokens"] = reg.max_tokens
+    if reg.api == "openai-completions":
+        # OpenClaw then sends its session id as `prompt_cache_key` (a proxy must opt in): the gateway keys A/B arms
+        # by it, so one conversation stays on one model
+        entry["compat"] = {"supportsPromptCacheKey": True}
     return entry
 
 

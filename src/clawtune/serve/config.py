@@ -15,6 +15,9 @@ experiments:
   - id: finance-ab                  # a virtual model split between arms
     arms: {finance-v1: 50, finance-v2: 50}
     sticky: session                 # session | user
+  - id: finance-v2-test             # an A/B test of an incumbent: requests for `model` are split between the arms
+    model: finance-v1
+    arms: {finance-v1: 50, finance-v2: 50}
 default_model: miaoquai-finance-agent   # where model "auto" goes when no tags match
 server: {host: 127.0.0.1, port: 8000, api_keys: [...], max_concurrency: 32, ...}
 ```
@@ -71,6 +74,9 @@ class Experiment(BaseModel):
     id: str = Field(min_length=1)
     arms: dict[str, float]
     sticky: Literal["session", "user"] = "session"
+    # The model id whose requests are split (an A/B test of an incumbent: clients keep asking for it); unset, the
+    # experiment is a model id of its own.
+    model: str | None = None
 
 
 class Server(BaseModel):
@@ -210,6 +216,10 @@ def semantic_problems(config: ServeConfig, base_dir: Path) -> list[str]:
                 problems.append(f"experiments[{i}].arms.{arm}: a weight must be positive")
         if not e.arms:
             problems.append(f"experiments[{i}].arms: at least one arm is needed")
+        if e.model is not None and config.entry(e.model) is None:
+            problems.append(f"experiments[{i}].model: no model with id {e.model!r}")
+        elif e.model is not None and any(o.model == e.model for o in config.experiments[:i]):
+            problems.append(f"experiments[{i}].model: another experiment already splits {e.model!r}")
     if config.default_model and config.entry(config.default_model) is None:
         problems.append(f"default_model: no model with id {config.default_model!r}")
     return problems

@@ -22,6 +22,7 @@ from typing import Any
 from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models
 from clawtune.serve.config import ModelEntry, ServeConfig, resolve_path
 from clawtune.serve.engine import Engine, EngineError
+from clawtune.serve.experiments import Conversations, Experiment, Experiments, unit_key
 from clawtune.serve.limits import combined, forwarded_limits, own_limits
 from clawtune.serve.log import RequestLog
 from clawtune.serve.metrics import Metrics
@@ -42,6 +43,7 @@ class Route:
     arm: str | None = None
     session: str | None = None
     user: str | None = None
+    unit: str | None = None  # the key the arm was drawn by (the A/B test's unit)
 
 
 def choose_arm(experiment: str, key: str, arms: dict[str, float]) -> str:
@@ -85,7 +87,9 @@ class Gateway:
                 max_context=self.settings.max_context,
             )
         self.entries: dict[str, ModelEntry] = {m.id: m for m in config.models}
-        self.experiments = {e.id: e for e in config.experiments}
+        # the log's database is the truth for experiments: models.yaml's are written there, the admin API's live there
+        self.lab = Experiments(self.log.path, config.experiments, self.entries)
+        self.conversations = Conversations()
         self.policies: dict[str, tuple[str, str | None]] = {}
         if self.engine is not None:
             for entry in config.models:
@@ -100,6 +104,11 @@ class Gateway:
         # A forwarded engine's limits as its /v1/models states them: asked once; an unreachable one again after a while.
         self.upstream_cards: dict[str, ModelLimits] = {}
         self.upstream_failed: dict[str, float] = {}
+
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        """The experiments that are model ids of their own (virtual models), running or stopped."""
+        return self.lab.virtual
 
     @property
     def upstream(self) -> Upstream:
@@ -250,6 +259,9 @@ class Gateway:
         entry = self.entries.get(name)
         if entry is None or self.engine is None or name not in self.engine.adapters:
             raise APIError(404, f"no adapter model named {name!r} is loaded", code="model_not_found")
+        using = [e.id for e in self.lab.all.values() if e.running and name in e.arms]
+        if using:
+            raise APIError(409, f"{name!r} is an arm of the running experiment {using[0]!r}: stop it first")
         self.engine.remove_adapter(name)
         del self.entries[name]
         self.policies.pop(name, None)
@@ -260,9 +272,14 @@ class Gateway:
 
     async def limits(self, model_id: str) -> ModelLimits:
         """A model's (or an experiment's: every arm's) context window and output limit, as `/v1/models` publishes."""
-        experiment = self.experiments.get(model_id)
-        if experiment is not None:
-            return combined([await self.limits(arm) for arm in experiment.arms])
+        experiment = self.lab.for_request(model_id)
+        if experiment is not None and experiment.running:  # whichever arm answers, it fits every arm's limits
+            return combined([await self._model_limits(arm) for arm in experiment.arms])
+        if model_id in self.experiments:
+            return await self._model_limits(next(iter(self.experiments[model_id].arms)))
+        return await self._model_limits(model_id)
+
+    async def _model_limits(self, model_id: str) -> ModelLimits:
         entry = self.entries[model_id]
         if entry.provider == "clawtune":
             assert self.engine is not None
@@ -310,11 +327,23 @@ class Gateway:
                 param="model",
                 code="model_not_found",
             )
-        experiment = self.experiments.get(requested)
+        experiment = self.lab.for_request(requested)
         if experiment is not None:
-            key = (user if experiment.sticky == "user" else session) or user or session or uuid.uuid4().hex
-            arm = choose_arm(experiment.id, str(key), experiment.arms)
-            return Route(self.entries[arm], requested, experiment.id, arm, session, user)
+            if not experiment.running:  # a stopped virtual model answers with its first arm (the incumbent)
+                return Route(self.entries[next(iter(experiment.arms))], requested, session=session, user=user)
+            extra = request.model_extra or {}
+            explicit = session or user or extra.get("prompt_cache_key")
+            derived = None if explicit else self.conversations.key(request.messages)
+            key, source = unit_key(experiment, session, user, extra, derived)
+            key = key or f"random-{uuid.uuid4().hex}"
+            arm = choose_arm(experiment.id, key, experiment.arms)
+            # the log's unit: the key itself, unless it is a user id (personal data) or too long to be one
+            unit = (
+                key
+                if source != "user" and len(key) <= 200
+                else f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+            )
+            return Route(self.entries[arm], requested, experiment.id, arm, session, user, unit=unit)
         entry = self.entries.get(requested)
         if entry is None:
             served = [*self.entries, *self.experiments]

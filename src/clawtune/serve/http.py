@@ -376,6 +376,73 @@ def create_app(gateway: Gateway) -> FastAPI:
         gateway.log.admin("unload", name, None, 200)
         return json_response({"deleted": name})
 
+    # -- experiments (A/B tests): the log's database holds them; `clawtune ft ab-test` drives these --
+    lab = gateway.lab
+
+    async def admin_call(action: str, name: str | None, work: Callable[[], Any]) -> Any:
+        """Run a blocking experiments call off the event loop; every change is audited in the log."""
+        try:
+            result = await asyncio.to_thread(work)
+        except APIError as error:
+            if action:
+                gateway.log.admin(action, name, None, error.status, error.message)
+            raise
+        if action:
+            gateway.log.admin(action, name, None, 200)
+        return result
+
+    async def json_body(request: Request) -> Any:
+        if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+            raise APIError(415, "the body must be sent as application/json (Content-Type)")
+        return await body_of(request)
+
+    @app.get("/admin/experiments", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def list_experiments() -> Response:
+        return json_response({"experiments": [e.public() for e in lab.all.values()]})
+
+    @app.post(
+        "/admin/experiments",
+        dependencies=[Depends(admin_key)],
+        responses=ERRORS,
+        summary="Create an experiment: {id?, model?, arms: {model id: weight}, sticky?, settings?}",
+    )
+    async def create_experiment(request: Request) -> Response:
+        body = await json_body(request)
+        name = body.get("id") if isinstance(body, dict) and isinstance(body.get("id"), str) else None
+        created = await admin_call("experiment-create", name, lambda: lab.create(body))
+        return json_response(created.public(), 201)
+
+    @app.get("/admin/experiments/{experiment_id}", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def read_experiment(experiment_id: str) -> Response:
+        experiment = lab.get(experiment_id)
+        last = await asyncio.to_thread(lab.refreshes, experiment_id, 1)
+        return json_response({**experiment.public(), "last_refresh": last[-1] if last else None})
+
+    @app.get("/admin/experiments/{experiment_id}/units", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def experiment_units(experiment_id: str) -> Response:
+        lab.get(experiment_id)
+        await asyncio.to_thread(gateway.log.flush, 10)  # what has been answered is counted
+        return json_response({"experiment": experiment_id, "units": await asyncio.to_thread(lab.units, experiment_id)})
+
+    @app.get("/admin/experiments/{experiment_id}/refreshes", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def experiment_refreshes(experiment_id: str, limit: int | None = None) -> Response:
+        if limit is not None and limit < 1:
+            raise APIError(400, "limit must be at least 1", param="limit")
+        refreshes = await asyncio.to_thread(lab.refreshes, experiment_id, limit)
+        return json_response({"experiment": experiment_id, "refreshes": refreshes})
+
+    @app.post("/admin/experiments/{experiment_id}/refreshes", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def add_experiment_refresh(experiment_id: str, request: Request) -> Response:
+        body = await json_body(request)
+        return json_response(await admin_call("", experiment_id, lambda: lab.add_refresh(experiment_id, body)), 201)
+
+    @app.post("/admin/experiments/{experiment_id}/stop", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def stop_experiment(experiment_id: str, request: Request) -> Response:
+        raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        body = wire.parse_json(raw) if raw.strip() else None
+        stopped = await admin_call("experiment-stop", experiment_id, lambda: lab.stop(experiment_id, body))
+        return json_response(stopped.public())
+
     _schema_with_models(app, [wire.ChatCompletionRequest, wire.FeedbackRequest, wire.AdapterLoadRequest])
     if settings.cors_origins:
         app.add_middleware(

@@ -132,6 +132,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE requests ADD COLUMN max_tokens_clamp TEXT",  # why that is less than asked (NULL: it is not)
         ),
     ),
+    Migration(
+        4,
+        "A/B experiments: their definitions and state, every refresh's figures, the key each request's arm was drawn by",
+        (
+            # the key the arm was drawn by (the client's session, OpenClaw's prompt_cache_key, or one derived from
+            # the conversation): the A/B test's unit
+            "ALTER TABLE requests ADD COLUMN unit TEXT",
+            "CREATE INDEX IF NOT EXISTS requests_experiment ON requests(experiment, created)",
+            """CREATE TABLE IF NOT EXISTS experiments (
+                id TEXT PRIMARY KEY,
+                model TEXT NOT NULL,      -- the model id whose requests are split (an incumbent's, or its own id)
+                arms TEXT NOT NULL,       -- JSON {model id: weight}, in order: the first is A (the incumbent)
+                sticky TEXT NOT NULL,     -- session | user
+                status TEXT NOT NULL,     -- running | stopped
+                source TEXT NOT NULL,     -- config | admin
+                created REAL NOT NULL,
+                stopped REAL,
+                settings TEXT,            -- JSON: what the test was asked (metrics, primary, duration, mode, ...)
+                result TEXT               -- JSON: the verdict and figures it ended with
+            )""",
+            """CREATE TABLE IF NOT EXISTS experiment_refreshes (
+                experiment TEXT NOT NULL,
+                created REAL NOT NULL,
+                figures TEXT NOT NULL     -- JSON: every arm's metrics and the test's state at that refresh
+            )""",
+            "CREATE INDEX IF NOT EXISTS experiment_refreshes_id ON experiment_refreshes(experiment, created)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -164,6 +192,7 @@ REQUEST_COLUMNS: dict[str, str] = {
     "max_tokens_requested": "int",
     "max_tokens": "int",
     "max_tokens_clamp": "text",
+    "unit": "text",
 }
 FEEDBACK_COLUMNS = {"request_id": "text", "created": "real", "rating": "text", "comment": "text"}
 ADMIN_COLUMNS = {"created": "real", "action": "text", "name": "text", "path": "text", "status": "int", "error": "text"}
@@ -762,3 +791,104 @@ def iter_requests(path: Path, since: float | None = None) -> Iterator[dict[str, 
                 yield item
         finally:
             conn.close()
+
+
+# ---- experiments --------------------------------------------------------------------------------------------------
+# Experiments are few and their changes must be on disk before the admin API answers, so they are written here on a
+# short connection of their own (WAL lets it share the file with the writer thread), not through the queue.
+
+EXPERIMENT_COLUMNS = ("id", "model", "arms", "sticky", "status", "source", "created", "stopped", "settings", "result")
+_EXPERIMENT_JSON = ("arms", "settings", "result")
+
+
+def _experiment_row(row: sqlite3.Row) -> dict[str, Any]:
+    item = dict(row)
+    for key in _EXPERIMENT_JSON:
+        item[key] = json.loads(item[key]) if item[key] else None
+    return item
+
+
+class ExperimentStore:
+    """The experiments table and their refreshes, in the log's file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = _connect(self.path)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def save(self, experiment: dict[str, Any]) -> None:
+        """Insert or replace one experiment (every column given)."""
+        values = [_text(experiment.get(c)) if c in _EXPERIMENT_JSON else experiment.get(c) for c in EXPERIMENT_COLUMNS]
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute(_insert("experiments", dict.fromkeys(EXPERIMENT_COLUMNS, ""), "INSERT OR REPLACE"), values)
+            finally:
+                conn.close()
+
+    def all(self) -> list[dict[str, Any]]:
+        conn = self._conn()
+        try:
+            return [_experiment_row(r) for r in conn.execute("SELECT * FROM experiments ORDER BY created")]
+        finally:
+            conn.close()
+
+    def get(self, experiment_id: str) -> dict[str, Any] | None:
+        conn = self._conn()
+        try:
+            row = conn.execute("SELECT * FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
+            return _experiment_row(row) if row else None
+        finally:
+            conn.close()
+
+    def add_refresh(self, experiment_id: str, figures: dict[str, Any], created: float | None = None) -> float:
+        created = time.time() if created is None else created
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute(
+                    "INSERT INTO experiment_refreshes (experiment, created, figures) VALUES (?, ?, ?)",
+                    (experiment_id, created, _text(figures)),
+                )
+            finally:
+                conn.close()
+        return created
+
+    def refreshes(self, experiment_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """The experiment's refreshes, oldest first (the last `limit` of them when given)."""
+        conn = self._conn()
+        try:
+            query = "SELECT created, figures FROM experiment_refreshes WHERE experiment = ? ORDER BY created DESC"
+            rows = conn.execute(query + (" LIMIT ?" if limit else ""), (experiment_id, *([limit] if limit else [])))
+            return [{"created": r["created"], "figures": json.loads(r["figures"])} for r in reversed(list(rows))]
+        finally:
+            conn.close()
+
+
+def experiment_requests(path: Path, experiment_id: str) -> list[dict[str, Any]]:
+    """The figures of every logged request of one experiment (archives included), oldest first: what the A/B test
+    aggregates per unit, without the requests' and responses' bodies."""
+    out: list[dict[str, Any]] = []
+    columns = "id, created, arm, unit, session, user, status, latency_ms, prompt_tokens, completion_tokens, "
+    columns += "tool_calls, tool_calls_valid"
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            ratings: dict[str, list[str]] = {}
+            query = "SELECT f.request_id, f.rating FROM feedback f JOIN requests r ON r.id = f.request_id "
+            for row in conn.execute(query + "WHERE r.experiment = ? ORDER BY f.created", (experiment_id,)):
+                ratings.setdefault(row["request_id"], []).append(row["rating"])
+            rows = conn.execute(
+                f"SELECT {columns} FROM requests WHERE experiment = ? ORDER BY created", (experiment_id,)
+            )
+            for row in rows:
+                item = dict(row)
+                item["ratings"] = ratings.get(item["id"], [])
+                out.append(item)
+        finally:
+            conn.close()
+    return out

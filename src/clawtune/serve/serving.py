@@ -69,6 +69,7 @@ class Call:
             arm=route.arm,
             session=route.session,
             user=route.user,
+            unit=route.unit,
             stream=int(stream),
         )
         self.headers["X-Clawtune-Model"] = route.entry.id
@@ -155,6 +156,7 @@ class Completion:
     finish: str = "stop"
     completion_tokens: int = 0
     offered: set[str] = field(default_factory=set)  # tool names the request offered (none under tool_choice "none")
+    tools: list[dict[str, Any]] | None = None  # the offered tools' definitions (their schemas grade the calls)
 
     def parsed(self) -> tuple[str | None, list[dict[str, Any]], int]:
         """(content, tool calls, invalid calls). A call that cannot be read (broken JSON, no name) or names a tool the
@@ -203,13 +205,23 @@ class Completion:
 
     def log_fields(self, response: dict[str, Any]) -> dict[str, Any]:
         _, calls, invalid = self.parsed()
+        valid = invalid == 0 and not tool_call_problems({"tool_calls": calls}, self.tools)
         return {
             "completion_tokens": self.completion_tokens,
             "finish_reason": response["choices"][0]["finish_reason"],
             "tool_calls": len(calls),
-            "tool_calls_valid": int(invalid == 0) if calls or invalid else None,
+            # 1: every call names an offered tool with arguments its JSON Schema accepts (the A/B test's accuracy)
+            "tool_calls_valid": int(valid) if calls or invalid else None,
             "response_json": response,
         }
+
+
+def tool_call_problems(message: dict[str, Any], tools: list[dict[str, Any]] | None) -> list[str]:
+    """Why a message's tool calls break the offered tools' contract (the teacher's check: offered, a JSON object, valid
+    against the tool's JSON Schema); empty when they keep it."""
+    from clawtune.data.teacher import tool_call_problems as check
+
+    return check(message, tools)
 
 
 def _is_json(text: str) -> bool:
@@ -323,6 +335,7 @@ class ChatService:
         completion = Completion(call.record["id"], int(time.time()), route, adapter, len(ids), before)
         if request.tool_choice != "none":
             completion.offered = {t.function.name for t in request.tools or []}
+            completion.tools = tools
         if adapter:
             call.headers["X-Clawtune-Adapter"] = adapter
         call.record.update(adapter=adapter, prompt_tokens=len(ids), prompt_tokens_original=before)
@@ -447,6 +460,7 @@ class ChatService:
     async def _remote(self, call: Call, route: Route, request: ChatCompletionRequest, body: dict[str, Any]) -> Reply:
         upstream = self.gateway.upstream
         entry = route.entry
+        offered = (body.get("tools") or []) if request.tool_choice != "none" else []
         if request.max_output() is not None:  # without one, the engine's own default applies
             # The prompt is the engine's to count: the server's and the engine's output limits apply here.
             allowed = await self.budget(call, request, None, entry.id)
@@ -455,7 +469,7 @@ class ChatService:
                 body = {**body, field: allowed.max_tokens}
         if not request.stream:
             response = await upstream.json(entry, body)
-            call.commit(**_remote_log_fields(response))
+            call.commit(**_remote_log_fields(response, offered))
             return Reply(call.headers, body=response)
         opened = await upstream.open(entry, body)
 
@@ -494,7 +508,7 @@ class ChatService:
                 if calls:
                     message["tool_calls"] = [{"type": "function", "function": calls[i]} for i in sorted(calls)]
                 response = {"choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage}
-                call.commit(**_remote_log_fields(response))
+                call.commit(**_remote_log_fields(response, offered))
                 yield sse("[DONE]")
             finally:
                 await opened.aclose()
@@ -530,7 +544,9 @@ class ChatService:
         return {"object": "list", "data": data}
 
 
-def _remote_log_fields(response: dict[str, Any]) -> dict[str, Any]:
+def _remote_log_fields(response: dict[str, Any], offered: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the log keeps of a remote engine's answer; its tool calls are checked as the local ones are (a tool the
+    request offered, arguments its JSON Schema accepts): `tool_calls_valid` is what the A/B test's grader reads."""
     used: dict[str, Any] = response["usage"] if isinstance(response.get("usage"), dict) else {}
     choices = response["choices"] if isinstance(response.get("choices"), list) else []
     choice: dict[str, Any] = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -542,4 +558,7 @@ def _remote_log_fields(response: dict[str, Any]) -> dict[str, Any]:
         "response_json": response,
         "finish_reason": choice.get("finish_reason"),
         "tool_calls": len(calls) if isinstance(calls, list) else 0,
+        "tool_calls_valid": int(not tool_call_problems(message, offered))
+        if isinstance(calls, list) and calls
+        else None,
     }
