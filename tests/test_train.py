@@ -386,6 +386,20 @@ def test_wandb_offline(tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = write_config(tmp_path, data)
-    assert main(["ft", "train", "--config", str(config), "--project-name", "clawtune-test", "--wandb"]) == 0
+    # In a process of its own, as a user runs it: wandb keeps the first run's settings (its folder) in a process-wide
+    # singleton, so an earlier wandb run in this test process would decide where this one goes.
+    command = [
+        sys.executable,
+        "-m",
+        "clawtune",
+        "ft",
+        "train",
+        "--config",
+        str(config),
+        "--project-name",
+        "clawtune-test",
+    ]
+    done = subprocess.run([*command, "--wandb"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("run-*.wandb"))
