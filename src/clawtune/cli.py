@@ -494,7 +494,11 @@ def ft_train(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Train on this file instead; with --resume, continue the weights on new data."),
+        typer.Option(
+            "--data",
+            help="Train on this file (or a collect-failures folder: its corrected.jsonl) instead; with --resume, "
+            "continue the weights on it into a new checkpoint (training.replay mixes in what it knew).",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what the run would cost, then stop.")] = False,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log to Weights & Biases.")] = False,

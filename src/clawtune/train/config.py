@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clawtune.configfile import key_lines
 from clawtune.problems import InputError
@@ -63,6 +63,25 @@ class QLoraConfig(Strict):
     double_quant: bool = Field(True, description="Quantise the quantisation constants too.")
 
 
+class ReplayConfig(Strict):
+    """Shares of the training mix replayed from what the model already knew (`clawtune.train.replay`)."""
+
+    original: float = Field(
+        0.0, ge=0, lt=1, description="Share of the resumed checkpoint's own training data (a retrain with --data)."
+    )
+    general: float = Field(0.0, ge=0, lt=1, description="Share of general-assistant conversations.")
+    general_file: Path | None = Field(
+        None, description="Those conversations (OpenAI chat JSONL); the bundled tiny model has its own."
+    )
+    seed: int = Field(7, description="Seed of the sampling and of the mix's order.")
+
+    @model_validator(mode="after")
+    def _below_one(self) -> ReplayConfig:
+        if self.original + self.general >= 1:
+            raise ValueError("original + general must stay below 1 (shares of the mix, beside the new data)")
+        return self
+
+
 class TrainingConfig(Strict):
     batch_size: int = Field(4, gt=0, description="Examples (or packed rows) per device per step.")
     epochs: float = Field(3, gt=0, description="Passes over the training data.")
@@ -92,6 +111,9 @@ class TrainingConfig(Strict):
     )
     attention: Literal["auto", "sdpa", "eager", "flex_attention"] = Field(
         "auto", description="Attention kernel (auto: sdpa); packed rows get a document mask with each."
+    )
+    replay: ReplayConfig | None = Field(
+        None, description="Replay against forgetting: shares of original and general data mixed into the run."
     )
 
 
@@ -191,7 +213,12 @@ def load_config(path: Path, check_files: bool = True) -> FTConfig:
     if config is not None:
         config = _resolve(config, path.parent)
         if check_files:
-            for key, file in (("data.train", config.data.train), ("data.validation", config.data.validation)):
+            replay_file = config.training.replay.general_file if config.training.replay else None
+            for key, file in (
+                ("data.train", config.data.train),
+                ("data.validation", config.data.validation),
+                ("training.replay.general_file", replay_file),
+            ):
                 if file is not None and not file.is_file():
                     line = lines.get(tuple(key.split(".")))
                     where = f"line {line}, " if line else ""
@@ -212,7 +239,13 @@ def _resolve(config: FTConfig, base: Path) -> FTConfig:
     template = config.chat_template
     if template is not None and not template.startswith("clawtune:") and template != "model":
         template = str(fix(Path(template)))
-    return config.model_copy(update={"data": data, "output_dir": fix(config.output_dir), "chat_template": template})
+    training = config.training
+    if training.replay is not None and training.replay.general_file is not None:
+        replay = training.replay.model_copy(update={"general_file": fix(training.replay.general_file)})
+        training = training.model_copy(update={"replay": replay})
+    return config.model_copy(
+        update={"data": data, "output_dir": fix(config.output_dir), "chat_template": template, "training": training}
+    )
 
 
 # --- ft init -------------------------------------------------------------------------------------------------------

@@ -71,8 +71,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def training_file(manifest: dict[str, Any]) -> Path | None:
-    """The training data a checkpoint was trained on, if the file is still where its config says."""
-    train = ((manifest.get("config") or {}).get("data") or {}).get("train")
+    """The training data a checkpoint was trained on (the replay mix or the --data file of a retrain, else the config's
+    file), if the file is still there."""
+    train = (manifest.get("training_data") or {}).get("path") or ((manifest.get("config") or {}).get("data") or {}).get(
+        "train"
+    )
     return Path(train) if train and Path(train).is_file() else None
 
 

@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,11 @@ from clawtune.train.manifest import (
     checkpoints,
     find_checkpoint,
     read_manifest,
+    sha256_file,
     write_json_atomic,
     write_manifest,
 )
+from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
 
 SUMMARY = "training-summary.json"
@@ -448,6 +451,7 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     resume_from: Path | None = None
     init_from: Path | None = None
     checkpoint: Path | None = None
+    previous: dict[str, Any] | None = None
     step_offset = 0  # checkpoint names continue the numbering of the run this one continues
     if options.resume is not None:
         checkpoint = find_checkpoint(options.resume)
@@ -465,9 +469,17 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
             step_offset = int(previous.get("step_offset") or 0)
     if main and not options.dry_run:
         prepare_output(config.output_dir, checkpoint, options.force)
-    train_path = options.data or config.data.train
-    for note in check_holdouts(train_path, config) if main else []:
+    data_path = data_file(options.data) if options.data is not None else config.data.train
+    for note in check_holdouts(data_path, config) if main else []:
         Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
+    replay_notes: list[str] = []
+    mix_dir = Path(tempfile.mkdtemp(prefix="clawtune-dry-run-")) if options.dry_run else config.output_dir
+    mix = build_mix(config, data_path, previous if init_from else None, mix_dir, replay_notes)
+    train_path = Path(mix["path"]) if mix else data_path
+    for note in replay_notes if main else []:
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
+    if main and console is not None and mix:
+        console.print(f"replay: {describe(mix)}", highlight=False)
 
     tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template, training=True)
     if main and template_source.startswith("clawtune:") and config.chat_template is None:
@@ -518,6 +530,18 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
         "config": json.loads(options.config.model_dump_json()),
         "clawtune": __version__,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        # what it was trained on (a retrain's --data or the replay mix; else the config's file) and what it continues
+        "training_data": mix
+        or {"path": str(train_path.resolve()), "sha256": sha256_file(train_path), "examples": len(train.examples)},
+        "parent": (
+            {
+                "path": str(checkpoint.resolve()),
+                "step": (previous or {}).get("step"),
+                "how": "resume" if resume_from else "new data",
+            }
+            if checkpoint is not None
+            else None
+        ),
     }
     meter = Meter()
     resume_tokens = None
@@ -663,6 +687,24 @@ def plot_losses(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def data_file(path: Path) -> Path:
+    """--data: a file of examples, or the folder `collect-failures` wrote (its corrected.jsonl), as the seed's
+    `--data "./failure-cases/"` passes it."""
+    if not path.is_dir():
+        return path
+    corrected = path / "corrected.jsonl"
+    if not corrected.is_file():
+        raise TrainError(
+            f"--data {path}: a folder, but not one `clawtune agent collect-failures` wrote (no corrected.jsonl in it)"
+        )
+    if corrected.stat().st_size == 0:
+        raise TrainError(
+            f"--data {path}: corrected.jsonl is empty: no failure has a correction yet (fill in review.jsonl and run "
+            "collect-failures again with --corrections, or give it a --teacher)"
+        )
+    return corrected
 
 
 def prepare_output(out: Path, resumed: Path | None, force: bool) -> list[Path]:
