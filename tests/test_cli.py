@@ -128,7 +128,7 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
         assert stage in out
     model = tmp_path / "fine-tuned-model"
     summary = json.loads((model / "training-summary.json").read_text())
-    assert summary["steps"] == 2 and summary["examples"]["used"] == 559
+    assert summary["steps"] == 2 and summary["examples"]["used"] == 745  # 559 + a quarter general replay
     assert (model / "adapter_model.safetensors").is_file() and (model / "loss-curve.png").is_file()
     from safetensors import safe_open
 
@@ -147,3 +147,15 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
     assert "A/B verdict: " in out, "the demo ends with a short A/B test of the base against the fine-tune"
     ab_report = json.loads((tmp_path / "ab-test" / "ab-test-report.json").read_text())
     assert ab_report["result"]["arms"]["A"]["requests"] + ab_report["result"]["arms"]["B"]["requests"] > 0
+    # the loop: simulated traffic rated through /v1/feedback, failures collected and corrected, a retrain, the gate
+    assert "SIMULATED: 24 requests to demo-agent" in out and "SIMULATED: a scripted reviewer" in out
+    failures = tmp_path / "failure-cases"
+    assert (failures / "corrected.jsonl").stat().st_size > 0 and (failures / "held-out.jsonl").stat().st_size > 0
+    report = json.loads((failures / "failures-report.json").read_text())
+    assert report["dropped"].get("in_an_export_validation_or_test_split"), "the export's held-out sessions stay out"
+    retrained = tmp_path / "fine-tuned-model-v2" / "checkpoint-4"
+    manifest = json.loads((retrained / "clawtune-manifest.json").read_text())
+    assert manifest["parent"]["path"] == str((model / "checkpoint-2").resolve())
+    assert {s["source"] for s in manifest["training_data"]["sources"]} == {"data", "original", "general"}
+    gate = json.loads((retrained / "eval" / "eval-report.json").read_text())["gate"]
+    assert f"GATE {gate['verdict']}" in out

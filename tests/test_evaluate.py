@@ -249,6 +249,9 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
     assert "flagged" in report["forgetting"]
     overlap = report["overlap"]  # checked against the training file named in the checkpoint's manifest
     assert overlap["items_seen"] + overlap["items_unseen"] == 12
+    items = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-items.jsonl").read_text().splitlines()
+    sets = [json.loads(line)["set"] for line in items]  # every item, not only the ten worst
+    assert sets.count("test") == 12 and sets.count("general") == report["forgetting"]["general_items"]
     md = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.md").read_text()
     assert "| metric | baseline | fine-tuned | change |" in md and "| accuracy |" in md
 

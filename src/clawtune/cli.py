@@ -667,12 +667,32 @@ def ft_evaluate(
             help="Training data to check the held-out turns against (default: the file in the checkpoint's manifest).",
         ),
     ] = None,
+    held_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--held-out",
+            help="The gate after a retrain: the collect-failures folder (its held-out.jsonl). Compares --model-dir "
+            "with --baseline (default: the checkpoint it was retrained from) on those failures, the test set and the "
+            "forgetting set; exits 3 unless the gate passes.",
+        ),
+    ] = None,
+    benchmark: Annotated[
+        str | None,
+        typer.Option(
+            "--benchmark",
+            help="A general tool-calling check: bfcl:simple,multiple,irrelevance (the Berkeley Function Calling "
+            "Leaderboard's cases, scored by its own AST checker; needs bfcl-eval, installed without its dependencies).",
+        ),
+    ] = None,
+    benchmark_limit: Annotated[
+        int, typer.Option("--benchmark-limit", help="Cases per benchmark category.", min=1)
+    ] = 50,
 ) -> None:
     """Baseline vs fine-tuned on held-out turns: accuracy, F1, tool calls, refusals, hallucination, latency, cost."""
     from clawtune.evaluate.run import EvalOptions, parse_metrics, run_evaluation
 
     try:
-        run_evaluation(
+        report = run_evaluation(
             EvalOptions(
                 test_set=test_set,
                 model_dir=model_dir,
@@ -696,10 +716,15 @@ def ft_evaluate(
                 judge_endpoint=judge_endpoint,
                 judge_model=judge_model,
                 train_set=train_set,
+                held_out=held_out,
+                benchmark=benchmark,
+                benchmark_limit=benchmark_limit,
             )
         )
     except InputError as exc:
         _fail(str(exc))
+    if report.get("gate", {}).get("verdict", "PASSED") != "PASSED":
+        raise typer.Exit(3)
 
 
 @ft_app.command("export")

@@ -21,17 +21,17 @@ DEMO_SESSIONS = 1000  # about 600 in the seed's date range: 265 distinct convers
 DEMO_SPLIT = (70, 10, 20)  # a fifth held out, so the paired test has enough turns to tell a real difference
 
 
-def write_demo_config(output: Path) -> Path:
+def write_demo_config(output: Path, path: Path | None = None, output_dir: str = "fine-tuned-model") -> Path:
     """`clawtune ft init --base-model clawtune/tiny-agent`: the tiny-agent preset (the seed's values, changed where
     a 3M-parameter model on a CPU needs it; each line of the file says so)."""
     from clawtune.train.config import init_config
 
-    path = output / "ft-config.yaml"
+    path = path or output / "ft-config.yaml"
     init_config(
         path,
         TINY_AGENT,
         "lora",
-        Path("fine-tuned-model"),
+        Path(output_dir),
         "ft-data/augmented.jsonl",
         "ft-data/validation.jsonl",
         force=True,
@@ -161,13 +161,23 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     console.print(registration.diff, highlight=False, markup=False)
 
     console.rule("[bold]8. clawtune serve, and a chat with a tool through the official openai client")
-    serve_demo(output, exports / "openclaw-lora", console, data / "test.jsonl")
+    production = production_scripts(output, state, console, 24 if eval_limit else PRODUCTION_TURNS)
+    serve_demo(output, exports / "openclaw-lora", console, data / "test.jsonl", production)
+
+    console.rule("[bold]11. clawtune agent collect-failures, a retrain with replay (the seed's command), and the gate")
+    improve_demo(output, state, checkpoint, data, console, train_steps, eval_limit)
 
     console.rule("[bold]Done")
     console.print(f"Everything is under {output}/.")
 
 
-def serve_demo(output: Path, adapter: Path, console: Console, test_set: Path | None = None) -> None:
+def serve_demo(
+    output: Path,
+    adapter: Path,
+    console: Console,
+    test_set: Path | None = None,
+    production: list[dict[str, Any]] | None = None,
+) -> None:
     """Start the gateway on the demo adapter, send one chat with a tool (and OpenClaw's long prompt), A/B test the base
     against the fine-tune on simulated traffic (when a held-out set is given), stop it."""
     import secrets
@@ -240,6 +250,9 @@ def serve_demo(output: Path, adapter: Path, console: Console, test_set: Path | N
         if test_set is not None:
             console.rule("[bold]9. clawtune ft ab-test: the base against the fine-tune, on simulated traffic")
             ab_test_demo(output, server.url, admin_key, test_set, console)
+        if production:
+            console.rule("[bold]10. The fine-tune at work: simulated traffic, rated by simulated users")
+            traffic_demo(server.url, production, console)
     console.print(f"stopped; every request is in {server.gateway.log.path}", highlight=False)
 
 
@@ -280,3 +293,164 @@ def ab_test_demo(output: Path, url: str, admin_key: str, test_set: Path, console
         console.print(f"{len(users.errors)} simulated requests failed; the first: {users.errors[0]}", highlight=False)
     result = report["result"]
     console.print(f"A/B verdict: {result['verdict']} ({result['primary']}): {result['reason']}", highlight=False)
+
+
+PRODUCTION_RANGE = ("2026-05-21", "2026-07-31")  # after the training data's range: the agent's later conversations
+PRODUCTION_TURNS = 160  # about a request a second on 2 cores: the stage's length
+
+
+def production_scripts(output: Path, state: Path, console: Console, turns: int) -> list[dict[str, Any]]:
+    """The sample agent's turns after the training period, exported as the agent would have them: what simulated
+    users send to the fine-tune (nothing of it was trained or evaluated on)."""
+    from datetime import date
+
+    from clawtune.evaluate.backends import load_items
+
+    folder = output / "ft-data-production"
+    report = export_training_data(
+        ExportOptions(
+            agent_id="my-agent",
+            output=folder,
+            state_dirs=[state],
+            date_range=(date.fromisoformat(PRODUCTION_RANGE[0]), date.fromisoformat(PRODUCTION_RANGE[1])),
+            ratios=(1.0, 0.0, 0.0),
+            force=True,
+        )
+    )
+    items = load_items(folder / "raw.jsonl", Problems())[:turns]
+    console.print(
+        f"(later traffic: the first {len(items)} turns of the {report['examples_written']} conversations the "
+        f"sample agent had in {PRODUCTION_RANGE[0]}:{PRODUCTION_RANGE[1]}, after the training data's range)",
+        highlight=False,
+    )
+    return [{"messages": i.prompt, "tools": i.tools, "reference": i.reference} for i in items]
+
+
+def traffic_demo(url: str, scripts: list[dict[str, Any]], console: Console) -> None:
+    """Every later turn sent once to demo-agent (the fine-tune) through the gateway; a simulated user rates each
+    answer through /v1/feedback, negative when ft evaluate's scorer finds it wrong against the agent's own answer."""
+    from clawtune.loop.abtest import SimulatedUsers, reference_rater
+
+    console.print(
+        f"SIMULATED: {len(scripts)} requests to demo-agent, each rated by a scripted user (not a person) through "
+        "POST /v1/feedback",
+        highlight=False,
+    )
+    ratings: list[str] = []
+    rater = reference_rater()
+
+    def rate(arm: str, script: dict[str, Any], response: dict[str, Any]) -> str | None:
+        rating = rater(arm, script, response)
+        ratings.append(str(rating))
+        return rating
+
+    with SimulatedUsers(url, "demo-agent", rate, scripts, workers=4, max_tokens=48, replay=True, once=True) as users:
+        users.wait()
+    console.print(
+        f"{ratings.count('positive')} rated positive, {ratings.count('negative')} negative"
+        + (f"; {len(users.errors)} requests failed, the first: {users.errors[0]}" if users.errors else ""),
+        highlight=False,
+    )
+
+
+def improve_demo(
+    output: Path,
+    state: Path,
+    checkpoint: Path,
+    data: Path,
+    console: Console,
+    train_steps: int | None,
+    eval_limit: int | None,
+) -> None:
+    """collect-failures (the gateway's negative ratings and the agent's tool errors) -> a simulated person corrects
+    what the agent did not -> the seed's retraining command with replay -> the gate, against the checkpoint before."""
+    from clawtune.evaluate.run import EvalOptions, run_evaluation
+    from clawtune.loop.failures.collect import CollectOptions, collect_failures, print_summary
+    from clawtune.train.config import load_config
+    from clawtune.train.run import TrainOptions, run_training
+
+    failures = output / "failure-cases"
+    criteria = "user_feedback=negative OR tool_call_error=true"
+    options = CollectOptions(
+        agent_id="my-agent",
+        output=failures,
+        criteria=criteria,
+        state_dirs=[state],
+        gateway_log=output / "serve-data",
+        gateway_models=["demo-agent"],
+        exports=[data],  # never train on a session (or an example) the evaluation holds out
+        force=True,
+    )
+    console.print(
+        f'clawtune agent collect-failures --agent-id my-agent --output {failures} --criteria "{criteria}" '
+        f"--state-dir {state} --gateway-log {output / 'serve-data'} --gateway-model demo-agent --export {data} --force",
+        highlight=False,
+    )
+    print_summary(collect_failures(options), failures)
+    person = output / "person-review.jsonl"
+    written, unmatched = simulated_person(failures, output / "ft-data-production" / "raw.jsonl", person)
+    console.print(
+        f"SIMULATED: a scripted reviewer (standing in for a person) fills in {written} corrections from the agent's "
+        f"own answers to those turns ({unmatched} it could not match), written to {person}",
+        highlight=False,
+    )
+    options.corrections = person
+    console.print(f"clawtune agent collect-failures ... --corrections {person} --force", highlight=False)
+    print_summary(collect_failures(options), failures)
+
+    config_path = output / "ft-config-v2.yaml"
+    write_demo_config(output, config_path, "fine-tuned-model-v2")
+    steps = train_steps or RETRAIN_STEPS
+    console.print(
+        f'clawtune ft train --config {config_path} --data "{failures}/" --resume "{checkpoint}" --max-steps {steps} '
+        "--force   (training.replay: a quarter the first training's data, a quarter general conversations)",
+        highlight=False,
+    )
+    summary = run_training(
+        TrainOptions(config=load_config(config_path), data=failures, resume=checkpoint, max_steps=steps, force=True)
+    )
+    retrained = Path(summary["checkpoint"])
+    console.print(
+        f"clawtune ft evaluate --model-dir {retrained} --baseline {checkpoint} --test-set {data / 'test.jsonl'} "
+        f"--held-out {failures}",
+        highlight=False,
+    )
+    evaluation = EvalOptions(
+        test_set=data / "test.jsonl", model_dir=str(retrained), baseline=str(checkpoint), held_out=failures
+    )
+    if eval_limit:
+        evaluation.limit, evaluation.forgetting_size, evaluation.max_new_tokens = eval_limit, min(eval_limit, 60), 32
+    run_evaluation(evaluation)
+
+
+RETRAIN_STEPS = 60
+
+
+def simulated_person(failures: Path, production: Path, out: Path) -> tuple[int, int]:
+    """Corrections for every failure still without one (review.jsonl, and the held-out ones, which a gate needs a
+    right answer for): the agent's own answer to the same turn in the later traffic, found by the user's words."""
+    import json
+
+    from clawtune.chat import content_text
+    from clawtune.evaluate.backends import load_items
+    from clawtune.logs.lines import iter_json_lines
+
+    def last_user(messages: list[Any]) -> str:
+        return next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+    answers = {last_user(i.prompt): i.reference for i in load_items(production, Problems())}
+    rows, unmatched = [], 0
+    for name in ("review.jsonl", "held-out.jsonl"):
+        for _, row in iter_json_lines(failures / name, Problems()):
+            messages = row.get("messages") or []
+            failure_id = row.get("failure_id") or (row.get("metadata") or {}).get("failure_id")
+            if name == "held-out.jsonl" and any(m.get("weight") == 1 for m in messages):
+                continue  # corrected already (the agent's own recovery)
+            reference = answers.get(last_user(messages))
+            if reference is None or not failure_id:
+                unmatched += 1
+                continue
+            correction = {k: v for k, v in reference.items() if k in ("role", "content", "tool_calls")}
+            rows.append({"failure_id": failure_id, "correction": [correction]})
+    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return len(rows), unmatched

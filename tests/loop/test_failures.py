@@ -407,15 +407,34 @@ def test_holdout_is_by_session_seeded_stable_and_kept_out_of_the_other_files(sta
 
 
 def test_an_earlier_exports_held_out_sessions_are_refused(state, tmp_path):
+    plain = tmp_path / "plain"
+    assert collect(state, plain, "--holdout", "0") == 0
+    twin = next(
+        e
+        for e in read_jsonl(plain / "corrected.jsonl")
+        if e["metadata"]["session_id"] not in ("correction-en", "tool-error")
+    )
     export = tmp_path / "ft-data"
-    write_jsonl(export / "test.jsonl", [{"messages": [], "metadata": {"session_id": "correction-en"}}])
+    write_jsonl(
+        export / "test.jsonl",
+        [
+            {"messages": [], "metadata": {"session_id": "correction-en"}},
+            # another session's example, word for word a corrected failure (a templated agent repeats itself)
+            {"messages": twin["messages"], "tools": twin.get("tools"), "metadata": {"session_id": "elsewhere"}},
+        ],
+    )
     write_jsonl(export / "validation.jsonl", [{"messages": [], "metadata": {"session_id": "tool-error"}}])
     out = tmp_path / "out"
     assert collect(state, out, "--holdout", "0", "--export", str(export)) == 0
     sessions = {e["metadata"]["session_id"] for e in read_jsonl(out / "failures.jsonl")}
     assert not sessions & {"correction-en", "tool-error"}
+    assert twin["metadata"]["session_id"] in sessions, "still a failure, counted"
+    assert twin["metadata"]["session_id"] not in {
+        e["metadata"]["session_id"] for e in read_jsonl(out / "corrected.jsonl")
+    }
     report = json.loads((out / "failures-report.json").read_text())
     assert report["dropped"]["in_an_export_validation_or_test_split"] == 2
+    assert report["dropped"]["same_as_an_export_validation_or_test_example"] == 1
 
 
 def test_output_folder_rules(state, tmp_path, capsys):

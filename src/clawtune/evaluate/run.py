@@ -4,6 +4,7 @@ that claims a win only when McNemar's test on the paired outcomes says so.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ class EvalOptions:
     strict: bool = False
     quiet: bool = False
     train_set: Path | None = None
+    held_out: Path | None = None  # the gate: a collect-failures folder (or file) the retrain never saw
+    benchmark: str | None = None  # bfcl:simple,multiple,irrelevance
+    benchmark_limit: int | None = 50  # cases per category
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Side:
     scores: list[Score] = field(default_factory=list)
     judged: list[bool | None] = field(default_factory=list)
     forgetting: list[Score] = field(default_factory=list)
+    general_generations: list[Generation] = field(default_factory=list)
+    held_out: Side | None = None
+    benchmark: list[bool] = field(default_factory=list)
+    benchmark_generations: list[Generation] = field(default_factory=list)
+    benchmark_reasons: list[str | None] = field(default_factory=list)
 
 
 def parse_metrics(text: str | None) -> tuple[str, ...]:
@@ -110,6 +119,15 @@ def check_inputs(options: EvalOptions) -> None:
     not surface after the whole baseline pass."""
     if not options.test_set.is_file():
         raise EvalError(f"--test-set {options.test_set}: no such file")
+    if options.held_out is not None:
+        from clawtune.evaluate.gate import held_out_file
+
+        if not held_out_file(options.held_out).is_file():
+            raise EvalError(
+                f"--held-out {options.held_out}: no held-out.jsonl (give the folder collect-failures wrote, or a file)"
+            )
+        if not options.baseline and not options.baseline_endpoint:
+            options.baseline = parent_checkpoint(options)
     if options.endpoint:
         if not options.endpoint_model:
             raise EvalError("--endpoint needs --endpoint-model (the model id to ask for)")
@@ -129,9 +147,28 @@ def check_inputs(options: EvalOptions) -> None:
         )
     if options.baseline_system_prompt is not None and not options.baseline_system_prompt.is_file():
         raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+    if options.benchmark:
+        from clawtune.evaluate.bfcl import _package_dir, parse_spec
+
+        parse_spec(options.benchmark)
+        _package_dir()
     if bool(options.judge_endpoint) != bool(options.judge_model):
         raise EvalError("--judge-endpoint and --judge-model go together")
     training_set(options)
+
+
+def parent_checkpoint(options: EvalOptions) -> str:
+    """The gate's default baseline: the checkpoint the evaluated one was retrained from (its manifest's parent)."""
+    from clawtune.train.manifest import MANIFEST, read_manifest
+
+    folder = Path(options.model_dir or "")
+    parent = (read_manifest(folder).get("parent") or {}) if (folder / MANIFEST).is_file() else {}
+    if not parent.get("path"):
+        raise EvalError(
+            "--held-out compares a retrained checkpoint with the one it was retrained from: give --baseline "
+            f"CHECKPOINT (the manifest of {options.model_dir} names no parent)"
+        )
+    return str(parent["path"])
 
 
 def _check_model(name: str, flag: str, allow_base_mismatch: bool) -> None:
@@ -420,6 +457,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
     import transformers
     from rich.console import Console
 
+    from clawtune.evaluate.gate import gate, held_out_file, item_rows, print_gate, write_items
     from clawtune.evaluate.report import print_table, write_reports
 
     transformers.utils.logging.set_verbosity_error()
@@ -436,6 +474,18 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
 
     sides = {}
     general = forgetting_items(options.forgetting_size) if "forgetting" in options.metrics else []
+    cases = benchmark_cases(options)
+    bench_items = [
+        Item(f"bfcl:{c.id}", f"bfcl:{c.category}", c.messages, c.tools, {"role": "assistant", "content": ""})
+        for c in cases
+    ]
+    failures: list[Item] = []
+    if options.held_out is not None:
+        from clawtune.evaluate.gate import held_out_file
+
+        failures = load_items(held_out_file(options.held_out), problems, options.limit)
+        if not failures:
+            raise EvalError(f"--held-out {held_out_file(options.held_out)}: no valid example to evaluate")
     for which, label in (("baseline", "baseline"), ("model", "fine-tuned")):
         backend = _backend(options, which)
         side = Side(label, backend.name, backend.kind)
@@ -445,7 +495,18 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         if general:
             answered = Side(label, backend.name, backend.kind)
             _answer(answered, backend, general, options, console, judge=False)
-            side.forgetting = answered.scores
+            side.forgetting, side.general_generations = answered.scores, answered.generations
+        if bench_items:
+            answered = Side(label, backend.name, backend.kind)
+            _answer(answered, backend, bench_items, options, console, judge=False)
+            side.benchmark_generations = answered.generations
+            verdicts = [
+                bfcl_check(c, g.message.get("tool_calls")) for c, g in zip(cases, answered.generations, strict=True)
+            ]
+            side.benchmark, side.benchmark_reasons = [v[0] for v in verdicts], [v[1] for v in verdicts]
+        if failures:
+            side.held_out = Side(label, backend.name, backend.kind)
+            _answer(side.held_out, backend, failures, options, console, judge=False)
         sides[which] = side
         del backend
     base, tuned = sides["baseline"], sides["model"]
@@ -474,7 +535,124 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
     train = training_set(options)
     report["overlap"] = overlap(items, base, tuned, train) if train else None
     output = options.output or (Path(options.model_dir) / "eval" if options.model_dir else Path("eval-report"))
-    report["files"] = write_reports(report, output)
+    rows = item_rows("test", items, base, tuned, (base.scores, tuned.scores))
+    if general:
+        rows += item_rows(
+            "general", general, _general_side(base), _general_side(tuned), (base.forgetting, tuned.forgetting)
+        )
+    if base.held_out is not None and tuned.held_out is not None:
+        rows += item_rows(
+            "held_out", failures, base.held_out, tuned.held_out, (base.held_out.scores, tuned.held_out.scores)
+        )
+        held = compare(base.held_out.scores, tuned.held_out.scores)
+        report["held_out"] = {
+            "file": str(held_out_file(options.held_out)),  # type: ignore[arg-type]
+            "items": len(failures),
+            "baseline_accuracy": rate([s.correct for s in base.held_out.scores]),
+            "fine_tuned_accuracy": rate([s.correct for s in tuned.held_out.scores]),
+            "comparison": held,
+        }
+        report["gate"] = gate(
+            held,
+            report["comparison"],
+            compare(base.forgetting, tuned.forgetting) if general else None,
+            options.forgetting_threshold,
+        )
+    if cases:
+        report["benchmark"] = benchmark_report(options.benchmark or "", cases, base, tuned)
+        rows += benchmark_rows(cases, base, tuned)
+    items_file = write_items(rows, output)
+    report["files"] = {**write_reports(report, output), "items": str(items_file)}
     if console:
         print_table(report, console)
+        if "benchmark" in report:
+            print_benchmark(report["benchmark"], console)
+        if "gate" in report:
+            print_gate(report["gate"], console)
     return report
+
+
+def benchmark_cases(options: EvalOptions) -> list[Any]:
+    if not options.benchmark:
+        return []
+    from clawtune.evaluate.bfcl import load_cases, parse_spec
+
+    return [
+        case for category in parse_spec(options.benchmark) for case in load_cases(category, options.benchmark_limit)
+    ]
+
+
+def bfcl_check(case: Any, calls: Any) -> tuple[bool, str | None]:
+    from clawtune.evaluate.bfcl import check
+
+    return check(case, calls)
+
+
+def benchmark_report(spec: str, cases: list[Any], base: Side, tuned: Side) -> dict[str, Any]:
+    """BFCL's verdicts per category and overall, each side, with McNemar's test on the paired cases."""
+
+    def scores(side: Side, keep: list[int]) -> list[Score]:
+        return [Score("tool_call", side.benchmark[i], 0.0) for i in keep]
+
+    out: dict[str, Any] = {"spec": spec, "checker": "BFCL's own AST checker (bfcl-eval)", "categories": {}}
+    groups = {"all": list(range(len(cases)))}
+    for i, case in enumerate(cases):
+        groups.setdefault(case.category, []).append(i)
+    for name, keep in groups.items():
+        entry = {
+            "cases": len(keep),
+            "baseline_accuracy": rate([base.benchmark[i] for i in keep]),
+            "fine_tuned_accuracy": rate([tuned.benchmark[i] for i in keep]),
+            "comparison": compare(scores(base, keep), scores(tuned, keep)),
+        }
+        if name == "all":
+            out.update(entry)
+        else:
+            out["categories"][name] = entry
+    return out
+
+
+def print_benchmark(bench: dict[str, Any], console: Any) -> None:
+    def line(name: str, entry: dict[str, Any]) -> str:
+        before, after = entry["baseline_accuracy"]["value"], entry["fine_tuned_accuracy"]["value"]
+        return f"{name} {before:.1%} -> {after:.1%} ({entry['cases']} cases)"
+
+    parts = [line(name, entry) for name, entry in bench["categories"].items()]
+    console.print(
+        f"BFCL ({bench['checker']}): {line('all', bench)}; {'; '.join(parts)}; {bench['comparison']['verdict']}",
+        highlight=False,
+    )
+
+
+def benchmark_rows(cases: list[Any], base: Side, tuned: Side) -> list[dict[str, Any]]:
+    rows = []
+    for i, case in enumerate(cases):
+        b, t = base.benchmark[i], tuned.benchmark[i]
+        rows.append(
+            {
+                "set": "bfcl",
+                "id": case.id,
+                "category": case.category,
+                "tools": sorted(tool["function"]["name"] for tool in case.tools),
+                "input": next((str(m.get("content")) for m in reversed(case.messages) if m.get("role") == "user"), ""),
+                "reference": json.dumps(case.possible_answer, ensure_ascii=False)
+                if case.possible_answer
+                else "(no call)",
+                "baseline": {
+                    "answer": _show(base.benchmark_generations[i].message),
+                    "correct": b,
+                    "reason": base.benchmark_reasons[i],
+                },
+                "fine_tuned": {
+                    "answer": _show(tuned.benchmark_generations[i].message),
+                    "correct": t,
+                    "reason": tuned.benchmark_reasons[i],
+                },
+                "change": "fixed" if t and not b else "broken" if b and not t else "same",
+            }
+        )
+    return rows
+
+
+def _general_side(side: Side) -> Side:
+    return Side(side.label, side.name, side.kind, generations=side.general_generations)

@@ -840,6 +840,7 @@ class SimulatedUsers:
         seed: int = 0,
         max_tokens: int = 16,
         replay: bool = False,
+        once: bool = False,
     ) -> None:
         import threading
 
@@ -852,6 +853,7 @@ class SimulatedUsers:
         self.api_key = api_key
         self.max_tokens = max_tokens
         self.replay = replay
+        self.once = once  # each script once, in order, then the workers stop (`wait()`)
         self.rng = np.random.default_rng(seed)
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -900,8 +902,10 @@ class SimulatedUsers:
         while not self.stop_event.is_set():
             with self.lock:
                 number = self.sessions
+                if self.once and number >= len(self.scripts):
+                    return
                 self.sessions += 1
-                script = self.scripts[int(self.rng.integers(len(self.scripts)))]
+                script = self.scripts[number if self.once else int(self.rng.integers(len(self.scripts)))]
             try:
                 self._session(number, script)
             except Exception as exc:  # a simulated user that fails is recorded, and the next one starts
@@ -917,6 +921,11 @@ class SimulatedUsers:
         for thread in self._threads:
             thread.start()
         return self
+
+    def wait(self) -> None:
+        """With `once`: until every script has been sent."""
+        for thread in self._threads:
+            thread.join()
 
     def __exit__(self, *exc: object) -> None:
         self.stop_event.set()

@@ -275,7 +275,7 @@ training:
   packing: true              # each example attends only to itself within a packed row
   scheduler: "cosine"
   seed: 42
-# use Unsloth to accelerate fine-tuning (when installed and a CUDA GPU is present)
+{replay}# use Unsloth to accelerate fine-tuning (when installed and a CUDA GPU is present)
 use_unsloth: true
 bfloat16: true               # where the device supports it; otherwise float32, said in one line
 output_dir: "{output_dir}"
@@ -294,6 +294,10 @@ PRESETS: dict[str, dict[str, str]] = {
         "max_seq_length": "4096",
         "save_steps": "500",
         "target_modules": SEED_MODULES,
+        "replay": "  # replay:                     # against forgetting: shares of the mix (clawtune.train.replay)\n"
+        "  #   original: 0.25             # a retrain (--data with --resume): the resumed checkpoint's own data\n"
+        "  #   general: 0.1               # general-assistant conversations, from a file of yours:\n"
+        "  #   general_file: general.jsonl\n",
     },
     "tiny-agent": {
         "description": "tiny-agent, the bundled model's working values (the seed's, changed where a line says so)",
@@ -303,6 +307,9 @@ PRESETS: dict[str, dict[str, str]] = {
         "save_steps": "50",
         "target_modules": " [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head]"
         "   # tiny-agent: every linear layer and the output layer (a 192-wide model learns new words only there)",
+        "replay": "  replay:          # tiny-agent: against forgetting (without it the demo's general accuracy falls to 0)\n"
+        "    original: 0.25   # a retrain (--data with --resume): a quarter the resumed checkpoint's own data\n"
+        "    general: 0.25    # a quarter general conversations (the bundled model's replay set)\n",
     },
 }
 

@@ -79,10 +79,7 @@ def build_mix(
     if replay is None or (replay.original == 0 and replay.general == 0):
         return None
     original_share = replay.original if parent is not None else 0.0
-    if replay.original and parent is None:
-        notes.append(
-            "training.replay.original applies to a retrain (--data with --resume); this run trains on its data"
-        )
+    # `original` applies to a retrain (--data with --resume) only: a first training's data is the original
     if original_share == 0 and replay.general == 0:
         return None
     new = _read(data, "training data")

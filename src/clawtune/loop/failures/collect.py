@@ -23,6 +23,7 @@ from typing import Any
 
 from clawtune.chat import Example, Message
 from clawtune.data.export import Exporter, ExportOptions
+from clawtune.data.holdout import HeldOut
 from clawtune.data.scrub import Scrubber
 from clawtune.data.teacher import tool_call_problems
 from clawtune.logs.lines import iter_json_lines
@@ -279,6 +280,7 @@ class Collector:
         """Sessions in an earlier export's validation or test split never become training data: refused, counted."""
         held: set[str] = set()
         self.export_ids: list[Any] = []
+        held_files: list[Path] = []
         for folder in self.options.exports:
             if not folder.is_dir():
                 raise InputError(f"--export {folder}: no such export folder")
@@ -289,10 +291,14 @@ class Collector:
             for name in ("validation.jsonl", "test.jsonl"):
                 path = folder / name
                 if path.is_file():
+                    held_files.append(path)
                     for _, example in iter_json_lines(path, self.problems):
                         session = (example.get("metadata") or {}).get("session_id")
                         if session:
                             held.add(str(session))
+        # A corrected failure word for word a held-out example (another session of a templated agent): not trained
+        # on either, or `ft train`'s leakage check refuses the whole folder.
+        self.held_contents = HeldOut.read(held_files).contents if held_files else {}
         kept = []
         for failure in failures:
             if failure.session_id in held:
@@ -430,7 +436,11 @@ class Collector:
             }
             try:
                 for failure in failures:
-                    for kind, line in self.lines(failure, failure.session_id in held):
+                    lines = list(self.lines(failure, failure.session_id in held))
+                    if any(kind == "corrected" and self.same_as_held_out(line) for kind, line in lines):
+                        self.dropped["same_as_an_export_validation_or_test_example"] += 1
+                        lines = [(kind, line) for kind, line in lines if kind not in ("corrected", "pairs")]
+                    for kind, line in lines:
                         handles[kind].write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
                         counts[kind] += 1
             finally:
@@ -444,6 +454,13 @@ class Collector:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return report
+
+    def same_as_held_out(self, example: dict[str, Any]) -> bool:
+        from clawtune.chat import normalize_example
+        from clawtune.data.examples import duplicate_keys
+
+        held: dict[bytes, str] = getattr(self, "held_contents", None) or {}
+        return bool(held) and duplicate_keys(normalize_example(example))[0] in held
 
     def lines(self, failure: Failure, held_out: bool) -> Iterator[tuple[str, dict[str, Any]]]:
         """The lines one failure contributes to each file, scrubbed."""
