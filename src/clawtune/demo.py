@@ -428,25 +428,26 @@ RETRAIN_STEPS = 60
 
 def simulated_person(failures: Path, production: Path, out: Path) -> tuple[int, int]:
     """Corrections for every failure still without one (review.jsonl, and the held-out ones, which a gate needs a
-    right answer for): the agent's own answer to the same turn in the later traffic, found by the user's words."""
+    right answer for): the agent's own answer to the same turn in the later traffic, found by the conversation before
+    it (its words and calls, without the system prompt and the call ids: a tool call and the answer after its result
+    share their user message, not their context)."""
     import json
 
-    from clawtune.chat import content_text
     from clawtune.evaluate.backends import load_items
+    from clawtune.evaluate.run import prompt_key
     from clawtune.logs.lines import iter_json_lines
 
-    def last_user(messages: list[Any]) -> str:
-        return next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
-
-    answers = {last_user(i.prompt): i.reference for i in load_items(production, Problems())}
+    answers = {prompt_key(i.prompt): i.reference for i in load_items(production, Problems())}
     rows, unmatched = [], 0
     for name in ("review.jsonl", "held-out.jsonl"):
         for _, row in iter_json_lines(failures / name, Problems()):
-            messages = row.get("messages") or []
+            messages = list(row.get("messages") or [])
             failure_id = row.get("failure_id") or (row.get("metadata") or {}).get("failure_id")
             if name == "held-out.jsonl" and any(m.get("weight") == 1 for m in messages):
                 continue  # corrected already (the agent's own recovery)
-            reference = answers.get(last_user(messages))
+            while messages and messages[-1].get("role") == "assistant":
+                messages.pop()  # the failed answer: what came before it is the turn's context
+            reference = answers.get(prompt_key(messages))
             if reference is None or not failure_id:
                 unmatched += 1
                 continue
