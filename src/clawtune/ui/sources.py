@@ -1,0 +1,444 @@
+"""What the dashboard shows, read from the files and the database the commands write (never a copy of them).
+
+Each reader goes through the module that owns the format: the checkpoint manifest (`train.manifest`), the data mix
+(`data.recipe`), the evaluation report (`evaluate/report.py` writes `eval-report.json`), the request log and the
+experiments (`serve.log`), the review file (`loop.failures.collect`). The one file written here is a review.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clawtune.data.holdout import REPORT as EXPORT_REPORT
+from clawtune.evaluate.report import ROWS as EVAL_ROWS
+from clawtune.loop.failures.collect import FILES as FAILURE_FILES
+from clawtune.loop.failures.collect import check_correction
+from clawtune.problems import InputError
+from clawtune.train.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
+from clawtune.train.run import LOSS_PLOT, SUMMARY
+
+# Folders never worth walking into when looking for runs and reports.
+SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".staging", ".mypy_cache", ".ruff_cache"}
+MAX_DEPTH = 5
+EVAL_REPORT = "eval-report.json"
+
+
+class UIError(InputError):
+    """A request the dashboard refuses (unknown item, bad correction); the message says why."""
+
+
+def walk(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk under `root`, `max_depth` levels deep, skipping hidden and heavy folders (and checkpoint folders'
+    insides, which hold weights, not reports)."""
+    base = len(root.parts)
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        depth = len(here.parts) - base
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith(".staging"))
+        if depth >= max_depth:
+            dirs[:] = []
+        yield here, dirs, files
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rel(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def _clean(value: Any) -> Any:
+    """JSON that browsers parse: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+# ---- runs ---------------------------------------------------------------------------------------------------------
+
+
+def _losses_from_state(checkpoint: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run still going (or stopped before its summary): the loss history of its newest checkpoint's trainer state."""
+    state = _json(checkpoint / "trainer_state.json") or {}
+    manifest = _json(checkpoint / MANIFEST) or {}
+    offset = int(manifest.get("step_offset") or 0)
+    history = [e for e in state.get("log_history") or [] if isinstance(e, dict)]
+    train = [{"step": e["step"] + offset, "loss": e["loss"]} for e in history if "loss" in e and "step" in e]
+    evals = [{"step": e["step"] + offset, "loss": e["eval_loss"]} for e in history if "eval_loss" in e and "step" in e]
+    return train, evals
+
+
+def find_runs(root: Path) -> list[dict[str, Any]]:
+    """Every training run under `root`: a folder with `training-summary.json` or complete `checkpoint-N` folders."""
+    runs = []
+    for folder, dirs, files in walk(root):
+        found = checkpoints(folder) if any(d.startswith("checkpoint-") for d in dirs) else []
+        if SUMMARY not in files and not found:
+            continue
+        dirs[:] = [d for d in dirs if checkpoint_step(Path(d)) < 0]  # no run inside a checkpoint
+        runs.append(run_info(root, folder, found))
+    runs.sort(key=lambda r: r["modified"], reverse=True)
+    return runs
+
+
+def run_info(root: Path, folder: Path, found: list[Path]) -> dict[str, Any]:
+    summary = _json(folder / SUMMARY)
+    newest = found[-1] if found else None
+    try:
+        manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else read_manifest(newest) if newest else {}
+    except InputError:
+        manifest = {}
+    config = manifest.get("config") or {}
+    if summary is not None:
+        losses, evals = summary.get("losses") or [], summary.get("eval_losses") or []
+    else:
+        losses, evals = _losses_from_state(newest) if newest else ([], [])
+    steps = summary.get("steps") if summary else (manifest.get("step") if manifest else None)
+    if steps is not None and summary and summary.get("step_offset"):
+        steps += summary["step_offset"]
+    stamp = folder / SUMMARY if summary is not None else (newest or folder)
+    return _clean(
+        {
+            "id": _rel(root, folder),
+            "path": str(folder),
+            "finished": summary is not None,
+            "base_model": manifest.get("base_model") or (summary or {}).get("base_model"),
+            "method": manifest.get("kind") or (summary or {}).get("method"),
+            "data": (config.get("data") or {}).get("train"),
+            "validation_data": (config.get("data") or {}).get("validation"),
+            "steps": steps,
+            "final_train_loss": (summary or {}).get("final_train_loss"),
+            "last_loss": losses[-1]["loss"] if losses else None,
+            "last_eval_loss": evals[-1]["loss"] if evals else None,
+            "losses": losses,
+            "eval_losses": evals,
+            "checkpoints": [
+                {"name": c.name, "step": checkpoint_step(c), "manifest": _json(c / MANIFEST)} for c in found
+            ],
+            "manifest": manifest or None,
+            "summary": summary,
+            "plot": (folder / LOSS_PLOT).is_file(),
+            "modified": stamp.stat().st_mtime,
+        }
+    )
+
+
+# ---- data -----------------------------------------------------------------------------------------------------------
+
+
+def _stats_of(path: Path) -> dict[str, Any] | None:
+    """`ft data-stats` on a file the export or augmentation wrote: the mix against the target, lengths, tools."""
+    from clawtune.data.recipe import data_stats
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+
+    if not path.is_file():
+        return None
+    problems = Problems(keep=0)
+    stats = data_stats([e for _, e in iter_examples(path, problems)]).to_json()
+    stats["file"] = str(path)
+    stats["bad_lines"] = len(problems)
+    return _clean(stats)
+
+
+def find_data_reports(root: Path) -> list[dict[str, Any]]:
+    """Every export report (`export-report.json`) and augmentation report (`NAME-report.json` beside `NAME.jsonl`)."""
+    found = []
+    for folder, _, files in walk(root):
+        for name in sorted(files):
+            path = folder / name
+            if name == EXPORT_REPORT:
+                report = _json(path)
+                if report is None or "splits" not in report:
+                    continue
+                train = (report.get("splits") or {}).get("train") or {}
+                found.append(
+                    {
+                        "id": _rel(root, path),
+                        "kind": "export",
+                        "path": str(path),
+                        "report": _clean(report),
+                        "stats": _stats_of(folder / str(train.get("file") or "raw.jsonl")),
+                        "modified": path.stat().st_mtime,
+                    }
+                )
+            elif name.endswith("-report.json") and name != FAILURE_FILES["report"]:
+                report = _json(path)
+                if report is None or "mix_after" not in report:
+                    continue
+                output = folder / f"{name.removesuffix('-report.json')}.jsonl"
+                found.append(
+                    {
+                        "id": _rel(root, path),
+                        "kind": "augment",
+                        "path": str(path),
+                        "report": _clean(report),
+                        "stats": _stats_of(output),
+                        "modified": path.stat().st_mtime,
+                    }
+                )
+    found.sort(key=lambda r: r["modified"], reverse=True)
+    return found
+
+
+# ---- evaluations ----------------------------------------------------------------------------------------------------
+
+
+def find_evaluations(root: Path) -> list[dict[str, Any]]:
+    """Every `eval-report.json` under `root`, newest first, with the table's rows in the report's own order."""
+    found = []
+    for folder, _, files in walk(root, MAX_DEPTH + 2):  # checkpoint-N/eval/ sits deeper than runs
+        if EVAL_REPORT not in files:
+            continue
+        path = folder / EVAL_REPORT
+        report = _json(path)
+        if report is None or "baseline" not in report or "fine_tuned" not in report:
+            continue
+        found.append(
+            {
+                "id": _rel(root, path),
+                "path": str(path),
+                "report": _clean(report),
+                "html": (folder / "eval-report.html").is_file(),
+                "modified": path.stat().st_mtime,
+            }
+        )
+    found.sort(key=lambda r: r["modified"], reverse=True)
+    return found
+
+
+def eval_rows() -> list[dict[str, str]]:
+    """The evaluation table's rows: the key in a side's summary, its label, and how it is formatted."""
+    return [{"key": key, "label": label, "kind": kind} for key, label, kind in EVAL_ROWS]
+
+
+# ---- traffic --------------------------------------------------------------------------------------------------------
+
+NICE_BUCKETS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    k = (len(values) - 1) * q / 100
+    low = math.floor(k)
+    high = min(low + 1, len(values) - 1)
+    return values[low] + (values[high] - values[low]) * (k - low)
+
+
+def traffic(log: Path) -> dict[str, Any]:
+    """Requests over time per model, adapter and arm; latency; tokens and the system-prompt policy's savings;
+    feedback: every figure counted from the log and its archives."""
+    from clawtune.serve.log import log_files, traffic_rows
+
+    files = log_files(log)
+    if not files:
+        return {"log": str(log), "files": [], "requests": 0}
+    rows = list(traffic_rows(log))
+    if not rows:
+        return {"log": str(log), "files": [f.name for f in files], "requests": 0}
+    first, last = rows[0]["created"], rows[-1]["created"]
+    span = max(last - first, 1.0)
+    bucket = next((b for b in NICE_BUCKETS if span / b <= 60), NICE_BUCKETS[-1])
+    start = math.floor(first / bucket) * bucket
+    n = int((last - start) // bucket) + 1
+    series: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0] * n) for k in ("model", "adapter", "arm")}
+    latency_by_bucket: list[list[float]] = [[] for _ in range(n)]
+    per_model: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, list[float]] = defaultdict(list)
+    feedback: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for row in rows:
+        i = int((row["created"] - start) // bucket)
+        model = row["model"] or "(none)"
+        series["model"][model][i] += 1
+        series["adapter"][row["adapter"] or "(base)"][i] += 1
+        if row["experiment"]:
+            series["arm"][f"{row['experiment']}: {row['arm'] or '?'}"][i] += 1
+        stats = per_model.setdefault(
+            model,
+            {
+                "model": model,
+                "requests": 0,
+                "errors": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "tokens_saved": 0,
+                "tool_calls": 0,
+                "tool_calls_valid": 0,
+                "positive": 0,
+                "negative": 0,
+            },
+        )
+        stats["requests"] += 1
+        stats["errors"] += int((row["status"] or 0) >= 400)
+        stats["prompt_tokens"] += row["prompt_tokens"] or 0
+        stats["completion_tokens"] += row["completion_tokens"] or 0
+        if row["prompt_tokens_original"] is not None and row["prompt_tokens"] is not None:
+            stats["tokens_saved"] += max(row["prompt_tokens_original"] - row["prompt_tokens"], 0)
+        stats["tool_calls"] += row["tool_calls"] or 0
+        stats["tool_calls_valid"] += row["tool_calls_valid"] or 0
+        stats["positive"] += row["positive"] or 0
+        stats["negative"] += row["negative"] or 0
+        feedback["positive"] += row["positive"] or 0
+        feedback["negative"] += row["negative"] or 0
+        statuses[str(row["status"])] += 1
+        if row["latency_ms"] is not None:
+            latencies[model].append(row["latency_ms"])
+            latency_by_bucket[i].append(row["latency_ms"])
+    for model, stats in per_model.items():
+        stats["latency_p50_ms"] = _percentile(latencies[model], 50)
+        stats["latency_p95_ms"] = _percentile(latencies[model], 95)
+    return _clean(
+        {
+            "log": str(log),
+            "files": [f.name for f in files],
+            "requests": len(rows),
+            "first": first,
+            "last": last,
+            "bucket_s": bucket,
+            "times": [start + i * bucket for i in range(n)],
+            "series": {k: dict(v) for k, v in series.items()},
+            "latency_p50_ms": [_percentile(b, 50) for b in latency_by_bucket],
+            "latency_p95_ms": [_percentile(b, 95) for b in latency_by_bucket],
+            "models": sorted(per_model.values(), key=lambda s: -s["requests"]),
+            "feedback": dict(feedback),
+            "statuses": dict(statuses),
+            "tokens_saved": sum(s["tokens_saved"] for s in per_model.values()),
+        }
+    )
+
+
+# ---- experiments ----------------------------------------------------------------------------------------------------
+
+
+def experiments(log: Path) -> list[dict[str, Any]]:
+    """Every experiment in the log's database with its refreshes (each refresh holds the test's figures then)."""
+    from clawtune.serve.log import ExperimentStore, log_files
+
+    if not log.exists() or not log_files(log):
+        return []
+    store = ExperimentStore(log)
+    out = []
+    for experiment in reversed(store.all()):
+        refreshes = store.refreshes(experiment["id"])
+        out.append({**experiment, "refreshes": refreshes})
+    return _clean(out)
+
+
+# ---- failures -------------------------------------------------------------------------------------------------------
+
+_review_lock = threading.Lock()
+
+
+def find_failure_folders(root: Path) -> list[dict[str, Any]]:
+    """Every collect-failures output under `root`: its report and the review file's items."""
+    found = []
+    for folder, _, files in walk(root):
+        if FAILURE_FILES["review"] not in files and FAILURE_FILES["report"] not in files:
+            continue
+        report = _json(folder / FAILURE_FILES["report"])
+        items = review_items(folder / FAILURE_FILES["review"])
+        found.append(
+            {
+                "id": _rel(root, folder),
+                "path": str(folder),
+                "report": _clean(report),
+                "review": str(folder / FAILURE_FILES["review"]),
+                "items": items,
+            }
+        )
+    return found
+
+
+def review_items(path: Path) -> list[dict[str, Any]]:
+    """The review file's lines (a line that is not a JSON object is shown as a problem, never dropped)."""
+    if not path.is_file():
+        return []
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            items.append({"line": number, "problem": f"not JSON: {exc}"})
+            continue
+        if not isinstance(item, dict):
+            items.append({"line": number, "problem": "not a JSON object"})
+            continue
+        items.append({"line": number, **_clean(item)})
+    return items
+
+
+def save_correction(root: Path, folder_id: str, failure_id: str, correction: Any) -> dict[str, Any]:
+    """Write a person's correction into the review file's line for `failure_id` (the file collect-failures reads with
+    --corrections); every other line stays as it was, byte for byte. A correction the command would refuse is
+    refused here, with the same reasons."""
+    folders = {f["id"]: Path(f["path"]) for f in find_failure_folders(root)}
+    if folder_id not in folders:
+        raise UIError(f"no collect-failures output {folder_id!r} under {root}")
+    path = folders[folder_id] / FAILURE_FILES["review"]
+    with _review_lock:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except OSError as exc:
+            raise UIError(f"{path}: cannot read: {exc.strerror}") from None
+        for i, line in enumerate(lines):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(item, dict) or item.get("failure_id") != failure_id:
+                continue
+            if correction not in (None, "", []):
+                problems = check_correction(correction, item.get("tools"))
+                if problems:
+                    raise UIError(f"{path}:{i + 1}: correction: " + "; ".join(problems))
+            item["correction"] = None if correction in ("", []) else correction
+            lines[i] = json.dumps(item, ensure_ascii=False) + "\n"
+            _write_atomic(path, "".join(lines))
+            return {"review": str(path), "line": i + 1, "failure_id": failure_id, "correction": item["correction"]}
+    raise UIError(f"{path}: no line for failure {failure_id!r}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "UIError",
+    "eval_rows",
+    "experiments",
+    "find_data_reports",
+    "find_evaluations",
+    "find_failure_folders",
+    "find_runs",
+    "save_correction",
+    "traffic",
+]

@@ -1,0 +1,434 @@
+"""`clawtune ui` in a real headless Chromium (Debian's, driven by Playwright): every view's key numbers against the
+files and the log they come from, a correction saved into review.jsonl, an experiment stopped through the gateway,
+chart screenshots that are not blank. The fixture writes small outputs with the project's own writers (a real
+export and augmentation of the sample agent, manifests and summaries, an evaluation report, requests through a real
+gateway whose log has an archive) instead of running the demo."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clawtune.evaluate.report import write_reports
+from clawtune.serve.app import Gateway, Server
+from clawtune.serve.log import RequestLog, iter_requests, log_files
+from clawtune.train.manifest import write_json_atomic, write_manifest
+from clawtune.ui.app import UISettings, mount
+
+from .conftest import export_sample
+from .serve_fakes import ScriptedEngine, config
+
+KEY = "admin-secret-key"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+
+# ---- the outputs the commands write, made small -------------------------------------------------------------------
+
+
+def write_run(folder: Path, losses: list[float], evals: list[float], finished: bool) -> None:
+    """A training run as `ft train` leaves it: checkpoint-N folders with manifests (and trainer state), and once
+    finished the summary and the manifest at the top."""
+    manifest = {"kind": "lora", "base_model": "clawtune/tiny-agent", "config": {"data": {"train": "ft-data/raw.jsonl"}}}
+    log_history = [{"step": 2 * (i + 1), "loss": v} for i, v in enumerate(losses)]
+    log_history += [{"step": 4 * (i + 1), "eval_loss": v} for i, v in enumerate(evals)]
+    for step in (4, 2 * len(losses)):
+        checkpoint = folder / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        (checkpoint / "adapter_model.safetensors").write_bytes(b"weights")
+        state = {"global_step": step, "log_history": [e for e in log_history if e["step"] <= step]}
+        (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+        write_manifest(checkpoint, {**manifest, "step": step, "step_offset": 0})
+    if finished:
+        (folder / "adapter_model.safetensors").write_bytes(b"weights")
+        write_manifest(folder, {**manifest, "step": 2 * len(losses), "step_offset": 0})
+        summary = {
+            "base_model": "clawtune/tiny-agent",
+            "method": "lora",
+            "steps": 2 * len(losses),
+            "final_train_loss": sum(losses) / len(losses),
+            "losses": [{"step": 2 * (i + 1), "loss": v} for i, v in enumerate(losses)],
+            "eval_losses": [{"step": 4 * (i + 1), "loss": v} for i, v in enumerate(evals)],
+        }
+        write_json_atomic(folder / "training-summary.json", summary)
+
+
+def rate(value: float, n: int) -> dict[str, Any]:
+    return {"value": value, "ci": [max(value - 0.1, 0), min(value + 0.1, 1)], "n": n}
+
+
+def side(name: str, accuracy: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "local",
+        "items": 10,
+        "accuracy": rate(accuracy, 10),
+        "per_category": {"tool-call": rate(accuracy, 6), "normal": rate(accuracy, 4)},
+        "f1": {"value": accuracy, "ci": None, "n": 10},
+        "tool_call_accuracy": rate(accuracy, 6),
+        "latency_p50_s": 0.2,
+        "latency_p95_s": 0.4,
+        "prompt_tokens_per_request": 120.0,
+        "completion_tokens_per_request": 20.0,
+        "general_accuracy": rate(0.5, 8),
+        "errors": 0,
+    }
+
+
+def write_evaluation(folder: Path) -> dict[str, Any]:
+    report = {
+        "test_set": "ft-data/test.jsonl",
+        "items": 10,
+        "metrics": ["accuracy", "tool_calls", "latency", "forgetting"],
+        "baseline": side("clawtune/tiny-agent", 0.3),
+        "fine_tuned": side("runs/finished/checkpoint-8", 0.7),
+        "comparison": {"verdict": "the fine-tuned model is more accurate (McNemar p = 0.031)", "significant": True},
+        "worst_failures": [
+            {
+                "id": f"item-{i}",
+                "category": "tool-call" if i % 2 else "normal",
+                "input": f"question {i}",
+                "reference": "get_weather({})",
+                "fine_tuned": "(empty)",
+                "baseline": "(empty)",
+                "why": "wrong tool",
+                "baseline_correct": i == 1,
+            }
+            for i in range(3)
+        ],
+        "forgetting": {
+            "general_items": 8,
+            "before": 0.5,
+            "after": 0.5,
+            "drop": 0.0,
+            "threshold": 0.05,
+            "flagged": False,
+        },
+        "overlap": None,
+    }
+    write_reports(report, folder)
+    return report
+
+
+def write_review(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    lines = [
+        {
+            "failure_id": f"f-{i:016x}",
+            "location": f"log#req-{i}",
+            "signals": [{"type": "tool_error", "tool": "get_weather"}],
+            "messages": [
+                {"role": "system", "content": "You are an agent."},
+                {"role": "user", "content": f"What is the weather in city {i}?"},
+                {"role": "assistant", "content": "I cannot tell.", "weight": 0},
+            ],
+            "tools": tools,
+            "correction": None,
+            "note": "Write the right answer in `correction`.",
+        }
+        for i in range(2)
+    ]
+    (folder / "review.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
+    (folder / "failures-report.json").write_text(json.dumps({"agent_id": "my-agent", "failures": 2}))
+
+
+def write_archive(data: Path) -> None:
+    """Old requests written by the log's own writer, past its row cap: the oldest move to a monthly archive."""
+    log = RequestLog(data / "requests.sqlite", max_rows=100)
+    start = time.time() - 3 * 86400
+    for i in range(120):
+        log.request(
+            {
+                "id": f"old-{i:03d}",
+                "created": start + i * 600,
+                "model": "general",
+                "requested_model": "general",
+                "status": 200,
+                "latency_ms": 50.0 + i,
+                "prompt_tokens": 100,
+                "prompt_tokens_original": 130,
+                "completion_tokens": 10,
+                "request_json": {"messages": [{"role": "user", "content": f"old question {i}"}]},
+                "response_json": {"choices": [{"message": {"role": "assistant", "content": f"old answer {i}"}}]},
+            }
+        )
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Iterator[dict[str, Any]]:
+    from clawtune.cli import main
+
+    root = tmp_path_factory.mktemp("ui")
+    write_run(root / "runs" / "finished", [2.0, 1.5, 1.2, 0.9], [1.8, 1.1], finished=True)
+    write_run(root / "runs" / "going", [2.2, 1.9, 1.7], [], finished=False)
+    data = root / "ft-data"
+    assert export_sample(data, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+    augmented = ["ft", "augment-data", "--input", str(data / "raw.jsonl"), "--output", str(data / "augmented.jsonl")]
+    assert main([*augmented, "--factor", "2", "--balance"]) == 0
+    evaluation = write_evaluation(root / "runs" / "finished" / "checkpoint-8" / "eval")
+    write_review(root / "failures")
+    write_archive(root / "serve-data")
+    settings = config(root, server={"admin_keys": [KEY], "data_dir": str(root / "serve-data"), "log_max_rows": 100})
+    server = Server(Gateway(settings, engine=ScriptedEngine())).start()  # type: ignore[arg-type]
+    ui = UISettings(root, server.gateway.log.path, [KEY], endpoint=server.url)
+    mount(server.app, ui)  # as `clawtune serve` does
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for i in range(12):
+                model = "finance-ab" if i % 3 == 0 else "general"
+                reply = client.post(
+                    "/v1/chat/completions",
+                    json={"model": model, "messages": [{"role": "user", "content": f"new question {i}"}]},
+                    headers={"X-Clawtune-Session": f"s{i}"},
+                )
+                assert reply.status_code == 200
+                if i < 3:
+                    rating = {"request_id": reply.json()["id"], "rating": "positive" if i else "negative"}
+                    assert client.post("/v1/feedback", json=rating).status_code == 200
+        server.gateway.log.flush()
+        lab = server.gateway.lab
+        for k, (low, high) in enumerate([(-0.5, 0.6), (-0.3, 0.4), (-0.1, 0.2)]):
+            figures = {"primary": "accuracy", "verdict": "not enough data", "tests": {"accuracy": {}}}
+            figures["tests"]["accuracy"] = {"estimate": (low + high) / 2, "lower": low, "upper": high}
+            lab.store.add_refresh("finance-ab", figures, time.time() - 300 + 60 * k)
+        yield {"root": root, "server": server, "ui": ui, "evaluation": evaluation, "data": data}
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None:
+        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    with sync_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser: Any, world: dict[str, Any]) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    tab.goto(world["server"].url + "/ui/")
+    tab.fill("#key", KEY)
+    tab.click("#login button")
+    tab.wait_for_selector("#view[data-ready=runs]")
+    yield tab
+    context.close()
+
+
+def show(page: Any, name: str) -> None:
+    page.evaluate("name => { document.getElementById('view').dataset.ready = ''; location.hash = name; }", name)
+    page.wait_for_selector(f"#view[data-ready={name}]")
+
+
+def not_blank(page: Any, selector: str, shots: Path | None = None, name: str = "") -> None:
+    """The chart's area holds a drawing: many distinct colours, not one background."""
+    from PIL import Image
+
+    page.wait_for_selector(f"{selector} canvas")
+    image = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 20, f"{selector} looks blank ({len(colours)} colours)"
+    non_white = sum(count for count, rgb in colours if rgb != (255, 255, 255))
+    assert non_white > 0.01 * image.width * image.height
+
+
+# ---- the views ------------------------------------------------------------------------------------------------------
+
+
+def test_the_key_is_asked_once_and_checked_server_side(world: dict[str, Any], browser: Any) -> None:
+    url = world["server"].url + "/ui"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/api/runs").status_code == 401  # every data endpoint, without the cookie
+        assert client.get("/api/requests").status_code == 401
+        bad = client.post("/api/login", json={"key": "wrong"})
+        assert bad.status_code == 401 and "clawtune_ui" not in bad.cookies
+        assert client.post("/api/login", content=f'{{"key": "{KEY}"}}').status_code == 415  # a form cannot send it
+        good = client.post("/api/login", json={"key": KEY})
+        cookie = good.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+        assert KEY.lower() not in cookie  # the browser holds a session token, not the key
+        assert client.get("/api/runs").status_code == 200
+        client.post("/api/logout", json={})
+        assert client.get("/api/runs").status_code == 401
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.goto(url + "/")
+    tab.fill("#key", "nope")
+    tab.click("#login button")
+    tab.locator("#login-error", has_text="not an admin key").wait_for()
+    context.close()
+
+
+def test_runs_view_lists_runs_and_draws_ticked_loss_curves(page: Any, world: dict[str, Any], tmp_path: Path) -> None:
+    show(page, "runs")
+    rows = page.locator("#runs-table tr[data-run]")
+    assert rows.count() == 2
+    finished = page.locator('tr[data-run="runs/finished"]')
+    summary = json.loads((world["root"] / "runs" / "finished" / "training-summary.json").read_text())
+    assert finished.locator(".steps").inner_text() == str(summary["steps"])
+    assert finished.locator(".last-loss").inner_text() == f"{summary['losses'][-1]['loss']:.4f}"
+    assert finished.locator(".checkpoints").inner_text() == "2"
+    going = page.locator('tr[data-run="runs/going"]')  # no summary yet: the newest checkpoint's trainer state
+    assert going.locator(".last-loss").inner_text() == "1.7000" and "running" in going.inner_text()
+    not_blank(page, "#chart-runs")
+    legend = page.locator("#chart-runs .u-legend").inner_text()
+    assert "runs/finished train" in legend and "runs/finished validation" in legend and "runs/going train" in legend
+    finished.locator("a").click()
+    assert '"base_model": "clawtune/tiny-agent"' in page.locator("#run-detail .manifest").inner_text()
+
+
+def test_data_view_shows_the_export_and_augmentation_reports(page: Any, world: dict[str, Any]) -> None:
+    show(page, "data")
+    data = world["data"]
+    export = json.loads((data / "export-report.json").read_text())
+    augment = json.loads((data / "augmented-report.json").read_text())
+    card = page.locator('.data-report[data-kind="export"]')
+    assert card.locator(".examples").inner_text() == str(export["examples_written"])
+    raw_lines = sum(1 for line in (data / "raw.jsonl").read_text().splitlines() if line.strip())
+    mix = card.locator("table.mix tr[data-category] .count").all_inner_texts()
+    assert sum(int(x) for x in mix) == raw_lines  # the training file's mix, counted from the file
+    aug = page.locator('.data-report[data-kind="augment"]')
+    assert aug.locator(".examples").inner_text() == str(augment["examples_out"])
+
+
+def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items(
+    page: Any, world: dict[str, Any]
+) -> None:
+    show(page, "evaluations")
+    report = world["evaluation"]
+    assert page.locator("#verdict").inner_text() == report["comparison"]["verdict"]
+    accuracy = page.locator('#eval-table tr[data-metric="accuracy"]')
+    assert accuracy.locator(".baseline").inner_text().startswith("30.0%")
+    assert accuracy.locator(".fine-tuned").inner_text().startswith("70.0%")
+    assert "no forgetting flagged" in page.locator("#forgetting").inner_text()
+    assert page.locator("#eval-items tr.item").count() == 3
+    page.select_option("#filter-category", "tool-call")
+    assert page.locator("#eval-items tr.item").count() == 1
+    page.select_option("#filter-verdict", "right")
+    assert page.locator("#eval-items tr.item").count() == 1
+
+
+def test_traffic_view_counts_the_log_and_its_archive_and_opens_a_request(
+    page: Any, world: dict[str, Any], tmp_path: Path
+) -> None:
+    log = world["server"].gateway.log.path
+    assert len(log_files(log)) == 2  # the live log and its monthly archive
+    rows = list(iter_requests(log))
+    show(page, "traffic")
+    assert page.locator("#traffic-total").inner_text() == str(len(rows))
+    saved = sum(
+        max((r["prompt_tokens_original"] or 0) - (r["prompt_tokens"] or 0), 0) for r in rows if r["prompt_tokens"]
+    )
+    assert page.locator("#traffic-saved").inner_text().replace(",", "") == str(saved)
+    positive = sum(f["rating"] == "positive" for r in rows for f in r["feedback"])
+    negative = sum(f["rating"] == "negative" for r in rows for f in r["feedback"])
+    assert page.locator("#traffic-feedback").inner_text() == f"{positive} / {negative}"
+    general = sum(r["model"] == "general" for r in rows)
+    assert page.locator('#traffic-models tr[data-model="general"] .requests').inner_text() == str(general)
+    not_blank(page, "#chart-traffic")
+    not_blank(page, "#chart-latency")
+    page.select_option("#traffic-group", "arm")
+    assert "finance-ab" in page.locator("#chart-traffic .u-legend").inner_text()
+    # the paged list: 50 a page over both files, searchable, a row opens the request and its answer
+    page.wait_for_selector("#requests tr.request-row")
+    assert page.locator("#request-pager").inner_text() == f"1–50 of {len(rows)}"
+    page.fill("#request-search", "old question 7")  # 7, 70-79: all in the archive or the oldest live rows
+    page.locator("#request-pager", has_text="1–11 of 11").wait_for()
+    page.fill("#request-search", "old question 3")
+    page.locator('#requests tr[data-id="old-030"]').wait_for()
+    assert page.locator("#request-pager").inner_text() == "1–11 of 11"
+    page.locator('#requests tr[data-id="old-003"]').click()
+    detail = page.locator("#request-detail")
+    detail.locator("text=old answer 3").wait_for()
+    assert "requests-" in detail.inner_text()  # it came from the archive
+
+
+def test_experiments_view_draws_the_confidence_sequence_and_stops_through_the_gateway(
+    page: Any, world: dict[str, Any]
+) -> None:
+    show(page, "experiments")
+    card = page.locator('.experiment[data-id="finance-ab"]')
+    assert card.locator(".status").inner_text() == "running"
+    not_blank(page, '.cs-chart[data-experiment="finance-ab"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.locator("button.stop").click()
+    card.locator(".status", has_text="stopped").wait_for()
+    assert world["server"].gateway.lab.get("finance-ab").status == "stopped"  # the running gateway stopped it
+    assert world["server"].gateway.lab.store.get("finance-ab")["status"] == "stopped"
+
+
+def test_failures_inbox_saves_a_correction_into_review_jsonl(page: Any, world: dict[str, Any]) -> None:
+    from clawtune.loop.failures.collect import check_correction
+
+    review = world["root"] / "failures" / "review.jsonl"
+    before = review.read_text().splitlines()
+    show(page, "failures")
+    item = page.locator('.failure[data-failure="f-0000000000000001"]')
+    assert "What is the weather in city 1?" in item.inner_text()
+    item.locator("textarea").fill('[{"role": "assistant", "content": "x", "tool_calls": "bad"}]')
+    item.locator("button.save").click()
+    item.locator(".saved-note.error").wait_for()  # refused, with the command's own reasons; nothing written
+    assert review.read_text().splitlines() == before
+    item.locator("textarea").fill("It is sunny in city 1.")
+    item.locator("button.save").click()
+    item.locator(".saved-note.good").wait_for()
+    after = review.read_text().splitlines()
+    assert after[0] == before[0]  # the other line, byte for byte
+    saved = json.loads(after[1])
+    assert (
+        saved["correction"] == "It is sunny in city 1." and check_correction(saved["correction"], saved["tools"]) == []
+    )
+
+
+def test_empty_states_say_what_to_run(browser: Any, tmp_path: Path) -> None:
+    import uvicorn
+
+    from clawtune.serve.app import bind
+    from clawtune.ui.app import standalone
+
+    settings = UISettings(tmp_path, tmp_path / "clawtune-data" / "requests.sqlite", [KEY])
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(standalone(settings, ["127.0.0.1"]), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+        tab.fill("#key", KEY)
+        tab.click("#login button")
+        expected = {
+            "runs": "clawtune ft train",
+            "data": "clawtune agent export-training-data",
+            "evaluations": "clawtune ft evaluate",
+            "traffic": "clawtune serve",
+            "experiments": "clawtune ft ab-test",
+            "failures": "clawtune agent collect-failures",
+        }
+        tab.wait_for_selector("#view[data-ready=runs]")
+        for name, command in expected.items():
+            show(tab, name)
+            assert command in tab.locator("[data-empty]").first.inner_text()
+        assert not (tmp_path / "clawtune-data").exists()  # reading an absent log creates nothing
+        context.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
