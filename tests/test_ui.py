@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import threading
 import time
@@ -235,7 +236,15 @@ def show(page: Any, name: str) -> None:
     page.wait_for_selector(f"#view[data-ready={name}]")
 
 
-def not_blank(page: Any, selector: str, shots: Path | None = None, name: str = "") -> None:
+def keep_screenshot(page: Any, name: str) -> None:
+    """With CLAWTUNE_UI_SCREENSHOTS=DIR, the view as the README shows it (docs/ui/ is made this way)."""
+    folder = os.environ.get("CLAWTUNE_UI_SCREENSHOTS")
+    if folder:
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(Path(folder) / f"{name}.png"))
+
+
+def not_blank(page: Any, selector: str) -> None:
     """The chart's area holds a drawing: many distinct colours, not one background."""
     from PIL import Image
 
@@ -288,6 +297,7 @@ def test_runs_view_lists_runs_and_draws_ticked_loss_curves(page: Any, world: dic
     not_blank(page, "#chart-runs")
     legend = page.locator("#chart-runs .u-legend").inner_text()
     assert "runs/finished train" in legend and "runs/finished validation" in legend and "runs/going train" in legend
+    keep_screenshot(page, "runs")
     finished.locator("a").click()
     assert '"base_model": "clawtune/tiny-agent"' in page.locator("#run-detail .manifest").inner_text()
 
@@ -304,6 +314,7 @@ def test_data_view_shows_the_export_and_augmentation_reports(page: Any, world: d
     assert sum(int(x) for x in mix) == raw_lines  # the training file's mix, counted from the file
     aug = page.locator('.data-report[data-kind="augment"]')
     assert aug.locator(".examples").inner_text() == str(augment["examples_out"])
+    keep_screenshot(page, "data")
 
 
 def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items(
@@ -317,6 +328,7 @@ def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items
     assert accuracy.locator(".fine-tuned").inner_text().startswith("70.0%")
     assert "no forgetting flagged" in page.locator("#forgetting").inner_text()
     assert page.locator("#eval-items tr.item").count() == 3
+    keep_screenshot(page, "evaluations")
     page.select_option("#filter-category", "tool-call")
     assert page.locator("#eval-items tr.item").count() == 1
     page.select_option("#filter-verdict", "right")
@@ -342,6 +354,8 @@ def test_traffic_view_counts_the_log_and_its_archive_and_opens_a_request(
     assert page.locator('#traffic-models tr[data-model="general"] .requests').inner_text() == str(general)
     not_blank(page, "#chart-traffic")
     not_blank(page, "#chart-latency")
+    page.wait_for_selector("#requests tr.request-row")
+    keep_screenshot(page, "traffic")
     page.select_option("#traffic-group", "arm")
     assert "finance-ab" in page.locator("#chart-traffic .u-legend").inner_text()
     # the paged list: 50 a page over both files, searchable, a row opens the request and its answer
@@ -365,6 +379,7 @@ def test_experiments_view_draws_the_confidence_sequence_and_stops_through_the_ga
     card = page.locator('.experiment[data-id="finance-ab"]')
     assert card.locator(".status").inner_text() == "running"
     not_blank(page, '.cs-chart[data-experiment="finance-ab"]')
+    keep_screenshot(page, "experiments")
     page.once("dialog", lambda dialog: dialog.accept())
     card.locator("button.stop").click()
     card.locator(".status", has_text="stopped").wait_for()
@@ -387,6 +402,7 @@ def test_failures_inbox_saves_a_correction_into_review_jsonl(page: Any, world: d
     item.locator("textarea").fill("It is sunny in city 1.")
     item.locator("button.save").click()
     item.locator(".saved-note.good").wait_for()
+    keep_screenshot(page, "failures")
     after = review.read_text().splitlines()
     assert after[0] == before[0]  # the other line, byte for byte
     saved = json.loads(after[1])

@@ -976,18 +976,49 @@ def read_request(path: Path, request_id: str) -> dict[str, Any] | None:
     return None
 
 
-def traffic_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Every request's figures (no bodies) and its ratings, oldest archive first: what the traffic charts count."""
+def traffic_span(path: Path) -> tuple[float, float, int] | None:
+    """The first and last request times and the number of requests, over the log and its archives."""
+    first, last, total = math.inf, -math.inf, 0
     for file in log_files(path):
         conn = connect_readonly(file)
         try:
-            ratings = (
-                "(SELECT sum(rating = 'positive') FROM feedback WHERE request_id = requests.id) AS positive, "
-                "(SELECT sum(rating = 'negative') FROM feedback WHERE request_id = requests.id) AS negative"
-            )
-            columns = "created, model, adapter, experiment, arm, status, latency_ms, prompt_tokens, "
-            columns += "prompt_tokens_original, completion_tokens, tool_calls, tool_calls_valid"
-            for row in conn.execute(f"SELECT {columns}, {ratings} FROM requests ORDER BY created"):
+            low, high, count = conn.execute("SELECT min(created), max(created), count(*) FROM requests").fetchone()
+        finally:
+            conn.close()
+        if count:
+            first, last, total = min(first, low), max(last, high), total + count
+    return (first, last, total) if total else None
+
+
+def traffic_groups(path: Path, start: float, bucket: float) -> Iterator[dict[str, Any]]:
+    """The requests counted in SQL per time bucket (`start` + i * `bucket` seconds), model, adapter and arm: errors,
+    tokens, what the system-prompt policy saved, tool calls and feedback. Nothing is read row by row."""
+    query = """
+        SELECT CAST((created - :start) / :bucket AS INTEGER) AS bucket, model, adapter, experiment, arm,
+               count(*) AS requests, sum(status >= 400) AS errors,
+               sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+               sum(max(coalesce(prompt_tokens_original, prompt_tokens) - prompt_tokens, 0)) AS tokens_saved,
+               sum(tool_calls) AS tool_calls, sum(tool_calls_valid) AS tool_calls_valid,
+               sum(f.positive) AS positive, sum(f.negative) AS negative
+        FROM requests LEFT JOIN (
+            SELECT request_id, sum(rating = 'positive') AS positive, sum(rating = 'negative') AS negative
+            FROM feedback GROUP BY request_id
+        ) AS f ON f.request_id = requests.id
+        GROUP BY 1, model, adapter, experiment, arm"""
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            for row in conn.execute(query, {"start": start, "bucket": bucket}):
                 yield dict(row)
+        finally:
+            conn.close()
+
+
+def traffic_latencies(path: Path) -> Iterator[tuple[float, str | None, float]]:
+    """(time, model, latency in ms) of every answered request, streamed (percentiles need the values)."""
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            yield from conn.execute("SELECT created, model, latency_ms FROM requests WHERE latency_ms IS NOT NULL")
         finally:
             conn.close()

@@ -11,7 +11,7 @@ import json
 import math
 import os
 import threading
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,94 +236,70 @@ def eval_rows() -> list[dict[str, str]]:
 NICE_BUCKETS = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400)
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    k = (len(values) - 1) * q / 100
-    low = math.floor(k)
-    high = min(low + 1, len(values) - 1)
-    return values[low] + (values[high] - values[low]) * (k - low)
-
-
 def traffic(log: Path) -> dict[str, Any]:
     """Requests over time per model, adapter and arm; latency; tokens and the system-prompt policy's savings;
-    feedback: every figure counted from the log and its archives."""
-    from clawtune.serve.log import log_files, traffic_rows
+    feedback: counted from the log and its archives in SQL (a log of a million rows is not loaded)."""
+    import numpy as np
+
+    from clawtune.serve.log import log_files, traffic_groups, traffic_latencies, traffic_span
 
     files = log_files(log)
-    if not files:
-        return {"log": str(log), "files": [], "requests": 0}
-    rows = list(traffic_rows(log))
-    if not rows:
+    span = traffic_span(log) if files else None
+    if span is None:
         return {"log": str(log), "files": [f.name for f in files], "requests": 0}
-    first, last = rows[0]["created"], rows[-1]["created"]
-    span = max(last - first, 1.0)
-    bucket = next((b for b in NICE_BUCKETS if span / b <= 60), NICE_BUCKETS[-1])
+    first, last, total = span
+    bucket = next((b for b in NICE_BUCKETS if max(last - first, 1.0) / b <= 60), NICE_BUCKETS[-1])
     start = math.floor(first / bucket) * bucket
     n = int((last - start) // bucket) + 1
     series: dict[str, dict[str, list[int]]] = {k: defaultdict(lambda: [0] * n) for k in ("model", "adapter", "arm")}
-    latency_by_bucket: list[list[float]] = [[] for _ in range(n)]
+    sums = "requests errors prompt_tokens completion_tokens tokens_saved tool_calls tool_calls_valid positive negative"
     per_model: dict[str, dict[str, Any]] = {}
-    latencies: dict[str, list[float]] = defaultdict(list)
-    feedback: Counter[str] = Counter()
-    statuses: Counter[str] = Counter()
-    for row in rows:
-        i = int((row["created"] - start) // bucket)
-        model = row["model"] or "(none)"
-        series["model"][model][i] += 1
-        series["adapter"][row["adapter"] or "(base)"][i] += 1
-        if row["experiment"]:
-            series["arm"][f"{row['experiment']}: {row['arm'] or '?'}"][i] += 1
-        stats = per_model.setdefault(
-            model,
-            {
-                "model": model,
-                "requests": 0,
-                "errors": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "tokens_saved": 0,
-                "tool_calls": 0,
-                "tool_calls_valid": 0,
-                "positive": 0,
-                "negative": 0,
-            },
-        )
-        stats["requests"] += 1
-        stats["errors"] += int((row["status"] or 0) >= 400)
-        stats["prompt_tokens"] += row["prompt_tokens"] or 0
-        stats["completion_tokens"] += row["completion_tokens"] or 0
-        if row["prompt_tokens_original"] is not None and row["prompt_tokens"] is not None:
-            stats["tokens_saved"] += max(row["prompt_tokens_original"] - row["prompt_tokens"], 0)
-        stats["tool_calls"] += row["tool_calls"] or 0
-        stats["tool_calls_valid"] += row["tool_calls_valid"] or 0
-        stats["positive"] += row["positive"] or 0
-        stats["negative"] += row["negative"] or 0
-        feedback["positive"] += row["positive"] or 0
-        feedback["negative"] += row["negative"] or 0
-        statuses[str(row["status"])] += 1
-        if row["latency_ms"] is not None:
-            latencies[model].append(row["latency_ms"])
-            latency_by_bucket[i].append(row["latency_ms"])
+    for group in traffic_groups(log, start, bucket):
+        i = min(max(int(group["bucket"]), 0), n - 1)
+        model = group["model"] or "(none)"
+        series["model"][model][i] += group["requests"]
+        series["adapter"][group["adapter"] or "(base)"][i] += group["requests"]
+        if group["experiment"]:
+            series["arm"][f"{group['experiment']}: {group['arm'] or '?'}"][i] += group["requests"]
+        stats = per_model.setdefault(model, {"model": model, **dict.fromkeys(sums.split(), 0)})
+        for key in sums.split():
+            stats[key] += group[key] or 0
+    times: dict[str, list[float]] = defaultdict(list)
+    values: dict[str, list[float]] = defaultdict(list)
+    for created, model, latency in traffic_latencies(log):
+        times[model or "(none)"].append(created)
+        values[model or "(none)"].append(latency)
+    p50: list[float | None] = [None] * n
+    p95: list[float | None] = [None] * n
+    if values:
+        every_time = np.concatenate([np.asarray(times[m]) for m in values])
+        every_value = np.concatenate([np.asarray(values[m]) for m in values])
+        index = np.clip(((every_time - start) // bucket).astype(int), 0, n - 1)
+        order = np.argsort(index, kind="stable")
+        index, every_value = index[order], every_value[order]
+        bounds = np.searchsorted(index, np.arange(n + 1))
+        for i in range(n):
+            chunk = every_value[bounds[i] : bounds[i + 1]]
+            if len(chunk):
+                p50[i], p95[i] = (float(v) for v in np.percentile(chunk, [50, 95]))
     for model, stats in per_model.items():
-        stats["latency_p50_ms"] = _percentile(latencies[model], 50)
-        stats["latency_p95_ms"] = _percentile(latencies[model], 95)
+        found = np.percentile(values[model], [50, 95]) if values.get(model) else [None, None]
+        stats["latency_p50_ms"], stats["latency_p95_ms"] = (None if v is None else float(v) for v in found)
+    feedback = {k: sum(s[k] for s in per_model.values()) for k in ("positive", "negative")}
     return _clean(
         {
             "log": str(log),
             "files": [f.name for f in files],
-            "requests": len(rows),
+            "requests": total,
             "first": first,
             "last": last,
             "bucket_s": bucket,
             "times": [start + i * bucket for i in range(n)],
             "series": {k: dict(v) for k, v in series.items()},
-            "latency_p50_ms": [_percentile(b, 50) for b in latency_by_bucket],
-            "latency_p95_ms": [_percentile(b, 95) for b in latency_by_bucket],
+            "latency_p50_ms": p50,
+            "latency_p95_ms": p95,
             "models": sorted(per_model.values(), key=lambda s: -s["requests"]),
-            "feedback": dict(feedback),
-            "statuses": dict(statuses),
+            "feedback": feedback,
             "tokens_saved": sum(s["tokens_saved"] for s in per_model.values()),
         }
     )

@@ -60,9 +60,9 @@ function lineChart(container, title, xs, series, opts) {
     title, width, height: opts.height || 280,
     scales: { x: { time: !!opts.time } },
     axes: [{ label: opts.xLabel || "" }, { label: opts.yLabel || "" }],
-    series: [{ label: opts.xLabel || "x" }].concat(series.map((s, i) => ({
+    series: [{ label: opts.xLabel || (opts.time ? "time" : "x") }].concat(series.map((s, i) => ({
       label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2, dash: s.dash,
-      spanGaps: true, points: { show: xs.length < 40 },
+      spanGaps: !opts.time, points: { show: xs.length < 40 },
     }))),
   }, [xs].concat(series.map((s) => s.values)), container);
   charts.push(plot);
@@ -265,7 +265,7 @@ views.traffic = async function () {
   }, 0);
   const models = table(["model", { label: "requests", num: true }, { label: "errors", num: true }, { label: "p50", num: true }, { label: "p95", num: true },
     { label: "prompt tokens", num: true }, { label: "saved by the prompt policy", num: true }, { label: "completion tokens", num: true },
-    { label: "valid tool calls", num: true }, { label: "👍 / 👎", num: true }],
+    { label: "valid tool calls", num: true }, { label: "feedback + / −", num: true }],
   t.models.map((m) => h("tr", { "data-model": m.model }, h("td", {}, m.model), h("td", { class: "num requests" }, m.requests), h("td", { class: "num" }, m.errors),
     h("td", { class: "num" }, fmt.ms(m.latency_p50_ms)), h("td", { class: "num" }, fmt.ms(m.latency_p95_ms)), h("td", { class: "num" }, fmt.num(m.prompt_tokens, 0)),
     h("td", { class: "num saved" }, fmt.num(m.tokens_saved, 0)), h("td", { class: "num" }, fmt.num(m.completion_tokens, 0)),
@@ -274,7 +274,7 @@ views.traffic = async function () {
   const summary = h("div", { class: "stats" },
     h("div", { class: "stat" }, h("b", { id: "traffic-total" }, t.requests), "requests"),
     h("div", { class: "stat" }, h("b", { id: "traffic-saved" }, fmt.num(t.tokens_saved, 0)), "prompt tokens saved by the system-prompt policy"),
-    h("div", { class: "stat" }, h("b", { id: "traffic-feedback" }, `${fb.positive || 0} / ${fb.negative || 0}`), "👍 / 👎 feedback"),
+    h("div", { class: "stat" }, h("b", { id: "traffic-feedback" }, `${fb.positive || 0} / ${fb.negative || 0}`), "feedback: positive / negative"),
     h("div", { class: "stat" }, h("b", {}, t.files.length), `log files (${t.files.join(", ")})`));
   return [card(`Traffic in ${t.log}: ${fmt.time(t.first)} – ${fmt.time(t.last)}`, summary, h("div", { class: "toolbar" }, group)),
     h("div", { class: "grid" }, card(null, overTime), card(null, latency)), card("Per model", models), requestList()];
@@ -346,7 +346,7 @@ views.experiments = async function () {
       Object.entries(result.arms).map(([k, a]) => h("tr", {}, h("td", {}, k), h("td", {}, (result.models || {})[k] || "—"), h("td", { class: "num" }, a.units ?? "—"), h("td", { class: "num" }, a.requests ?? "—")))) : null;
     out.push(h("section", { class: "card experiment", "data-id": e.id }, h("h2", {}, `Experiment ${e.id} `, status, " ", stop, " ", message),
       h("p", {}, `splits ${e.model || e.id}: ${arms}; sticky per ${e.sticky}; started ${fmt.time(e.created)}${e.stopped ? ", stopped " + fmt.time(e.stopped) : ""}`),
-      h("p", { class: "verdict" }, result.verdict ? `verdict on ${primary}: ${result.verdict} (${result.reason || ""})` : "no verdict yet"),
+      h("p", { class: "verdict" }, result.verdict ? `verdict on ${primary}: ${result.verdict}${result.reason ? " (" + result.reason + ")" : ""}` : "no verdict yet"),
       figures, chart));
     const points = e.refreshes.map((r) => [r.created, ((r.figures || {}).tests || {})[primary] || {}]).filter(([, t]) => t.lower !== undefined);
     if (points.length) {
