@@ -448,3 +448,89 @@ def test_empty_states_say_what_to_run(browser: Any, tmp_path: Path) -> None:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+# ---- the commands -----------------------------------------------------------------------------------------------------
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """Start a clawtune command; return the process and its first lines (up to the one naming /ui/)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "clawtune.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    lines = ""
+    deadline = time.time() + 60
+    assert process.stdout is not None
+    while time.time() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines += line
+        if "/ui/" in line:
+            lines += process.stdout.readline() if "clawtune ui on" in line else ""
+            return process, lines
+    process.kill()
+    raise AssertionError(f"no dashboard address in the output:\n{lines}")
+
+
+def _url(lines: str) -> str:
+    import re
+
+    found = re.search(r"(http://[^ ]+/ui/)", lines)
+    assert found, lines
+    return found.group(1)
+
+
+def test_clawtune_ui_serves_on_loopback_with_a_key_it_prints_once(world: dict[str, Any], tmp_path: Path) -> None:
+    env = {"CLAWTUNE_ADMIN_KEY": ""}
+    process, lines = _start(
+        ["ui", "--runs", str(world["root"]), "--log", str(world["root"] / "serve-data"), "--port", "0"], tmp_path, env
+    )
+    try:
+        url = _url(lines)
+        assert url.startswith("http://127.0.0.1:")
+        key = lines.split("admin key for this session: ")[1].split()[0]
+        with httpx.Client(timeout=10) as client:
+            assert "clawtune" in client.get(url).text
+            assert "script-src 'self'" in client.get(url).headers["content-security-policy"]
+            assert client.get(url + "api/runs").status_code == 401
+            assert client.post(url + "api/login", json={"key": key}).status_code == 200
+            runs = client.get(url + "api/runs").json()
+            assert {r["id"] for r in runs} == {"runs/finished", "runs/going"}
+            assert client.get(url + "api/traffic").json()["requests"] > 100  # the log folder given by --log
+            hostile = client.get(url + "api/runs", headers={"Host": "evil.example"})
+            assert hostile.status_code == 400  # DNS rebinding: only loopback names are answered
+        assert not list(tmp_path.iterdir())  # nothing written where it ran
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_clawtune_serve_mounts_the_dashboard(tmp_path: Path) -> None:
+    import yaml
+
+    models = {
+        "models": [{"id": "remote", "provider": "openai", "endpoint": "http://127.0.0.1:9/v1", "model": "m"}],
+        "server": {"port": 0, "admin_keys": [KEY], "data_dir": str(tmp_path / "data")},
+    }
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(models))
+    process, lines = _start(["serve", "--config", "models.yaml", "--port", "0"], tmp_path)
+    try:
+        url = _url(lines)
+        with httpx.Client(timeout=10) as client:
+            assert client.get(url + "api/session").status_code == 401
+            assert client.post(url + "api/login", json={"key": KEY}).status_code == 200
+            session = client.get(url + "api/session").json()
+            assert session["root"] == str(tmp_path) and session["log"] == str(tmp_path / "data" / "requests.sqlite")
+            assert client.get(url + "api/runs").json() == []
+    finally:
+        process.terminate()
+        process.wait(30)
