@@ -534,3 +534,55 @@ def test_clawtune_serve_mounts_the_dashboard(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(30)
+
+
+def test_hostile_requests_get_4xx_and_change_nothing(world: dict[str, Any]) -> None:
+    review = world["root"] / "failures" / "review.jsonl"
+    before = review.read_bytes()
+    url = world["server"].url + "/ui"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        correction = "/api/failures/correction"
+        outside = {"folder": "../../etc", "failure_id": "f-0000000000000000", "correction": "x"}
+        assert client.post(correction, json=outside).status_code == 400  # only folders it found under --runs
+        unknown = {"folder": "failures", "failure_id": "f-nope", "correction": "x"}
+        assert "no line for failure" in client.post(correction, json=unknown).json()["error"]
+        stray = {"folder": "failures", "failure_id": "f-0000000000000000", "correction": [{"role": "user"}]}
+        assert client.post(correction, json=stray).status_code == 400
+        assert (
+            client.post(correction, content=b"{not json", headers={"Content-Type": "application/json"}).status_code
+            == 400
+        )
+        big = b'{"x": "' + b"a" * 1_100_000 + b'"}'
+        assert client.post(correction, content=big, headers={"Content-Type": "application/json"}).status_code == 413
+        assert client.get("/api/requests", params={"page": 0}).status_code == 400
+        assert client.get("/api/requests", params={"size": 10_000}).status_code == 400
+        assert client.get("/api/requests", params={"q": "x" * 600}).status_code == 400
+        assert client.get("/api/requests/%27%20OR%201=1--").status_code == 404
+        injected = client.get("/api/requests", params={"q": "%' OR 1=1 --"}).json()
+        assert injected["total"] == 0
+        assert client.get("/api/nothing-here").status_code == 404
+    assert review.read_bytes() == before
+
+
+def test_sign_in_pauses_after_many_wrong_keys(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from clawtune.ui.app import MAX_FAILED_LOGINS_PER_MINUTE, standalone
+
+    settings = UISettings(tmp_path, tmp_path / "requests.sqlite", [KEY])
+    settings.failed_logins.extend([time.time()] * MAX_FAILED_LOGINS_PER_MINUTE)  # a minute of guessing
+    with TestClient(standalone(settings, ["testserver"])) as client:
+        refused = client.post("/ui/api/login", json={"key": KEY})
+        assert refused.status_code == 429 and "too many wrong keys" in refused.json()["error"]
+        settings.failed_logins.clear()
+        assert client.post("/ui/api/login", json={"key": KEY}).status_code == 200
+
+
+def test_the_gateway_is_reached_on_loopback_when_bound_to_every_address() -> None:
+    from clawtune.ui.app import loopback_url
+
+    assert loopback_url("0.0.0.0", 8000) == "http://127.0.0.1:8000"
+    assert loopback_url("::", 8000) == "http://[::1]:8000"
+    assert loopback_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert loopback_url("localhost", 8000) == "http://localhost:8000"

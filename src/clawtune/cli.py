@@ -832,6 +832,10 @@ def serve(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where the request log (SQLite) goes (default: ./clawtune-data).")
     ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option("--runs", help="The folder whose runs and reports the dashboard at /ui/ shows (default: here)."),
+    ] = None,
 ) -> None:
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
     import signal
@@ -864,9 +868,15 @@ def serve(
         sock.close()
         _fail(str(exc))
         return
-    from clawtune.ui.app import UISettings, mount
+    from clawtune.ui.app import UISettings, loopback_url, mount
 
-    ui = UISettings(Path.cwd(), server.gateway.log.path, list(settings.server.admin_keys), endpoint=server.url)
+    bound = server.socket.getsockname()
+    ui = UISettings(
+        (runs or Path.cwd()).resolve(),
+        server.gateway.log.path,
+        list(settings.server.admin_keys),
+        endpoint=loopback_url(bound[0], bound[1]),  # the dashboard's actions go through the admin API (audited)
+    )
     mount(server.app, ui)
     models = ", ".join(server.gateway.entries)
     typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
@@ -929,7 +939,7 @@ def ui_command(
 
     from clawtune.loop.gateway import resolve_log
     from clawtune.serve.app import bind
-    from clawtune.ui.app import UISettings, standalone
+    from clawtune.ui.app import UISettings, loopback_url, standalone
 
     if not runs.is_dir():
         _fail(f"--runs {runs}: no such folder")
@@ -946,7 +956,7 @@ def ui_command(
         keys += served.server.admin_keys
         if log is None:
             log_path = resolve_path(served.server.data_dir, config.parent) / "requests.sqlite"
-        endpoint = endpoint or f"http://{served.server.host}:{served.server.port}"
+        endpoint = endpoint or loopback_url(served.server.host, served.server.port)
     generated = not keys
     if generated:
         keys = [secrets.token_urlsafe(18)]  # shown once on the terminal, never written anywhere

@@ -11,8 +11,11 @@ internet: the page, its script and styles and the charting library (uPlot, MIT) 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
+import logging
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +34,9 @@ COOKIE = "clawtune_ui"
 SESSION_TTL_S = 12 * 3600
 MAX_SESSIONS = 1000
 MAX_BODY = 1_000_000
+# Wrong keys: each answer waits, and past this many in a minute (from anyone) sign-in pauses for the rest of it.
+MAX_FAILED_LOGINS_PER_MINUTE = 30
+logger = logging.getLogger("clawtune.ui")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class UISettings:
     endpoint: str | None = None  # the running gateway, for actions (stop an experiment)
     sessions: dict[str, float] = field(default_factory=dict)  # token -> expiry
     session_keys: dict[str, str] = field(default_factory=dict)  # token -> the key it was opened with
+    failed_logins: collections.deque[float] = field(default_factory=collections.deque)
 
 
 class UIRefusal(Exception):
@@ -67,6 +74,15 @@ def create_ui(settings: UISettings) -> FastAPI:
     @ui.exception_handler(sources.UIError)
     async def _bad(request: Request, exc: sources.UIError) -> Response:
         return _json({"error": str(exc)}, 400)
+
+    @ui.exception_handler(sqlite3.Error)
+    async def _log_unreadable(request: Request, exc: sqlite3.Error) -> Response:
+        return _json({"error": f"cannot read the request log {settings.log}: {exc}"}, 503)
+
+    @ui.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _json({"error": f"internal error: {type(exc).__name__}"}, 500)
 
     @ui.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -114,12 +130,18 @@ def create_ui(settings: UISettings) -> FastAPI:
         key = body.get("key") if isinstance(body, dict) else None
         if not settings.admin_keys:
             raise UIRefusal(403, "the dashboard needs an admin key: set server.admin_keys (or --admin-key)")
+        now = time.time()
+        failed = settings.failed_logins
+        while failed and failed[0] < now - 60:
+            failed.popleft()
+        if len(failed) >= MAX_FAILED_LOGINS_PER_MINUTE:
+            raise UIRefusal(429, "too many wrong keys in the last minute: try again in a minute")
         if not isinstance(key, str) or not any(
             hmac.compare_digest(key.encode(), k.encode()) for k in settings.admin_keys
         ):
+            failed.append(now)
             await asyncio.sleep(0.5)  # a guesser gets two tries a second per connection
             raise UIRefusal(401, "that is not an admin key")
-        now = time.time()
         for token, expiry in list(settings.sessions.items()):
             if expiry < now:
                 settings.sessions.pop(token, None)
@@ -254,6 +276,20 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def loopback_url(host: str, port: int) -> str:
+    """The address a process on this machine reaches a server bound to `host` at (0.0.0.0 and :: are reached on
+    loopback, which the gateway's Host allow-list always answers)."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return f"http://{host}:{port}"
+    if address.is_unspecified:
+        return f"http://127.0.0.1:{port}" if address.version == 4 else f"http://[::1]:{port}"
+    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
 
 
 def mount(app: FastAPI, settings: UISettings) -> None:

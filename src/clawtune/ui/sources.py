@@ -310,10 +310,11 @@ def traffic(log: Path) -> dict[str, Any]:
 
 def experiments(log: Path) -> list[dict[str, Any]]:
     """Every experiment in the log's database with its refreshes (each refresh holds the test's figures then)."""
-    from clawtune.serve.log import ExperimentStore, log_files
+    from clawtune.serve.log import ExperimentStore, connect_readonly
 
-    if not log.exists() or not log_files(log):
+    if not log.exists():
         return []
+    connect_readonly(log).close()  # a log of an older clawtune is migrated first (it has no experiments table)
     store = ExperimentStore(log)
     out = []
     for experiment in reversed(store.all()):
