@@ -179,6 +179,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Itera
     assert main([*augmented, "--factor", "2", "--balance"]) == 0
     evaluation = write_evaluation(root / "runs" / "finished" / "checkpoint-8" / "eval")
     write_review(root / "failures")
+    (root / "broken" / "eval").mkdir(parents=True)
+    (root / "broken" / "eval" / "eval-report.json").write_text('{"baseline": ')  # a report cut short
     write_archive(root / "serve-data")
     settings = config(root, server={"admin_keys": [KEY], "data_dir": str(root / "serve-data"), "log_max_rows": 100})
     server = Server(Gateway(settings, engine=ScriptedEngine())).start()  # type: ignore[arg-type]
@@ -327,6 +329,7 @@ def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items
     assert accuracy.locator(".baseline").inner_text().startswith("30.0%")
     assert accuracy.locator(".fine-tuned").inner_text().startswith("70.0%")
     assert "no forgetting flagged" in page.locator("#forgetting").inner_text()
+    assert "broken/eval/eval-report.json: not JSON" in page.locator(".problems").inner_text()
     assert page.locator("#eval-items tr.item").count() == 3
     keep_screenshot(page, "evaluations")
     page.select_option("#filter-category", "tool-call")

@@ -48,11 +48,22 @@ def walk(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[tuple[Path, list[st
 
 
 def _json(path: Path) -> dict[str, Any] | None:
+    return _read(path)[0]
+
+
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """A JSON object from a file, or why not (shown on the page: a damaged report is reported, not hidden)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    except OSError as exc:
+        return None, f"{path}: cannot read: {exc.strerror}"
+    except ValueError as exc:
+        return None, f"{path}: not JSON: {exc}"
+    return (data, None) if isinstance(data, dict) else (None, f"{path}: not a JSON object")
+
+
+def _unreadable(root: Path, path: Path, problem: str) -> dict[str, Any]:
+    return {"id": _rel(root, path), "path": str(path), "problem": problem, "modified": path.stat().st_mtime}
 
 
 def _rel(root: Path, path: Path) -> str:
@@ -101,7 +112,7 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
 
 
 def run_info(root: Path, folder: Path, found: list[Path]) -> dict[str, Any]:
-    summary = _json(folder / SUMMARY)
+    summary, problem = _read(folder / SUMMARY) if (folder / SUMMARY).exists() else (None, None)
     newest = found[-1] if found else None
     try:
         manifest = read_manifest(folder) if (folder / MANIFEST).is_file() else read_manifest(newest) if newest else {}
@@ -137,6 +148,7 @@ def run_info(root: Path, folder: Path, found: list[Path]) -> dict[str, Any]:
             "manifest": manifest or None,
             "summary": summary,
             "plot": (folder / LOSS_PLOT).is_file(),
+            "problem": problem,
             "modified": stamp.stat().st_mtime,
         }
     )
@@ -167,8 +179,9 @@ def find_data_reports(root: Path) -> list[dict[str, Any]]:
         for name in sorted(files):
             path = folder / name
             if name == EXPORT_REPORT:
-                report = _json(path)
+                report, problem = _read(path)
                 if report is None or "splits" not in report:
+                    found.append(_unreadable(root, path, problem or f"{path}: not an export report (no splits)"))
                     continue
                 train = (report.get("splits") or {}).get("train") or {}
                 found.append(
@@ -182,7 +195,9 @@ def find_data_reports(root: Path) -> list[dict[str, Any]]:
                     }
                 )
             elif name.endswith("-report.json") and name != FAILURE_FILES["report"]:
-                report = _json(path)
+                report, problem = _read(path)
+                if report is None and (folder / f"{name.removesuffix('-report.json')}.jsonl").is_file():
+                    found.append(_unreadable(root, path, problem or ""))
                 if report is None or "mix_after" not in report:
                     continue
                 output = folder / f"{name.removesuffix('-report.json')}.jsonl"
@@ -210,8 +225,9 @@ def find_evaluations(root: Path) -> list[dict[str, Any]]:
         if EVAL_REPORT not in files:
             continue
         path = folder / EVAL_REPORT
-        report = _json(path)
+        report, problem = _read(path)
         if report is None or "baseline" not in report or "fine_tuned" not in report:
+            found.append(_unreadable(root, path, problem or f"{path}: not an evaluation report (no baseline)"))
             continue
         found.append(
             {

@@ -45,6 +45,12 @@ const fmt = {
 };
 const PALETTE = ["#2563eb", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
 
+// Reports that could not be read: said on the page, never silently left out.
+function problems(items) {
+  const bad = items.filter((x) => x.problem);
+  return bad.length ? h("section", { class: "card problems" }, h("h2", { class: "error" }, "could not read"), bad.map((x) => h("p", { class: "problem" }, x.problem))) : null;
+}
+
 function empty(text) { return h("div", { class: "empty", "data-empty": "" }, text); }
 function card(title, ...children) { return h("section", { class: "card" }, title ? h("h2", {}, title) : null, ...children); }
 function table(headers, rows, attrs) {
@@ -128,7 +134,7 @@ views.runs = async function () {
     h("td", {}, r.base_model || "—"), h("td", {}, r.method || "—"), h("td", { class: "muted" }, r.data || "—"),
     h("td", { class: "num steps" }, fmt.num(r.steps, 0)), h("td", { class: "num last-loss" }, fmt.loss(r.last_loss)),
     h("td", { class: "num" }, fmt.loss(r.last_eval_loss)), h("td", { class: "num checkpoints" }, r.checkpoints.length),
-    h("td", {}, r.finished ? "finished" : "running/stopped")));
+    h("td", { class: r.problem ? "error" : null, title: r.problem || null }, r.problem ? "summary unreadable" : r.finished ? "finished" : "running/stopped")));
   const list = card(`Training runs under ${session.root}`, table(["", "run", "base", "method", "data", { label: "steps", num: true },
     { label: "last loss", num: true }, { label: "last val loss", num: true }, { label: "checkpoints", num: true }, "state"], rows, { id: "runs-table" }));
   setTimeout(draw, 0);
@@ -158,9 +164,11 @@ function statsBlock(stats) {
 }
 
 views.data = async function () {
-  const reports = await api("data");
+  const all = await api("data");
+  const reports = all.filter((x) => !x.problem);
+  if (!reports.length && all.length) return [problems(all)];
   if (!reports.length) return [empty(`no export or augmentation report under ${session.root} yet: run \`clawtune agent export-training-data\``)];
-  return reports.map((d) => {
+  return [problems(all)].concat(reports.map((d) => {
     const r = d.report;
     if (d.kind === "export") {
       const s = r.splits || {};
@@ -181,7 +189,7 @@ views.data = async function () {
         h("div", { class: "stat" }, h("b", {}, r.shortfall), "short of the target")),
       countsLine("made by", r.made_by), countsLine("discarded", r.discarded),
       h("h3", {}, "mix before"), mixTable(r.mix_before), h("h3", {}, "after: mix, lengths, tools"), statsBlock(d.stats));
-  });
+  }));
 };
 
 function metricCell(side, row) {
@@ -198,7 +206,9 @@ function metricCell(side, row) {
 }
 
 views.evaluations = async function () {
-  const reports = await api("evaluations");
+  const all = await api("evaluations");
+  const reports = all.filter((x) => !x.problem);
+  if (!reports.length && all.length) return [problems(all)];
   if (!reports.length) return [empty(`no evaluation report under ${session.root} yet: run \`clawtune ft evaluate\``)];
   const holder = h("div", {});
   const show = (e) => {
@@ -239,7 +249,7 @@ views.evaluations = async function () {
   };
   const picker = h("select", { id: "eval-pick", onchange: (ev) => show(reports[ev.target.selectedIndex]) }, reports.map((e) => h("option", {}, e.id)));
   show(reports[0]);
-  return [h("div", { class: "toolbar" }, "report ", picker), holder];
+  return [problems(all), h("div", { class: "toolbar" }, "report ", picker), holder];
 };
 
 views.traffic = async function () {
@@ -410,7 +420,7 @@ async function render() {
   view.replaceChildren(h("p", { class: "muted" }, "loading…"));
   try {
     const parts = await fn();
-    view.replaceChildren(...parts);
+    view.replaceChildren(...parts.filter(Boolean));
     view.dataset.ready = name;
   } catch (err) {
     if (err.message !== "signed out") view.replaceChildren(h("p", { class: "error" }, err.message));
