@@ -203,7 +203,8 @@ def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Itera
         lab = server.gateway.lab
         for k, (low, high) in enumerate([(-0.5, 0.6), (-0.3, 0.4), (-0.1, 0.2)]):
             figures = {"primary": "accuracy", "verdict": "not enough data", "tests": {"accuracy": {}}}
-            figures["tests"]["accuracy"] = {"estimate": (low + high) / 2, "lower": low, "upper": high}
+            test = {"estimate": (low + high) / 2, "lower": low, "upper": high, "mean_a": 0.5, "mean_b": 0.55}
+            figures["tests"]["accuracy"] = {**test, "p_value": 0.5 - 0.1 * k}
             lab.store.add_refresh("finance-ab", figures, time.time() - 300 + 60 * k)
         yield {"root": root, "server": server, "ui": ui, "evaluation": evaluation, "data": data}
     finally:
@@ -330,6 +331,8 @@ def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items
     assert accuracy.locator(".fine-tuned").inner_text().startswith("70.0%")
     assert "no forgetting flagged" in page.locator("#forgetting").inner_text()
     assert "broken/eval/eval-report.json: not JSON" in page.locator(".problems").inner_text()
+    tools = page.locator('#eval-categories tr[data-category="tool-call"]').inner_text().split("\t")
+    assert tools[1:] == ["6", "30.0%", "70.0%"]
     assert page.locator("#eval-items tr.item").count() == 3
     keep_screenshot(page, "evaluations")
     page.select_option("#filter-category", "tool-call")
@@ -369,6 +372,13 @@ def test_traffic_view_counts_the_log_and_its_archive_and_opens_a_request(
     page.fill("#request-search", "old question 3")
     page.locator('#requests tr[data-id="old-030"]').wait_for()
     assert page.locator("#request-pager").inner_text() == "1–11 of 11"
+    page.fill("#request-search", "")
+    page.select_option("#request-model", "finance")
+    finance = sum(r["model"] == "finance" or r["requested_model"] == "finance" for r in rows)
+    page.locator("#request-pager", has_text=f"of {finance}").wait_for()
+    page.select_option("#request-model", "")
+    page.fill("#request-search", "old question 3")
+    page.locator('#requests tr[data-id="old-030"]').wait_for()
     page.locator('#requests tr[data-id="old-003"]').click()
     detail = page.locator("#request-detail")
     detail.locator("text=old answer 3").wait_for()
@@ -381,6 +391,8 @@ def test_experiments_view_draws_the_confidence_sequence_and_stops_through_the_ga
     show(page, "experiments")
     card = page.locator('.experiment[data-id="finance-ab"]')
     assert card.locator(".status").inner_text() == "running"
+    last = card.locator('.tests tr[data-metric="accuracy"]').inner_text().split("\t")
+    assert last[3:] == ["0.0500", "[-0.100, 0.200]", "0.300"]  # the last refresh's figures
     not_blank(page, '.cs-chart[data-experiment="finance-ab"]')
     keep_screenshot(page, "experiments")
     page.once("dialog", lambda dialog: dialog.accept())

@@ -240,6 +240,9 @@ views.evaluations = async function () {
       card(`Evaluation ${e.id}`, h("p", {}, `Baseline ${r.baseline.name}, fine-tuned ${r.fine_tuned.name}, ${r.items} held-out turns from ${r.test_set}.`),
         h("p", { id: "verdict" }, r.comparison.verdict),
         table(["metric", { label: "baseline", num: true }, { label: "fine-tuned", num: true }, { label: "change", num: true }], rows, { id: "eval-table" })),
+      card("Accuracy by category", table(["category", { label: "items", num: true }, { label: "baseline", num: true }, { label: "fine-tuned", num: true }],
+        Object.entries(r.baseline.per_category || {}).filter(([, b]) => b.n).map(([c, b]) => h("tr", { "data-category": c }, h("td", {}, c), h("td", { class: "num" }, b.n),
+          h("td", { class: "num" }, fmt.pct(b.value)), h("td", { class: "num" }, fmt.pct(((r.fine_tuned.per_category || {})[c] || {}).value)))), { id: "eval-categories" })),
       card("Forgetting check", f ? h("p", { id: "forgetting", class: f.flagged ? "error" : "good" },
         `general accuracy ${fmt.pct(f.before)} → ${fmt.pct(f.after)} (drop ${fmt.pct(f.drop)}, threshold ${fmt.pct(f.threshold)}): ${f.flagged ? "FLAGGED" : "no forgetting flagged"}`)
         : h("p", { class: "muted" }, "not run (evaluate --metrics without forgetting)")),
@@ -287,11 +290,12 @@ views.traffic = async function () {
     h("div", { class: "stat" }, h("b", { id: "traffic-feedback" }, `${fb.positive || 0} / ${fb.negative || 0}`), "feedback: positive / negative"),
     h("div", { class: "stat" }, h("b", {}, t.files.length), `log files (${t.files.join(", ")})`));
   return [card(`Traffic in ${t.log}: ${fmt.time(t.first)} – ${fmt.time(t.last)}`, summary, h("div", { class: "toolbar" }, group)),
-    h("div", { class: "grid" }, card(null, overTime), card(null, latency)), card("Per model", models), requestList()];
+    h("div", { class: "grid" }, card(null, overTime), card(null, latency)), card("Per model", models), requestList(t.models.map((m) => m.model))];
 };
 
-function requestList() {
+function requestList(models) {
   const q = h("input", { type: "search", id: "request-search", placeholder: "search ids, models, text…" });
+  const model = h("select", { id: "request-model" }, h("option", { value: "" }, "every model"), models.map((m) => h("option", { value: m }, m)));
   const body = h("tbody", {});
   const pager = h("span", { id: "request-pager", class: "muted" });
   const detail = h("div", { id: "request-detail" });
@@ -299,7 +303,7 @@ function requestList() {
   const prev = h("button", { onclick: () => { if (page > 1) { page--; load(); } } }, "← newer");
   const next = h("button", { id: "request-next", onclick: () => { if (page * 50 < total) { page++; load(); } } }, "older →");
   const load = async () => {
-    const r = await api(`requests?page=${page}&size=50&q=${encodeURIComponent(q.value)}`);
+    const r = await api(`requests?page=${page}&size=50&q=${encodeURIComponent(q.value)}&model=${encodeURIComponent(model.value)}`);
     total = r.total;
     pager.textContent = total ? `${r.offset + 1}–${r.offset + r.requests.length} of ${total}` : "no request matches";
     body.replaceChildren(...r.requests.map((x) => h("tr", { class: "clickable request-row", "data-id": x.id, onclick: () => openRequest(x.id, detail) },
@@ -309,8 +313,9 @@ function requestList() {
   };
   let timer = null;
   q.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => { page = 1; load(); }, 250); });
+  model.addEventListener("change", () => { page = 1; load(); });
   load();
-  return h("div", {}, card("Requests", h("div", { class: "toolbar" }, q, prev, next, pager),
+  return h("div", {}, card("Requests", h("div", { class: "toolbar" }, q, model, prev, next, pager),
     h("table", { id: "requests" }, h("tr", {}, ["time", "asked for", "served by", "adapter", "arm", "status", "latency", "tokens in / out", "feedback"].map((x) => h("th", {}, x))), body)), detail);
 }
 
@@ -357,7 +362,7 @@ views.experiments = async function () {
     out.push(h("section", { class: "card experiment", "data-id": e.id }, h("h2", {}, `Experiment ${e.id} `, status, " ", stop, " ", message),
       h("p", {}, `splits ${e.model || e.id}: ${arms}; sticky per ${e.sticky}; started ${fmt.time(e.created)}${e.stopped ? ", stopped " + fmt.time(e.stopped) : ""}`),
       h("p", { class: "verdict" }, result.verdict ? `verdict on ${primary}: ${result.verdict}${result.reason ? " (" + result.reason + ")" : ""}` : "no verdict yet"),
-      figures, chart));
+      figures, testsTable(result), chart));
     const points = e.refreshes.map((r) => [r.created, ((r.figures || {}).tests || {})[primary] || {}]).filter(([, t]) => t.lower !== undefined);
     if (points.length) {
       setTimeout(() => lineChart(chart, `Confidence sequence of B − A on ${primary}`, points.map((p) => p[0]), [
@@ -368,6 +373,17 @@ views.experiments = async function () {
   }
   return out;
 };
+
+// Every metric's test at the last refresh (or the final result): B − A with its always-valid interval.
+function testsTable(result) {
+  const tests = Object.entries(result.tests || {});
+  if (!tests.length) return null;
+  const n = (v) => (v === null || v === undefined ? "—" : Number(v).toPrecision(3));
+  return table(["metric", { label: "A", num: true }, { label: "B", num: true }, { label: "B − A", num: true }, { label: "interval", num: true }, { label: "p", num: true }],
+    tests.map(([name, t]) => h("tr", { "data-metric": name }, h("td", {}, name + (name === result.primary ? " (primary)" : "")), h("td", { class: "num" }, n(t.mean_a)),
+      h("td", { class: "num" }, n(t.mean_b)), h("td", { class: "num" }, n(t.estimate)), h("td", { class: "num" }, t.lower === undefined ? "—" : `[${n(t.lower)}, ${n(t.upper)}]`),
+      h("td", { class: "num" }, n(t.p_value)))), { class: "tests" });
+}
 
 views.failures = async function () {
   const folders = await api("failures");
