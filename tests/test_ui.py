@@ -67,7 +67,7 @@ def rate(value: float, n: int) -> dict[str, Any]:
     return {"value": value, "ci": [max(value - 0.1, 0), min(value + 0.1, 1)], "n": n}
 
 
-def side(name: str, accuracy: float) -> dict[str, Any]:
+def summary_of(name: str, accuracy: float) -> dict[str, Any]:
     return {
         "name": name,
         "kind": "local",
@@ -86,26 +86,32 @@ def side(name: str, accuracy: float) -> dict[str, Any]:
 
 
 def write_evaluation(folder: Path) -> dict[str, Any]:
+    """`ft evaluate`'s report on ten turns: per-item results made by evaluate's own functions from scored sides."""
+    from clawtune.evaluate.backends import Generation, Item
+    from clawtune.evaluate.metrics import Score
+    from clawtune.evaluate.run import Side, per_item, worst_failures
+
+    items, base, tuned = [], Side("baseline", "clawtune/tiny-agent", "local"), Side("fine-tuned", "ckpt", "local")
+    for i in range(10):
+        tool = ("get_weather" if i % 4 == 1 else "query_db") if i % 2 else None
+        call = {"id": "c", "type": "function", "function": {"name": tool, "arguments": "{}"}}
+        reference = {"role": "assistant", "tool_calls": [call]} if tool else {"role": "assistant", "content": "ok"}
+        prompt = [{"role": "user", "content": f"question {i}"}]
+        items.append(Item(f"item-{i}", "tool-call" if tool else "normal", prompt, None, reference))
+        for side, right in ((base, i < 3), (tuned, i < 7)):
+            side.scores.append(
+                Score("tool_call" if tool else "text", right, 1.0 if right else 0.0, None if right else "wrong")
+            )
+            side.generations.append(Generation({"role": "assistant", "content": "ok" if right else "no"}, ""))
     report = {
         "test_set": "ft-data/test.jsonl",
         "items": 10,
         "metrics": ["accuracy", "tool_calls", "latency", "forgetting"],
-        "baseline": side("clawtune/tiny-agent", 0.3),
-        "fine_tuned": side("runs/finished/checkpoint-8", 0.7),
+        "baseline": summary_of("clawtune/tiny-agent", 0.3),
+        "fine_tuned": summary_of("runs/finished/checkpoint-8", 0.7),
         "comparison": {"verdict": "the fine-tuned model is more accurate (McNemar p = 0.031)", "significant": True},
-        "worst_failures": [
-            {
-                "id": f"item-{i}",
-                "category": "tool-call" if i % 2 else "normal",
-                "input": f"question {i}",
-                "reference": "get_weather({})",
-                "fine_tuned": "(empty)",
-                "baseline": "(empty)",
-                "why": "wrong tool",
-                "baseline_correct": i == 1,
-            }
-            for i in range(3)
-        ],
+        "worst_failures": worst_failures(items, base, tuned),
+        "per_item": per_item(items, base, tuned),
         "forgetting": {
             "general_items": 8,
             "before": 0.5,
@@ -333,12 +339,15 @@ def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items
     assert "broken/eval/eval-report.json: not JSON" in page.locator(".problems").inner_text()
     tools = page.locator('#eval-categories tr[data-category="tool-call"]').inner_text().split("\t")
     assert tools[1:] == ["6", "30.0%", "70.0%"]
-    assert page.locator("#eval-items tr.item").count() == 3
+    assert page.locator("#eval-items tr.item").count() == 10  # every held-out turn
     keep_screenshot(page, "evaluations")
+    page.select_option("#filter-verdict", "fine-tuned only")
+    assert page.locator("#eval-items tr.item").count() == 4  # items 3-6: wrong before, right after
+    page.select_option("#filter-verdict", "")
     page.select_option("#filter-category", "tool-call")
-    assert page.locator("#eval-items tr.item").count() == 1
-    page.select_option("#filter-verdict", "right")
-    assert page.locator("#eval-items tr.item").count() == 1
+    assert page.locator("#items-shown").inner_text() == "5 of 10"
+    page.select_option("#filter-tool", "get_weather")
+    assert page.locator("#eval-items tr.item td:first-child").all_inner_texts() == ["item-1", "item-5", "item-9"]
 
 
 def test_traffic_view_counts_the_log_and_its_archive_and_opens_a_request(

@@ -221,20 +221,27 @@ views.evaluations = async function () {
       return h("tr", { "data-metric": row.key }, h("td", {}, row.label), h("td", { class: "num baseline" }, bt), h("td", { class: "num fine-tuned" }, tt), h("td", { class: "num" }, change));
     });
     const f = r.forgetting;
-    const failures = r.worst_failures || [];
-    const categories = [...new Set(failures.map((x) => x.category))];
+    // Every turn's outcome (reports of `ft evaluate` since per_item); older reports have only the worst failures.
+    const perItem = r.per_item || (r.worst_failures || []).map((x) => Object.assign({ verdict: x.baseline_correct ? "baseline only" : "both wrong", tools: [] }, x));
+    const categories = [...new Set(perItem.map((x) => x.category))];
+    const tools = [...new Set(perItem.flatMap((x) => x.tools || []))];
     const catSel = h("select", { id: "filter-category" }, h("option", { value: "" }, "every category"), categories.map((c) => h("option", { value: c }, c)));
-    const verdictSel = h("select", { id: "filter-verdict" }, h("option", { value: "" }, "any baseline verdict"), h("option", { value: "right" }, "baseline right"), h("option", { value: "wrong" }, "baseline wrong too"));
-    const text = h("input", { type: "search", id: "filter-text", placeholder: "tool, words…" });
+    const verdictSel = h("select", { id: "filter-verdict" }, h("option", { value: "" }, "every verdict"),
+      ["fine-tuned only", "baseline only", "both wrong", "both right"].map((v) => h("option", { value: v }, v)));
+    const toolSel = h("select", { id: "filter-tool" }, h("option", { value: "" }, "every tool"), tools.map((t) => h("option", { value: t }, t)));
+    const text = h("input", { type: "search", id: "filter-text", placeholder: "words…" });
     const body = h("tbody", {});
+    const shown = h("span", { id: "items-shown", class: "muted" });
     const filter = () => {
-      body.replaceChildren(...failures.filter((x) => (!catSel.value || x.category === catSel.value)
-        && (!verdictSel.value || (verdictSel.value === "right") === !!x.baseline_correct)
-        && (!text.value || JSON.stringify(x).toLowerCase().includes(text.value.toLowerCase())))
-        .map((x) => h("tr", { class: "item" }, h("td", {}, x.id), h("td", {}, x.category), h("td", {}, x.input), h("td", {}, x.reference),
-          h("td", {}, x.fine_tuned), h("td", {}, x.baseline_correct ? "right" : "wrong"), h("td", {}, x.why))));
+      const kept = perItem.filter((x) => (!catSel.value || x.category === catSel.value)
+        && (!verdictSel.value || x.verdict === verdictSel.value)
+        && (!toolSel.value || (x.tools || []).includes(toolSel.value))
+        && (!text.value || JSON.stringify(x).toLowerCase().includes(text.value.toLowerCase())));
+      shown.textContent = `${kept.length} of ${perItem.length}`;
+      body.replaceChildren(...kept.slice(0, 500).map((x) => h("tr", { class: "item" }, h("td", {}, x.id), h("td", {}, x.category), h("td", {}, x.verdict),
+        h("td", {}, x.input), h("td", {}, x.reference), h("td", {}, x.fine_tuned), h("td", {}, x.baseline || "—"), h("td", {}, x.why || ""))));
     };
-    [catSel, verdictSel, text].forEach((el) => el.addEventListener("input", filter));
+    [catSel, verdictSel, toolSel, text].forEach((el) => el.addEventListener("input", filter));
     filter();
     holder.replaceChildren(
       card(`Evaluation ${e.id}`, h("p", {}, `Baseline ${r.baseline.name}, fine-tuned ${r.fine_tuned.name}, ${r.items} held-out turns from ${r.test_set}.`),
@@ -246,8 +253,9 @@ views.evaluations = async function () {
       card("Forgetting check", f ? h("p", { id: "forgetting", class: f.flagged ? "error" : "good" },
         `general accuracy ${fmt.pct(f.before)} → ${fmt.pct(f.after)} (drop ${fmt.pct(f.drop)}, threshold ${fmt.pct(f.threshold)}): ${f.flagged ? "FLAGGED" : "no forgetting flagged"}`)
         : h("p", { class: "muted" }, "not run (evaluate --metrics without forgetting)")),
-      card("Worst failures of the fine-tuned model", h("div", { class: "toolbar" }, catSel, verdictSel, text),
-        failures.length ? h("table", { id: "eval-items" }, h("tr", {}, ["item", "category", "input", "reference", "fine-tuned", "baseline", "why"].map((x) => h("th", {}, x))), body)
+      card(r.per_item ? "Every held-out turn" : "Worst failures of the fine-tuned model (this report has no per-item results)",
+        h("div", { class: "toolbar" }, catSel, verdictSel, toolSel, text, shown),
+        perItem.length ? h("table", { id: "eval-items" }, h("tr", {}, ["item", "category", "verdict", "input", "reference", "fine-tuned", "baseline", "why"].map((x) => h("th", {}, x))), body)
           : h("p", { class: "muted" }, "the fine-tuned model failed no item")));
   };
   const picker = h("select", { id: "eval-pick", onchange: (ev) => show(reports[ev.target.selectedIndex]) }, reports.map((e) => h("option", {}, e.id)));
