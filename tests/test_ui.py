@@ -610,3 +610,30 @@ def test_the_gateway_is_reached_on_loopback_when_bound_to_every_address() -> Non
     assert loopback_url("::", 8000) == "http://[::1]:8000"
     assert loopback_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
     assert loopback_url("localhost", 8000) == "http://localhost:8000"
+
+
+def test_a_review_rewritten_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
+    from clawtune.ui import sources
+
+    write_review(tmp_path / "failures")
+    review = tmp_path / "failures" / "review.jsonl"
+    review.chmod(0o600)
+    saved = sources.save_correction(tmp_path, "failures", "f-0000000000000000", "It is sunny.")
+    assert saved["line"] == 1 and review.stat().st_mode & 0o777 == 0o600  # its mode kept
+    real_stat = Path.stat
+    rewritten = []
+
+    def stat_then_rewrite(self: Path, *args: Any, **kwargs: Any) -> Any:
+        staged = review.with_name(".review.jsonl.tmp")
+        if self == review and not rewritten and staged.exists():  # the new text is staged, not yet in place:
+            rewritten.append(True)  # now collect-failures writes a new review
+            review.write_text(review.read_text() + "\n")
+        return real_stat(self, *args, **kwargs)
+
+    before = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "stat", stat_then_rewrite)
+        with pytest.raises(sources.UIError, match="changed while the correction was being saved"):
+            sources.save_correction(tmp_path, "failures", "f-0000000000000001", "Rain.")
+        before = review.read_text()
+    assert rewritten and "Rain." not in before and not list((tmp_path / "failures").glob(".*.tmp"))

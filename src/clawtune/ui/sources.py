@@ -157,19 +157,31 @@ def run_info(root: Path, folder: Path, found: list[Path]) -> dict[str, Any]:
 # ---- data -----------------------------------------------------------------------------------------------------------
 
 
+_stats_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
+
+
 def _stats_of(path: Path) -> dict[str, Any] | None:
-    """`ft data-stats` on a file the export or augmentation wrote: the mix against the target, lengths, tools."""
+    """`ft data-stats` on a file the export or augmentation wrote: the mix against the target, lengths, tools.
+    Remembered while the file's size and time stay the same (a large file is not re-read at every page view)."""
     from clawtune.data.recipe import data_stats
     from clawtune.data.validate import iter_examples
     from clawtune.problems import Problems
 
-    if not path.is_file():
+    try:
+        stat = path.stat()
+    except OSError:
         return None
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _stats_cache:
+        return _stats_cache[key]
     problems = Problems(keep=0)
     stats = data_stats([e for _, e in iter_examples(path, problems)]).to_json()
     stats["file"] = str(path)
     stats["bad_lines"] = len(problems)
-    return _clean(stats)
+    if len(_stats_cache) > 64:
+        _stats_cache.clear()
+    _stats_cache[key] = _clean(stats)
+    return _stats_cache[key]
 
 
 def find_data_reports(root: Path) -> list[dict[str, Any]]:
@@ -394,6 +406,7 @@ def save_correction(root: Path, folder_id: str, failure_id: str, correction: Any
     path = folders[folder_id] / FAILURE_FILES["review"]
     with _review_lock:
         try:
+            seen = path.stat()
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
         except OSError as exc:
             raise UIError(f"{path}: cannot read: {exc.strerror}") from None
@@ -410,17 +423,27 @@ def save_correction(root: Path, folder_id: str, failure_id: str, correction: Any
                     raise UIError(f"{path}:{i + 1}: correction: " + "; ".join(problems))
             item["correction"] = None if correction in ("", []) else correction
             lines[i] = json.dumps(item, ensure_ascii=False) + "\n"
-            _write_atomic(path, "".join(lines))
+            _write_atomic(path, "".join(lines), seen)
             return {"review": str(path), "line": i + 1, "failure_id": failure_id, "correction": item["correction"]}
     raise UIError(f"{path}: no line for failure {failure_id!r}")
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def _write_atomic(path: Path, text: str, seen: os.stat_result) -> None:
+    """Replace the file whole (a reader never sees half of it), with its mode kept; refused when the file changed
+    since it was read (collect-failures wrote a new review meanwhile: that one is not overwritten)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    os.chmod(tmp, seen.st_mode & 0o777)
+    try:
+        now = path.stat()
+    except OSError:
+        now = None
+    if now is None or (now.st_ino, now.st_mtime_ns, now.st_size) != (seen.st_ino, seen.st_mtime_ns, seen.st_size):
+        tmp.unlink(missing_ok=True)
+        raise UIError(f"{path} changed while the correction was being saved (collect-failures ran?): reload the page")
     os.replace(tmp, path)
 
 
