@@ -555,6 +555,9 @@ def test_clawtune_serve_mounts_the_dashboard(tmp_path: Path) -> None:
             session = client.get(url + "api/session").json()
             assert session["root"] == str(tmp_path) and session["log"] == str(tmp_path / "data" / "requests.sqlite")
             assert client.get(url + "api/runs").json() == []
+            assert (
+                client.get(url + "api/runs", headers={"Host": "evil.example"}).status_code == 400
+            )  # the gateway's check
     finally:
         process.terminate()
         process.wait(30)
@@ -637,3 +640,14 @@ def test_a_review_rewritten_meanwhile_is_not_overwritten(tmp_path: Path) -> None
             sources.save_correction(tmp_path, "failures", "f-0000000000000001", "Rain.")
         before = review.read_text()
     assert rewritten and "Rain." not in before and not list((tmp_path / "failures").glob(".*.tmp"))
+
+
+def test_without_an_admin_key_the_page_says_how_to_set_one(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from clawtune.ui.app import standalone
+
+    with TestClient(standalone(UISettings(tmp_path, tmp_path / "requests.sqlite", []), ["testserver"])) as client:
+        for answer in (client.get("/ui/api/session"), client.post("/ui/api/login", json={"key": ""})):
+            assert answer.status_code == 403 and "server.admin_keys" in answer.json()["error"]
+        assert client.get("/ui/api/requests").status_code == 403

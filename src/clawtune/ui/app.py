@@ -156,7 +156,13 @@ def create_ui(settings: UISettings) -> FastAPI:
         response = _json({"ok": True})
         path = request.scope.get("root_path", "") or "/"
         response.set_cookie(
-            COOKIE, token, max_age=SESSION_TTL_S, path=path, httponly=True, samesite="strict", secure=False
+            COOKIE,
+            token,
+            max_age=SESSION_TTL_S,
+            path=path,
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",  # behind a TLS proxy; plain HTTP on loopback otherwise
         )
         return response
 
