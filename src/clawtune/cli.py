@@ -956,7 +956,8 @@ def ui_command(
         keys += served.server.admin_keys
         if log is None:
             log_path = resolve_path(served.server.data_dir, config.parent) / "requests.sqlite"
-        endpoint = endpoint or loopback_url(served.server.host, served.server.port)
+        if served.server.port:  # port 0: the gateway's port is known only to it; --endpoint says it
+            endpoint = endpoint or loopback_url(served.server.host, served.server.port)
     generated = not keys
     if generated:
         keys = [secrets.token_urlsafe(18)]  # shown once on the terminal, never written anywhere

@@ -24,8 +24,9 @@ from clawtune.problems import InputError
 from clawtune.train.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
 from clawtune.train.run import LOSS_PLOT, SUMMARY
 
-# Folders never worth walking into when looking for runs and reports.
-SKIP_DIRS = {".git", ".venv", "venv", "node_modules", "__pycache__", ".staging", ".mypy_cache", ".ruff_cache"}
+# Folders never worth walking into when looking for runs and reports (hidden ones neither: .git, .venv, a
+# checkpoint's .staging, a collect-failures swap in progress).
+SKIP_DIRS = {"venv", "node_modules", "__pycache__", "site-packages"}
 MAX_DEPTH = 5
 EVAL_REPORT = "eval-report.json"
 
@@ -35,13 +36,12 @@ class UIError(InputError):
 
 
 def walk(root: Path, max_depth: int = MAX_DEPTH) -> Iterator[tuple[Path, list[str], list[str]]]:
-    """os.walk under `root`, `max_depth` levels deep, skipping hidden and heavy folders (and checkpoint folders'
-    insides, which hold weights, not reports)."""
+    """os.walk under `root`, `max_depth` levels deep, skipping hidden and heavy folders."""
     base = len(root.parts)
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         depth = len(here.parts) - base
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith(".staging"))
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         if depth >= max_depth:
             dirs[:] = []
         yield here, dirs, files
