@@ -309,6 +309,9 @@ def test_runs_view_lists_runs_and_draws_ticked_loss_curves(page: Any, world: dic
     keep_screenshot(page, "runs")
     finished.locator("a").click()
     assert '"base_model": "clawtune/tiny-agent"' in page.locator("#run-detail .manifest").inner_text()
+    page.locator("#run-detail .run-evals a", has_text="checkpoint-8/eval/eval-report.json").click()  # its evaluations
+    page.wait_for_selector("#view[data-ready=evaluations]")
+    assert page.locator("#eval-pick").input_value() == "runs/finished/checkpoint-8/eval/eval-report.json"
 
 
 def test_data_view_shows_the_export_and_augmentation_reports(page: Any, world: dict[str, Any]) -> None:

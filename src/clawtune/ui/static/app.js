@@ -98,6 +98,7 @@ function showLogin(message) {
 
 // ---- views ----
 const views = {};
+let chosenEvaluation = null; // a report opened from a run's detail
 
 views.runs = async function () {
   const runs = await api("runs");
@@ -126,7 +127,14 @@ views.runs = async function () {
       table(["checkpoint", { label: "step", num: true }, "created", "files"], r.checkpoints.map((c) => h("tr", {},
         h("td", {}, c.name), h("td", { class: "num" }, c.step), h("td", {}, (c.manifest || {}).created || "—"),
         h("td", {}, Object.keys((c.manifest || {}).files || {}).length)))),
+      h("h3", {}, "evaluations"), h("ul", { class: "run-evals" }, h("li", { class: "muted" }, "looking…")),
       h("h3", {}, "manifest"), h("pre", { class: "manifest" }, JSON.stringify(r.manifest, null, 2))));
+    api("evaluations").then((all) => {
+      const mine = all.filter((e) => !e.problem && e.id.startsWith(r.id === "." ? "" : r.id + "/"));
+      detail.querySelector(".run-evals").replaceChildren(...(mine.length ? mine.map((e) => h("li", {},
+        h("a", { href: "#evaluations", onclick: () => { chosenEvaluation = e.id; } }, e.id), ` — ${e.report.comparison.verdict}`))
+        : [h("li", { class: "muted" }, "none yet: run `clawtune ft evaluate --model-dir` on a checkpoint")]));
+    });
   };
   const rows = runs.map((r) => h("tr", { "data-run": r.id },
     h("td", {}, h("input", { type: "checkbox", checked: ticked.has(r.id), "aria-label": `compare ${r.id}`, onchange: (ev) => { ev.target.checked ? ticked.add(r.id) : ticked.delete(r.id); draw(); } })),
@@ -259,7 +267,10 @@ views.evaluations = async function () {
           : h("p", { class: "muted" }, "the fine-tuned model failed no item")));
   };
   const picker = h("select", { id: "eval-pick", onchange: (ev) => show(reports[ev.target.selectedIndex]) }, reports.map((e) => h("option", {}, e.id)));
-  show(reports[0]);
+  const first = Math.max(0, reports.findIndex((e) => e.id === chosenEvaluation));
+  chosenEvaluation = null;
+  picker.selectedIndex = first;
+  show(reports[first]);
   return [problems(all), h("div", { class: "toolbar" }, "report ", picker), holder];
 };
 
@@ -399,10 +410,22 @@ views.failures = async function () {
   return folders.map((f) => {
     const items = f.items.filter((x) => x.failure_id);
     const open = items.filter((x) => x.correction === null || x.correction === undefined).length;
+    // A long review is shown 25 at a time, the ones without a correction first.
+    const ordered = items.filter((x) => x.correction == null).concat(items.filter((x) => x.correction != null));
+    const list = h("div", {});
+    let shown = 0;
+    const more = h("button", { class: "more", onclick: () => showMore() }, "show more");
+    const showMore = () => {
+      list.append(...ordered.slice(shown, shown + 25).map((x) => failureItem(f, x)));
+      shown = Math.min(shown + 25, ordered.length);
+      more.hidden = shown >= ordered.length;
+      more.textContent = `show more (${ordered.length - shown} left)`;
+    };
+    showMore();
     return h("section", { class: "card failures", "data-id": f.id }, h("h2", {}, `Failures in ${f.id}`),
       h("p", {}, `${items.length} failures to review in ${f.review}, ${open} without a correction. Then run collect-failures again with --corrections ${f.review}.`),
       f.items.filter((x) => x.problem).map((x) => h("p", { class: "error" }, `line ${x.line}: ${x.problem}`)),
-      items.length ? items.map((x) => failureItem(f, x)) : empty("nothing left to review: every failure found has a correction"));
+      items.length ? [list, more] : empty("nothing in the review file: every failure found was corrected (by its own recovery or a teacher)"));
   });
 };
 
