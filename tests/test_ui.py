@@ -245,11 +245,12 @@ def show(page: Any, name: str) -> None:
     page.wait_for_selector(f"#view[data-ready={name}]")
 
 
-def keep_screenshot(page: Any, name: str) -> None:
-    """With CLAWTUNE_UI_SCREENSHOTS=DIR, the view as the README shows it (docs/ui/ is made this way)."""
+def keep_screenshot(page: Any, name: str, top: str | None = None) -> None:
+    """With CLAWTUNE_UI_SCREENSHOTS=DIR, the view as the README shows it (docs/ui/ is made this way), from the top
+    or from the element `top`."""
     folder = os.environ.get("CLAWTUNE_UI_SCREENSHOTS")
     if folder:
-        page.evaluate("window.scrollTo(0, 0)")
+        page.evaluate("top => top ? document.querySelector(top).scrollIntoView() : window.scrollTo(0, 0)", top)
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
@@ -343,7 +344,7 @@ def test_evaluations_view_shows_the_table_the_forgetting_check_and_filters_items
     tools = page.locator('#eval-categories tr[data-category="tool-call"]').inner_text().split("\t")
     assert tools[1:] == ["6", "30.0%", "70.0%"]
     assert page.locator("#eval-items tr.item").count() == 10  # every held-out turn
-    keep_screenshot(page, "evaluations")
+    keep_screenshot(page, "evaluations", ".toolbar")
     page.select_option("#filter-verdict", "fine-tuned only")
     assert page.locator("#eval-items tr.item").count() == 4  # items 3-6: wrong before, right after
     page.select_option("#filter-verdict", "")
