@@ -241,7 +241,14 @@ def page(browser: Any, world: dict[str, Any]) -> Iterator[Any]:
 
 
 def show(page: Any, name: str) -> None:
-    page.evaluate("name => { document.getElementById('view').dataset.ready = ''; location.hash = name; }", name)
+    page.evaluate(
+        """name => {
+            document.getElementById('view').dataset.ready = '';
+            if (location.hash === '#' + name) window.dispatchEvent(new HashChangeEvent('hashchange'));
+            else location.hash = name;
+        }""",
+        name,
+    )
     page.wait_for_selector(f"#view[data-ready={name}]")
 
 
@@ -655,3 +662,28 @@ def test_without_an_admin_key_the_page_says_how_to_set_one(tmp_path: Path) -> No
         for answer in (client.get("/ui/api/session"), client.post("/ui/api/login", json={"key": ""})):
             assert answer.status_code == 403 and "server.admin_keys" in answer.json()["error"]
         assert client.get("/ui/api/requests").status_code == 403
+
+
+def test_a_correction_saved_on_the_page_is_taken_by_collect_failures(page: Any, world: dict[str, Any]) -> None:
+    """The loop closed through the page: collect-failures finds the answer rated down in the gateway's log, a person
+    corrects it on the page, and the next collect-failures run trains on that correction."""
+    from clawtune.cli import main
+
+    from .conftest import read_jsonl
+
+    root = world["root"]
+    common = ["agent", "collect-failures", "--agent-id", "my-agent", "--source", "gateway"]
+    common += ["--gateway-log", str(root / "serve-data"), "--gateway-model", "*", "--holdout", "0"]
+    assert main([*common, "--output", str(root / "failure-cases")]) == 0
+    review = read_jsonl(root / "failure-cases" / "review.jsonl")
+    assert len(review) == 1 and "new question 0" in json.dumps(review[0]["messages"])  # the one rated negative
+    show(page, "failures")
+    item = page.locator(f'.failures[data-id="failure-cases"] .failure[data-failure="{review[0]["failure_id"]}"]')
+    item.locator("textarea").fill("The right answer to question 0.")
+    item.locator("button.save").click()
+    item.locator(".saved-note.good").wait_for()
+    corrections = root / "failure-cases" / "review.jsonl"
+    assert main([*common, "--output", str(root / "failure-cases-2"), "--corrections", str(corrections)]) == 0
+    corrected = read_jsonl(root / "failure-cases-2" / "corrected.jsonl")
+    assert len(corrected) == 1 and corrected[0]["messages"][-1]["content"] == "The right answer to question 0."
+    assert corrected[0]["metadata"]["corrected"] == "person"
