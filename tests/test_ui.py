@@ -208,10 +208,16 @@ def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Itera
         server.gateway.log.flush()
         lab = server.gateway.lab
         for k, (low, high) in enumerate([(-0.5, 0.6), (-0.3, 0.4), (-0.1, 0.2)]):
-            figures = {"primary": "accuracy", "verdict": "not enough data", "tests": {"accuracy": {}}}
+            figures: dict[str, Any] = {"primary": "user_satisfaction", "verdict": "not enough data", "tests": {}}
             test = {"estimate": (low + high) / 2, "lower": low, "upper": high, "mean_a": 0.5, "mean_b": 0.55}
-            figures["tests"]["accuracy"] = {**test, "p_value": 0.5 - 0.1 * k}
+            figures["tests"]["user_satisfaction"] = {**test, "p_value": 0.5 - 0.1 * k}
             lab.store.add_refresh("finance-ab", figures, time.time() - 300 + 60 * k)
+        # the last refresh as `ft ab-test` stores it: its own analysis of the experiment's units in the log
+        from clawtune.loop.abtest import Settings, analyse
+
+        experiment = lab.get("finance-ab").public()
+        settings_ab = Settings("finance", "finance-v2", (70, 30), ["user_satisfaction", "latency"], "user_satisfaction")
+        lab.store.add_refresh("finance-ab", analyse(experiment, lab.units("finance-ab"), settings_ab))
         yield {"root": root, "server": server, "ui": ui, "evaluation": evaluation, "data": data}
     finally:
         server.close()
@@ -261,16 +267,20 @@ def keep_screenshot(page: Any, name: str, top: str | None = None) -> None:
         page.screenshot(path=str(Path(folder) / f"{name}.png"))
 
 
-def not_blank(page: Any, selector: str) -> None:
-    """The chart's area holds a drawing: many distinct colours, not one background."""
+def not_blank(page: Any, selector: str, stroke: tuple[int, int, int] = (0x25, 0x63, 0xEB)) -> None:
+    """The chart's drawing area holds a drawn series: enough pixels of the first series' colour (axes and grid are
+    grey and black, so they do not count), not one background."""
     from PIL import Image
 
-    page.wait_for_selector(f"{selector} canvas")
-    image = Image.open(io.BytesIO(page.locator(selector).screenshot())).convert("RGB")
-    colours = image.getcolors(maxcolors=1 << 20) or []
-    assert len(colours) > 20, f"{selector} looks blank ({len(colours)} colours)"
-    non_white = sum(count for count, rgb in colours if rgb != (255, 255, 255))
-    assert non_white > 0.01 * image.width * image.height
+    canvas = page.locator(f"{selector} canvas")
+    canvas.wait_for()
+    image = Image.open(io.BytesIO(canvas.screenshot())).convert("RGB")
+    near = sum(
+        count
+        for count, rgb in image.getcolors(1 << 20) or []
+        if sum(abs(a - b) for a, b in zip(rgb, stroke, strict=True)) < 60
+    )
+    assert near > 100, f"{selector}: {near} pixels of the series' colour: nothing drawn"
 
 
 # ---- the views ------------------------------------------------------------------------------------------------------
@@ -411,8 +421,13 @@ def test_experiments_view_draws_the_confidence_sequence_and_stops_through_the_ga
     show(page, "experiments")
     card = page.locator('.experiment[data-id="finance-ab"]')
     assert card.locator(".status").inner_text() == "running"
-    last = card.locator('.tests tr[data-metric="accuracy"]').inner_text().split("\t")
-    assert last[3:] == ["0.0500", "[-0.100, 0.200]", "0.300"]  # the last refresh's figures
+    units = world["server"].gateway.lab.units("finance-ab")
+    for arm, model in (("A", "finance"), ("B", "finance-v2")):
+        row = card.locator(f'.arms tr[data-arm="{arm}"]').inner_text().split("\t")
+        mine = [u for u in units if u["arm"] == model]
+        assert row[:4] == [arm, model, str(len(mine)), str(sum(u["requests"] for u in mine))]
+    assert card.locator('.tests tr[data-metric="user_satisfaction"]').count() == 1  # every metric's test
+    assert "verdict on user_satisfaction: not enough data" in card.inner_text()
     not_blank(page, '.cs-chart[data-experiment="finance-ab"]')
     keep_screenshot(page, "experiments")
     page.once("dialog", lambda dialog: dialog.accept())

@@ -376,8 +376,12 @@ views.experiments = async function () {
       catch (err) { message.textContent = err.message; message.className = "error"; }
     } }, "stop") : null;
     const arms = Object.entries(e.arms || {}).map(([k, v]) => `${k} ${v}`).join(" · ");
-    const figures = result.arms ? table(["arm", "model", { label: "sessions", num: true }, { label: "requests", num: true }],
-      Object.entries(result.arms).map(([k, a]) => h("tr", {}, h("td", {}, k), h("td", {}, (result.models || {})[k] || "—"), h("td", { class: "num" }, a.units ?? "—"), h("td", { class: "num" }, a.requests ?? "—")))) : null;
+    const figures = result.arms ? table(["arm", "model", { label: "sessions", num: true }, { label: "requests", num: true },
+      { label: "satisfaction (rated)", num: true }, { label: "accuracy (graded)", num: true }, { label: "p50 / p95", num: true }, { label: "errors", num: true }],
+    Object.entries(result.arms).map(([k, a]) => h("tr", { "data-arm": k }, h("td", {}, k), h("td", {}, (result.models || {})[k] || "—"),
+      h("td", { class: "num" }, a.units ?? "—"), h("td", { class: "num" }, a.requests ?? "—"),
+      h("td", { class: "num" }, `${fmt.pct(a.user_satisfaction)} (${a.rated ?? 0})`), h("td", { class: "num" }, `${fmt.pct(a.accuracy)} (${a.graded ?? 0})`),
+      h("td", { class: "num" }, `${fmt.ms(a.latency_p50_ms)} / ${fmt.ms(a.latency_p95_ms)}`), h("td", { class: "num" }, fmt.pct(a.error_rate)))), { class: "arms" }) : null;
     out.push(h("section", { class: "card experiment", "data-id": e.id }, h("h2", {}, `Experiment ${e.id} `, status, " ", stop, " ", message),
       h("p", {}, `splits ${e.model || e.id}: ${arms}; sticky per ${e.sticky}; started ${fmt.time(e.created)}${e.stopped ? ", stopped " + fmt.time(e.stopped) : ""}`),
       h("p", { class: "verdict" }, result.verdict ? `verdict on ${primary}: ${result.verdict}${result.reason ? " (" + result.reason + ")" : ""}` : "no verdict yet"),
