@@ -404,7 +404,7 @@ function testsTable(result) {
   const n = (v) => (v === null || v === undefined ? "—" : Number(v).toPrecision(3));
   return table(["metric", { label: "A", num: true }, { label: "B", num: true }, { label: "B − A", num: true }, { label: "interval", num: true }, { label: "p", num: true }],
     tests.map(([name, t]) => h("tr", { "data-metric": name }, h("td", {}, name + (name === result.primary ? " (primary)" : "")), h("td", { class: "num" }, n(t.mean_a)),
-      h("td", { class: "num" }, n(t.mean_b)), h("td", { class: "num" }, n(t.estimate)), h("td", { class: "num" }, t.lower === undefined ? "—" : `[${n(t.lower)}, ${n(t.upper)}]`),
+      h("td", { class: "num" }, n(t.mean_b)), h("td", { class: "num" }, n(t.estimate)), h("td", { class: "num" }, t.lower == null || t.upper == null ? "—" : `[${n(t.lower)}, ${n(t.upper)}]`),
       h("td", { class: "num" }, n(t.p_value)))), { class: "tests" });
 }
 
