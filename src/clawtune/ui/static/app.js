@@ -132,7 +132,7 @@ views.runs = async function () {
     api("evaluations").then((all) => {
       const mine = all.filter((e) => !e.problem && e.id.startsWith(r.id === "." ? "" : r.id + "/"));
       detail.querySelector(".run-evals").replaceChildren(...(mine.length ? mine.map((e) => h("li", {},
-        h("a", { href: "#evaluations", onclick: () => { chosenEvaluation = e.id; } }, e.id), ` — ${e.report.comparison.verdict}`))
+        h("a", { href: "#evaluations", onclick: () => { chosenEvaluation = e.id; } }, e.id), ` — ${(e.report.comparison || {}).verdict || "no verdict"}`))
         : [h("li", { class: "muted" }, "none yet: run `clawtune ft evaluate --model-dir` on a checkpoint")]));
     });
   };
@@ -253,7 +253,7 @@ views.evaluations = async function () {
     filter();
     holder.replaceChildren(
       card(`Evaluation ${e.id}`, h("p", {}, `Baseline ${r.baseline.name}, fine-tuned ${r.fine_tuned.name}, ${r.items} held-out turns from ${r.test_set}.`),
-        h("p", { id: "verdict" }, r.comparison.verdict),
+        h("p", { id: "verdict" }, (r.comparison || {}).verdict || "no verdict in this report"),
         table(["metric", { label: "baseline", num: true }, { label: "fine-tuned", num: true }, { label: "change", num: true }], rows, { id: "eval-table" })),
       card("Accuracy by category", table(["category", { label: "items", num: true }, { label: "baseline", num: true }, { label: "fine-tuned", num: true }],
         Object.entries(r.baseline.per_category || {}).filter(([, b]) => b.n).map(([c, b]) => h("tr", { "data-category": c }, h("td", {}, c), h("td", { class: "num" }, b.n),
