@@ -405,7 +405,7 @@ def test_traffic_view_counts_the_log_and_its_archive_and_opens_a_request(
     page.fill("#request-search", "")
     page.select_option("#request-model", "finance")
     finance = sum(r["model"] == "finance" or r["requested_model"] == "finance" for r in rows)
-    page.locator("#request-pager", has_text=f"of {finance}").wait_for()
+    page.locator("#request-pager", has_text=f"1–{finance} of {finance}").wait_for()
     page.select_option("#request-model", "")
     page.fill("#request-search", "old question 3")
     page.locator('#requests tr[data-id="old-030"]').wait_for()
