@@ -24,7 +24,7 @@ def test_help_lists_working_commands_and_imports_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
-    for command in ("agent", "ft", "openclaw", "serve", "chat", "demo"):
+    for command in ("agent", "ft", "openclaw", "serve", "chat", "demo", "ui"):
         assert command in out
 
 

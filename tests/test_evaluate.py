@@ -247,6 +247,9 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
     assert report["baseline"]["name"] == "clawtune/tiny-agent"
     assert 0 <= report["comparison"]["mcnemar_p"] <= 1 and "McNemar" in report["comparison"]["verdict"]
     assert "flagged" in report["forgetting"]
+    verdicts = [i["verdict"] for i in report["per_item"]]  # every turn's outcome, for the dashboard's filters
+    assert len(verdicts) == 12 and verdicts.count("fine-tuned only") == report["comparison"]["fine_tuned_only_correct"]
+    assert verdicts.count("baseline only") == report["comparison"]["baseline_only_correct"]
     overlap = report["overlap"]  # checked against the training file named in the checkpoint's manifest
     assert overlap["items_seen"] + overlap["items_unseen"] == 12
     items = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-items.jsonl").read_text().splitlines()

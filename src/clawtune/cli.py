@@ -861,6 +861,10 @@ def serve(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Where the request log (SQLite) goes (default: ./clawtune-data).")
     ] = None,
+    runs: Annotated[
+        Path | None,
+        typer.Option("--runs", help="The folder whose runs and reports the dashboard at /ui/ shows (default: here)."),
+    ] = None,
 ) -> None:
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
     import signal
@@ -893,8 +897,22 @@ def serve(
         sock.close()
         _fail(str(exc))
         return
+    from clawtune.ui.app import UISettings, loopback_url, mount
+
+    bound = server.socket.getsockname()
+    ui = UISettings(
+        (runs or Path.cwd()).resolve(),
+        server.gateway.log.path,
+        list(settings.server.admin_keys),
+        endpoint=loopback_url(bound[0], bound[1]),  # the dashboard's actions go through the admin API (audited)
+    )
+    mount(server.app, ui)
     models = ", ".join(server.gateway.entries)
     typer.echo(f"clawtune serving {models} on {server.url}/v1 (log: {server.gateway.log.path}); Ctrl-C stops")
+    typer.echo(
+        f"dashboard: {server.url}/ui/ (runs and reports under {ui.root})"
+        + ("" if ui.admin_keys else "; it needs server.admin_keys to open")
+    )
     typer.echo(f"answering for Host: {', '.join(server.gateway.allowed_hosts())} (server.allowed_hosts)")
 
     def stop(*_: object) -> None:
@@ -908,6 +926,90 @@ def serve(
     finally:
         typer.echo("stopped taking requests; flushing the log")
         server.close()
+
+
+@app.command("ui")
+def ui_command(
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Folder whose training runs, data, evaluation and failure reports to show.")
+    ] = Path("."),
+    log: Annotated[
+        Path | None,
+        typer.Option("--log", help="The gateway's request log or its data folder (default ./clawtune-data)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Bind address (default loopback only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free one).", min=0, max=65535)] = 8010,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="The gateway's models file: its admin keys open the page.")
+    ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(
+            "--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help="The key that opens the page (default: generated)."
+        ),
+    ] = None,
+    endpoint: Annotated[
+        str | None,
+        typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway, for actions (stop a test)."),
+    ] = None,
+) -> None:
+    """A web page over the runs, data, evaluations, the gateway's traffic, experiments and failures to review."""
+    import secrets
+
+    from clawtune.extras import require
+
+    try:
+        require("uvicorn", "serve", "clawtune ui")
+        require("fastapi", "serve", "clawtune ui")
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    import uvicorn
+
+    from clawtune.loop.gateway import resolve_log
+    from clawtune.serve.app import bind
+    from clawtune.ui.app import UISettings, loopback_url, standalone
+
+    if not runs.is_dir():
+        _fail(f"--runs {runs}: no such folder")
+    keys = [admin_key] if admin_key else []
+    log_path = resolve_log(log)
+    if config is not None:
+        from clawtune.serve.config import load, resolve_path
+
+        try:
+            served = load(config)
+        except InputError as exc:
+            _fail(str(exc))
+            return
+        keys += served.server.admin_keys
+        if log is None:
+            log_path = resolve_path(served.server.data_dir, config.parent) / "requests.sqlite"
+        if served.server.port:  # port 0: the gateway's port is known only to it; --endpoint says it
+            endpoint = endpoint or loopback_url(served.server.host, served.server.port)
+    generated = not keys
+    if generated:
+        keys = [secrets.token_urlsafe(18)]  # shown once on the terminal, never written anywhere
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port)")
+        return
+    bound = sock.getsockname()
+    settings = UISettings(runs.resolve(), log_path.resolve(), keys, endpoint=endpoint)
+    hosts = ["127.0.0.1", "localhost", "::1", "[::1]"] + ([host] if host not in ("0.0.0.0", "::") else ["*"])
+    app = standalone(settings, hosts)
+    url = f"http://{'[' + bound[0] + ']' if ':' in bound[0] else bound[0]}:{bound[1]}/ui/"
+    typer.echo(f"clawtune ui on {url} (runs under {settings.root}, log {settings.log}); Ctrl-C stops")
+    if generated:
+        typer.echo(f"admin key for this session: {keys[0]}")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
 
 
 @app.command("chat")

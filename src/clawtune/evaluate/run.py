@@ -443,6 +443,45 @@ def worst_failures(items: list[Item], base: Side, tuned: Side, n: int = 10) -> l
     return out
 
 
+VERDICTS = {
+    (True, True): "both right",
+    (False, False): "both wrong",
+    (False, True): "fine-tuned only",
+    (True, False): "baseline only",
+}
+
+
+def per_item(items: list[Item], base: Side, tuned: Side, limit: int = 500) -> list[dict[str, Any]]:
+    """Every held-out turn's outcome on both sides (what the dashboard filters by category, verdict and tool); texts
+    are cut at `limit` characters so a large test set keeps a readable report."""
+    from clawtune.chat import content_text
+
+    def cut(text: str) -> str:
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    out = []
+    for i, item in enumerate(items):
+        b, t = base.scores[i], tuned.scores[i]
+        last_user = next((content_text(m.get("content")) for m in reversed(item.prompt) if m["role"] == "user"), "")
+        tools = [str((c.get("function") or {}).get("name")) for c in item.reference.get("tool_calls") or []]
+        out.append(
+            {
+                "id": item.id,
+                "category": item.category,
+                "tools": tools,
+                "verdict": VERDICTS[(b.correct, t.correct)],
+                "baseline_correct": b.correct,
+                "fine_tuned_correct": t.correct,
+                "why": t.reason,
+                "input": cut(last_user),
+                "reference": cut(_show(item.reference)),
+                "fine_tuned": cut(_show(tuned.generations[i].message)),
+                "baseline": cut(_show(base.generations[i].message)),
+            }
+        )
+    return out
+
+
 def _show(message: dict[str, Any]) -> str:
     from clawtune.chat import content_text
 
@@ -519,6 +558,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         "fine_tuned": summarize(tuned, items, options),
         "comparison": compare(base.scores, tuned.scores),
         "worst_failures": worst_failures(items, base, tuned),
+        "per_item": per_item(items, base, tuned),
     }
     if general:
         before = report["baseline"]["general_accuracy"]["value"]

@@ -56,8 +56,9 @@ class Server:
         host = host or settings.host
         self.socket = sock if sock is not None else bind(host, settings.port if port is None else port)
         gateway.bound_host = host
+        self.app = create_app(gateway)  # `clawtune serve` mounts the dashboard on it (clawtune.ui sits above serve)
         self.config = uvicorn.Config(
-            create_app(gateway),
+            self.app,
             http=protocol_class(gateway),
             loop="uvloop",
             lifespan="on",

@@ -892,3 +892,133 @@ def experiment_requests(path: Path, experiment_id: str) -> list[dict[str, Any]]:
         finally:
             conn.close()
     return out
+
+
+# ---- browsing (the dashboard): paged, filtered reads over the log and its archives, newest first ------------------
+
+LIST_COLUMNS = (
+    "id, created, model, requested_model, adapter, experiment, arm, session, status, error, stream, latency_ms, "
+    "prompt_tokens, prompt_tokens_original, completion_tokens, finish_reason, tool_calls, tool_calls_valid"
+)
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_clause(query: str | None, model: str | None) -> tuple[str, list[Any]]:
+    """A WHERE clause: `query` anywhere in the ids, names, error, request or response (as logged, scrubbed), and an
+    exact model (served or requested)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if query:
+        fields = ("id", "model", "requested_model", "adapter", "arm", "session", "error", "request_json")
+        clauses.append("(" + " OR ".join(f"{f} LIKE ? ESCAPE '\\'" for f in (*fields, "response_json")) + ")")
+        args += [_like(query)] * (len(fields) + 1)
+    if model:
+        clauses.append("(model = ? OR requested_model = ?)")
+        args += [model, model]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def search_requests(
+    path: Path, query: str | None = None, model: str | None = None, offset: int = 0, limit: int = 50
+) -> dict[str, Any]:
+    """One page of requests (without their bodies), newest first across the log and its archives, and the total."""
+    where, args = _search_clause(query, model)
+    files = list(reversed(log_files(path)))
+    rows: list[dict[str, Any]] = []
+    total = 0
+    skip = offset
+    for file in files:
+        conn = connect_readonly(file)
+        try:
+            (count,) = conn.execute(f"SELECT count(*) FROM requests{where}", args).fetchone()
+            total += count
+            if len(rows) >= limit or skip >= count:
+                skip = max(0, skip - count)
+                continue
+            ratings = "(SELECT group_concat(rating) FROM feedback WHERE request_id = requests.id) AS ratings"
+            found = conn.execute(
+                f"SELECT {LIST_COLUMNS}, {ratings} FROM requests{where} ORDER BY created DESC LIMIT ? OFFSET ?",
+                [*args, limit - len(rows), skip],
+            )
+            rows += [{**dict(r), "archive": file.name if file != path else None} for r in found]
+            skip = 0
+        finally:
+            conn.close()
+    return {"total": total, "offset": offset, "limit": limit, "requests": rows}
+
+
+def read_request(path: Path, request_id: str) -> dict[str, Any] | None:
+    """One request as logged (bodies decoded), with its feedback, from the log or an archive."""
+    for file in reversed(log_files(path)):
+        conn = connect_readonly(file)
+        try:
+            row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                continue
+            item = dict(row)
+            for key, target in (("request_json", "request"), ("response_json", "response")):
+                raw = item.pop(key)
+                try:
+                    item[target] = json.loads(raw) if raw else None
+                except ValueError:  # a stub row's text, shown as it is
+                    item[target] = raw
+            feedback = conn.execute(
+                "SELECT created, rating, comment FROM feedback WHERE request_id = ? ORDER BY created", (request_id,)
+            )
+            item["feedback"] = [dict(f) for f in feedback]
+            item["archive"] = file.name if file != path else None
+            return item
+        finally:
+            conn.close()
+    return None
+
+
+def traffic_span(path: Path) -> tuple[float, float, int] | None:
+    """The first and last request times and the number of requests, over the log and its archives."""
+    first, last, total = math.inf, -math.inf, 0
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            low, high, count = conn.execute("SELECT min(created), max(created), count(*) FROM requests").fetchone()
+        finally:
+            conn.close()
+        if count:
+            first, last, total = min(first, low), max(last, high), total + count
+    return (first, last, total) if total else None
+
+
+def traffic_groups(path: Path, start: float, bucket: float) -> Iterator[dict[str, Any]]:
+    """The requests counted in SQL per time bucket (`start` + i * `bucket` seconds), model, adapter and arm: errors,
+    tokens, what the system-prompt policy saved, tool calls and feedback. Nothing is read row by row."""
+    query = """
+        SELECT CAST((created - :start) / :bucket AS INTEGER) AS bucket, model, adapter, experiment, arm,
+               count(*) AS requests, sum(status >= 400) AS errors,
+               sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+               sum(max(coalesce(prompt_tokens_original, prompt_tokens) - prompt_tokens, 0)) AS tokens_saved,
+               sum(tool_calls) AS tool_calls, sum(tool_calls_valid) AS tool_calls_valid,
+               sum(f.positive) AS positive, sum(f.negative) AS negative
+        FROM requests LEFT JOIN (
+            SELECT request_id, sum(rating = 'positive') AS positive, sum(rating = 'negative') AS negative
+            FROM feedback GROUP BY request_id
+        ) AS f ON f.request_id = requests.id
+        GROUP BY 1, model, adapter, experiment, arm"""
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            for row in conn.execute(query, {"start": start, "bucket": bucket}):
+                yield dict(row)
+        finally:
+            conn.close()
+
+
+def traffic_latencies(path: Path) -> Iterator[tuple[float, str | None, float]]:
+    """(time, model, latency in ms) of every answered request, streamed (percentiles need the values)."""
+    for file in log_files(path):
+        conn = connect_readonly(file)
+        try:
+            yield from conn.execute("SELECT created, model, latency_ms FROM requests WHERE latency_ms IS NOT NULL")
+        finally:
+            conn.close()

@@ -638,6 +638,14 @@ def _response_problems(messages: list[Message], tools: list[dict[str, Any]] | No
     return problems
 
 
+def check_correction(correction: Any, tools: list[dict[str, Any]] | None) -> list[str]:
+    """What `--corrections` would refuse in a person's correction of a review line (empty: it would be taken)."""
+    messages = _person_messages(correction)
+    if messages is None:
+        return ["expected a string or a list of assistant/tool messages"]
+    return _response_problems(messages, tools)
+
+
 def collect_failures(options: CollectOptions) -> dict[str, Any]:
     """Run one collection; raises InputError (printed without a traceback) for bad input."""
     return Collector(options).run()
