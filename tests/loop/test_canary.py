@@ -1,0 +1,294 @@
+"""Gray release (`ft ab-test --canary ... --promote-if-better`): guardrails that roll B back, the ramp's steps, the
+promotion (the gateway, its models.yaml, OpenClaw's config), `rollback`, and a gateway restarted mid-ramp.
+
+Simulated users talk to the real gateway app (HTTP stack, routing, log, admin API) in front of a scripted engine, with
+durations compressed to seconds; the command under test is `clawtune ft ab-test` itself, in process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clawtune.cli import main
+from clawtune.loop import abtest, canary
+from clawtune.openclaw import json5
+from clawtune.serve.app import Server
+from clawtune.serve.config import load
+from clawtune.serve.gateway import Gateway
+
+from ..serve_fakes import ScriptedEngine, config, post
+
+ADMIN = "admin-secret"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+SCRIPT = [{"messages": [{"role": "user", "content": "How is revenue?"}]}]
+
+
+class FlakyB(ScriptedEngine):
+    """The scripted engine, where B (finance-v2: the gateway gives it the system prompt "Short.") fails on the
+    sessions whose opening turn's crc32 is 0 mod `every`: with `every=20`, B's error rate is 5 points above A's
+    (A never fails). Deterministic, so a run is the same every time."""
+
+    def __init__(self, every: int = 0) -> None:
+        super().__init__()
+        self.every = every
+
+    def submit(self, request: Any) -> None:
+        messages = self._rendered.get(id(request.prompt_ids), self._last)
+        is_b = any(m.get("role") == "system" and m.get("content") == "Short." for m in messages)
+        opening = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+        if is_b and self.every and zlib.crc32(opening.encode()) % self.every == 0:
+            self._rendered.pop(id(request.prompt_ids), None)
+            request.events.put(("error", "B failed"))
+            return
+        super().submit(request)
+
+
+def _get(url: str, path: str) -> Any:
+    status, body = post(url, path, None, AUTH, method="GET")
+    assert status == 200, body
+    return body
+
+
+def _chat(url: str, model: str, text: str) -> tuple[dict[str, Any], dict[str, str]]:
+    import urllib.request
+
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 8}).encode()
+    request = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as reply:
+        return json.loads(reply.read()), {k.lower(): v for k, v in reply.headers.items()}
+
+
+def _args(url: str, experiment_id: str, tmp_path: Path, *extra: str) -> list[str]:
+    args = ["ft", "ab-test", "--model-a", "finance", "--model-b", "finance-v2", "--metrics", "user_satisfaction"]
+    args += ["--endpoint", url, "--admin-key", ADMIN, "--refresh", "0.3", "--id", experiment_id]
+    return [*args, "--output", str(tmp_path / "report"), *extra]
+
+
+def test_a_guardrail_breach_rolls_b_back_before_the_second_step(tmp_path: Path, capsys) -> None:
+    """B's error rate 5 points above A's, at a 10% canary: the error-rate guardrail stops B while the ramp is still
+    on its first step (the step needs 300 of B's sessions; the breach comes well before)."""
+    gateway = Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB(every=20))  # type: ignore[arg-type]
+    with Server(gateway) as server:
+        rater = abtest.coin_rater({"finance": 0.7, "finance-v2": 0.7}, seed=1)
+        with abtest.SimulatedUsers(server.url, "finance", rater, SCRIPT, turns=1, workers=6, seed=4) as users:
+            args = _args(server.url, "guarded", tmp_path, "--canary", "10,50,100", "--promote-if-better")
+            code = main([*args, "--step-sessions", "300", "--guardrails", "error_rate=0", "--duration", "60s"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assert users.sessions > 100 and any("500" in e for e in users.errors)  # B did fail, A did not stop the users
+        experiment = _get(server.url, "/admin/experiments/guarded")
+        assert experiment["status"] == "rolled_back"
+        events = _get(server.url, "/admin/experiments/guarded/events")["events"]
+        assert [e["kind"] for e in events] == ["start", "rollback"]  # no step was taken
+        assert events[0]["arms"] == {"finance": 90, "finance-v2": 10}
+        rollback = events[-1]
+        assert rollback["figures"]["cause"] == "guardrail"
+        breach = rollback["figures"]["guardrail"]
+        assert breach["metric"] == "error_rate" and breach["breached"] and breach["test"]["lower"] > 0
+        assert breach["test"]["mean_a"] == 0 and 0.02 < breach["test"]["mean_b"] < 0.1
+        assert "guardrail error_rate" in rollback["reason"] and "worse by more than" in rollback["reason"]
+        assert experiment["result"]["ended"] == "guardrail"
+        # every request for finance goes to A again, at once
+        for n in range(20):
+            headers = _chat(server.url, "finance", f"after the rollback {n}")[1]
+            assert headers["x-clawtune-model"] == "finance" and "x-clawtune-arm" not in headers
+        # `status` shows the breach and the decisions
+        assert main(["ft", "ab-test", "status", "guarded", "--endpoint", server.url, "--admin-key", ADMIN]) == 0
+        shown = capsys.readouterr().out
+        print(shown)
+        assert "rolled_back" in shown and "breached" in shown and "rollback" in shown and "guardrail" in shown
+    report = json.loads((tmp_path / "report" / "ab-test-report.json").read_text())
+    assert [e["kind"] for e in report["events"]] == ["start", "rollback"]
+
+
+MODELS_YAML = """\
+# the user's own notes: kept by a promotion
+models:
+  - id: finance          # the agent asks for this id
+    provider: clawtune
+    model: scripted
+  - id: finance-v2
+    provider: clawtune
+    model: scripted
+    system_prompt: replace
+    system_prompt_text: Short.
+server:
+  port: 0
+  data_dir: data        # relative to this file
+  admin_keys: [admin-secret]
+"""
+
+
+def test_a_better_b_ramps_to_100_and_the_agents_id_serves_it_until_rolled_back(tmp_path: Path, capsys) -> None:
+    """B rated better: the canary steps 10% -> 50%, then promotes; requests for the agent's id are answered by B,
+    models.yaml says so (comments kept, a backup beside it), OpenClaw's primary model is B; after a restart too.
+    `ft ab-test rollback` undoes all three."""
+    models = tmp_path / "models.yaml"
+    models.write_text(MODELS_YAML)
+    openclaw = tmp_path / "openclaw.json"
+    openclaw.write_text('{\n  // my agent\n  agents: { defaults: { model: "clawtune/finance" } },\n}\n')
+    with Server(Gateway(load(models), engine=FlakyB())) as server:  # type: ignore[arg-type]
+        rater = abtest.coin_rater({"finance": 0.2, "finance-v2": 0.95}, seed=2)
+        with abtest.SimulatedUsers(server.url, "finance", rater, SCRIPT, turns=1, workers=6, seed=5):
+            args = _args(server.url, "ramp", tmp_path, "--canary", "10,50,100", "--promote-if-better")
+            args += ["--step-sessions", "20", "--duration", "60s", "--register", "--openclaw-config", str(openclaw)]
+            code = main(args)
+        out = capsys.readouterr().out
+        assert code == 0, out
+        events = _get(server.url, "/admin/experiments/ramp/events")["events"]
+        assert [e["kind"] for e in events] == ["start", "step", "promote"], [e["reason"] for e in events]
+        assert [e["arms"] for e in events] == [
+            {"finance": 90, "finance-v2": 10},
+            {"finance": 50, "finance-v2": 50},
+            {"finance-v2": 100},
+        ]
+        assert "step 1 (10%) passed" in events[1]["reason"] and events[1]["figures"]["sessions_b"] >= 20
+        assert events[2]["figures"]["primary"]["verdict"] == "B better"
+        experiment = _get(server.url, "/admin/experiments/ramp")
+        assert experiment["status"] == "promoted" and experiment["result"]["verdict"] == "B better"
+        for n in range(10):
+            body, headers = _chat(server.url, "finance", f"after the promotion {n}")
+            assert headers["x-clawtune-arm"] == "finance-v2" and body["model"] == "finance"
+        text = models.read_text()
+        assert "# the user's own notes: kept by a promotion" in text and "# the agent asks for this id" in text
+        assert "promoted by `clawtune ft ab-test`" in text
+        assert load(models).experiments[0].model_dump() == {
+            "id": "ramp",
+            "arms": {"finance-v2": 100},
+            "sticky": "session",
+            "model": "finance",
+        }
+        assert [p.read_text() for p in tmp_path.glob("models.yaml.clawtune-*.bak")] == [MODELS_YAML]
+        primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+        assert primary == {"primary": "clawtune/finance-v2", "fallbacks": ["clawtune/finance"]}
+        assert "// my agent" in openclaw.read_text()
+    # a restart: the agent's id still serves B (the database and models.yaml agree)
+    with Server(Gateway(load(models), engine=FlakyB())) as server:  # type: ignore[arg-type]
+        assert _chat(server.url, "finance", "after a restart")[1]["x-clawtune-arm"] == "finance-v2"
+        base = ["--endpoint", server.url, "--admin-key", ADMIN]
+        assert main(["ft", "ab-test", "status", "ramp", *base]) == 0
+        shown = capsys.readouterr().out
+        assert "promoted" in shown and "step" in shown and "promote" in shown
+        assert main(["ft", "ab-test", "rollback", "ramp", *base]) == 0
+        headers = _chat(server.url, "finance", "after the rollback")[1]
+        assert headers["x-clawtune-model"] == "finance" and "x-clawtune-arm" not in headers
+        assert main(["ft", "ab-test", "rollback", "ramp", *base]) == 0  # safe twice
+        events = _get(server.url, "/admin/experiments/ramp/events")["events"]
+        assert [e["kind"] for e in events] == ["start", "step", "promote", "rollback"]
+        assert events[-1]["figures"]["cause"] == "manual"
+    assert MODELS_YAML.replace("\n", "") in models.read_text().replace("\n", "")  # the file as the user wrote it
+    assert "ramp" not in models.read_text()
+    primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+    assert primary["primary"] == "clawtune/finance"
+    with Server(Gateway(load(models), engine=FlakyB())) as server:  # type: ignore[arg-type]
+        headers = _chat(server.url, "finance", "after the rollback and a restart")[1]
+        assert headers["x-clawtune-model"] == "finance" and "x-clawtune-arm" not in headers
+
+
+def test_a_gateway_restart_mid_ramp_resumes_where_it_was(tmp_path: Path, capsys) -> None:
+    """The gateway is stopped and started again while the canary is at its second step: it comes back at that step
+    (50%, not the first), the command waits for it, and the ramp carries on to the promotion."""
+    settings = config(tmp_path, server={"admin_keys": [ADMIN]})
+    first = Server(Gateway(settings, engine=FlakyB())).start()  # type: ignore[arg-type]
+    url = first.url
+    port = int(url.rsplit(":", 1)[1])
+    codes: list[int] = []
+    args = _args(url, "restart", tmp_path, "--canary", "10,50,100", "--promote-if-better", "--duration", "90s")
+    args += ["--step-sessions", "20"]
+    rater = abtest.coin_rater({"finance": 0.2, "finance-v2": 0.95}, seed=3)
+    with abtest.SimulatedUsers(url, "finance", rater, SCRIPT, turns=1, workers=4, seed=6) as users:
+        driver = threading.Thread(target=lambda: codes.append(main(args)), daemon=True)
+        driver.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, events = post(url, "/admin/experiments/restart/events", None, AUTH, method="GET")
+            if status == 200 and [e["kind"] for e in events["events"]] == ["start", "step"]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the canary never reached its second step")
+        first.close()
+        time.sleep(1.0)  # the command finds no gateway for a while
+        second = Server(Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB()), port=port)  # type: ignore[arg-type]
+        with second:
+            experiment = _get(url, "/admin/experiments/restart")
+            assert experiment["canary"]["step"] >= 1 and experiment["status"] in ("running", "promoted")
+            driver.join(timeout=90)
+            assert not driver.is_alive() and codes == [0]
+            events = _get(url, "/admin/experiments/restart/events")["events"]
+            assert [e["kind"] for e in events] == ["start", "step", "promote"]
+            assert _chat(url, "finance", "after the promotion")[1]["x-clawtune-arm"] == "finance-v2"
+    assert users.sessions > 0
+    out = capsys.readouterr().out
+    assert "cannot reach the gateway" in out and "retrying" in out
+
+
+def test_the_admin_api_refuses_a_wrong_step_and_is_safe_to_call_twice(tmp_path: Path) -> None:
+    with Server(Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB())) as server:  # type: ignore[arg-type]
+        url = server.url
+        body = {"id": "c", "model": "finance", "arms": {"finance": 1, "finance-v2": 1}}
+        assert post(url, "/admin/experiments", {**body, "canary": {"steps": [50, 10]}}, AUTH)[0] == 400
+        assert post(url, "/admin/experiments", {**body, "canary": {"steps": [100]}}, AUTH)[0] == 400
+        assert post(url, "/admin/experiments", {**body, "canary": {"steps": [0, 10]}}, AUTH)[0] == 400
+        assert post(url, "/admin/experiments", {**body, "canary": [10]}, AUTH)[0] == 400
+        three = {**body, "arms": {"finance": 1, "finance-v2": 1, "general": 1}, "canary": {"steps": [10]}}
+        assert post(url, "/admin/experiments", three, AUTH)[0] == 400
+        status, created = post(url, "/admin/experiments", {**body, "canary": {"steps": [10, 50, 100]}}, AUTH)
+        assert status == 201 and created["arms"] == {"finance": 90, "finance-v2": 10}
+        assert post(url, "/admin/experiments/c/step", {"step": 2}, AUTH)[0] == 409  # skips a step
+        assert post(url, "/admin/experiments/c/step", {"step": "1"}, AUTH)[0] == 400
+        assert post(url, "/admin/experiments/c/step", {"step": 1}, None)[0] == 401
+        for _ in range(2):  # safe twice
+            status, stepped = post(url, "/admin/experiments/c/step", {"step": 1, "reason": "ok"}, AUTH)
+            assert status == 200 and stepped["arms"] == {"finance": 50, "finance-v2": 50}
+        assert post(url, "/admin/experiments/c/step", {"step": 2}, AUTH)[0] == 409  # 100% is the promotion
+        assert post(url, "/admin/experiments/c/rollback", {"cause": "boredom"}, AUTH)[0] == 400
+        assert post(url, "/admin/experiments/c/promote", {"figures": 3}, AUTH)[0] == 400
+        for _ in range(2):
+            status, promoted = post(url, "/admin/experiments/c/promote", None, AUTH)
+            assert status == 200 and promoted["status"] == "promoted" and promoted["arms"] == {"finance-v2": 100}
+        assert promoted["promotion"]["config"] is None  # no models.yaml on disk: the database holds it
+        for _ in range(2):
+            status, undone = post(url, "/admin/experiments/c/rollback", None, AUTH)
+            assert status == 200 and undone["status"] == "rolled_back"
+        assert undone["arms"] == {"finance": 50, "finance-v2": 50}
+        assert post(url, "/admin/experiments/c/step", {"step": 2}, AUTH)[0] == 409
+        kinds = [e["kind"] for e in _get(url, "/admin/experiments/c/events")["events"]]
+        assert kinds == ["start", "step", "promote", "rollback"]
+        # a plain stop is recorded too; a stopped test has nothing to roll back
+        post(url, "/admin/experiments", {"id": "d", "model": "general", "arms": {"general": 1, "finance": 1}}, AUTH)
+        assert post(url, "/admin/experiments/d/stop", {"result": {"verdict": "A better"}}, AUTH)[0] == 200
+        assert post(url, "/admin/experiments/d/rollback", None, AUTH)[0] == 409
+        assert [e["kind"] for e in _get(url, "/admin/experiments/d/events")["events"]] == ["start", "stop"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--canary", "10,50,100"], "--promote-if-better"),
+        (["--canary", "50,10", "--promote-if-better"], "more traffic"),
+        (["--canary", "100", "--promote-if-better"], "below 100"),
+        (["--canary", "10,x"], "--canary"),
+        (["--canary", "10,50", "--traffic-split", "90:10"], "replaces --traffic-split"),
+        (["--guardrails", "vibes=0.1"], "--guardrails"),
+        (["--guardrails", "error_rate=5"], "a share"),
+        (["--register"], "--promote-if-better"),
+    ],
+)
+def test_bad_canary_options_say_which(args: list[str], message: str, capsys) -> None:
+    code = main(["ft", "ab-test", "--model-a", "a", "--model-b", "b", "--endpoint", "http://127.0.0.1:9", *args])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_guardrails_parse_and_default() -> None:
+    assert canary.parse_guardrails("none") == {}
+    assert canary.parse_guardrails("error_rate, slow_requests=0.1") == {"error_rate": 0.01, "slow_requests": 0.1}
+    assert abtest.Settings("a", "b").guardrails == abtest.GUARDRAILS
+    assert canary.parse_canary("10, 50,100") == [10, 50, 100]
