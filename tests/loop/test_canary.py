@@ -102,10 +102,12 @@ def test_a_guardrail_breach_rolls_b_back_before_the_second_step(tmp_path: Path, 
         # `status` shows the breach and the decisions
         assert main(["ft", "ab-test", "status", "guarded", "--endpoint", server.url, "--admin-key", ADMIN]) == 0
         shown = capsys.readouterr().out
-        print(shown)
         assert "rolled_back" in shown and "breached" in shown and "rollback" in shown and "guardrail" in shown
     report = json.loads((tmp_path / "report" / "ab-test-report.json").read_text())
     assert [e["kind"] for e in report["events"]] == ["start", "rollback"]
+    markdown = (tmp_path / "report" / "ab-test-report.md").read_text()
+    assert "## Decisions" in markdown and "| rollback |" in markdown and "**breached**" in markdown
+    assert 'id="decisions"' in (tmp_path / "report" / "ab-test-report.html").read_text()
 
 
 MODELS_YAML = """\
@@ -292,3 +294,40 @@ def test_guardrails_parse_and_default() -> None:
     assert canary.parse_guardrails("error_rate, slow_requests=0.1") == {"error_rate": 0.01, "slow_requests": 0.1}
     assert abtest.Settings("a", "b").guardrails == abtest.GUARDRAILS
     assert canary.parse_canary("10, 50,100") == [10, 50, 100]
+
+
+def _unit(arm: str, errors: int = 0, invalid: int = 0, latencies: tuple[float, ...] = (100.0,)) -> dict[str, Any]:
+    requests = len(latencies) + errors
+    return {
+        "arm": arm, "propensity_b": 0.5, "requests": requests, "errors": errors, "latency_ms": list(latencies),
+        "prompt_tokens": 1, "completion_tokens": 1, "tool_calls": 1, "tool_calls_invalid": invalid, "graded": 1,
+        "correct": 1 - invalid, "positive": 1, "negative": 0, "first": 0.0,
+    }  # fmt: skip
+
+
+def test_each_guardrail_is_breached_only_beyond_its_threshold() -> None:
+    """Hand-built sessions: B with 30% slow requests and 10% invalid tool calls against A's none breaches both; the
+    same error rate on both arms breaches nothing; 4% more slow requests stays inside a 5-point allowance."""
+    settings = abtest.Settings("a", "b", metrics=["user_satisfaction"], slow_ms=1000.0)
+    units = []
+    for i in range(1200):
+        if i % 2:
+            units.append(_unit("A", errors=int(i % 40 == 1)))
+        else:
+            slow = (5000.0,) if i % 10 < 3 else (100.0,)
+            units.append(_unit("B", errors=int(i % 40 == 0), invalid=int(i % 20 == 0), latencies=slow))
+    found = abtest.check_guardrails(units, settings)
+    assert found["slow_requests"]["breached"] and found["invalid_tool_calls"]["breached"]
+    assert not found["error_rate"]["breached"]
+    assert found["slow_requests"]["test"]["lower"] > 0.05
+    gentle = [
+        _unit(u["arm"], latencies=(5000.0,) if u["arm"] == "B" and i % 100 < 3 else (100.0,))
+        for i, u in enumerate(units)
+    ]
+    assert not abtest.check_guardrails(gentle, settings)["slow_requests"]["breached"]
+    # the decision: a breach comes first, whatever the primary metric says
+    experiment = {"status": "running", "canary": None}
+    result = {**abtest.analyse({"id": "x"}, [], settings), "guardrails": found}
+    action = canary.next_action(experiment, result, settings, elapsed=0.0)
+    assert action is not None and action.kind == "rollback" and action.cause == "guardrail"
+    assert action.figures["guardrail"]["metric"] in ("invalid_tool_calls", "slow_requests")

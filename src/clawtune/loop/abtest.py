@@ -568,6 +568,28 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {metric.label}{' (primary)' if name == result['primary'] else ''} | {test['units']} | "
             f"{_interval(test, metric.unit)} | {f'{p:.3g}' if p is not None else '—'} | {test['method']} |"
         )
+    guardrails = result.get("guardrails") or {}
+    if guardrails:
+        lines += [
+            "",
+            "| guardrail | A | B | B - A [95% confidence sequence] | allowed | state |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, g in guardrails.items():
+            test = g["test"]
+            lines.append(
+                f"| {name} | {_fmt(test.get('mean_a'), 'share')} | {_fmt(test.get('mean_b'), 'share')} | "
+                f"{_interval(test, 'share')} | {_fmt(g['threshold'], 'share', True)} | "
+                f"{'**breached**' if g['breached'] else 'ok'} |"
+            )
+    events = report.get("events") or []
+    if events:
+        lines += ["", "## Decisions", "", "| time | decision | arms after | why |", "|---|---|---|---|"]
+        for e in events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"]))
+            arms = ", ".join(f"{k} {v:g}" for k, v in (e.get("arms") or {}).items())
+            why = (e.get("reason") or "").replace("|", "/")
+            lines.append(f"| {when} | {e['kind']} | {arms} | {why} |")
     lines += ["", f"Accuracy: {result['accuracy_source']}.", ""]
     return "\n".join(lines)
 
@@ -607,6 +629,20 @@ def _history_chart(refreshes: list[dict[str, Any]], primary: str) -> str:
     )
 
 
+def _decisions_html(events: list[dict[str, Any]]) -> str:
+    """Every decision taken on the experiment (start, steps, stop, rollback, promote) as a table."""
+    if not events:
+        return ""
+    rows = "".join(
+        f"<tr><td>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created']))}</td>"
+        f"<td>{html.escape(e['kind'])}</td>"
+        f"<td>{html.escape(', '.join(f'{k} {v:g}' for k, v in (e.get('arms') or {}).items()))}</td>"
+        f"<td>{html.escape(e.get('reason') or '')}</td></tr>"
+        for e in events
+    )
+    return f'<h2>Decisions</h2>\n<table id="decisions"><tr><th>time</th><th>decision</th><th>arms after</th><th>why</th></tr>{rows}</table>'
+
+
 def html_page(report: dict[str, Any]) -> str:
     result = report["result"]
     models = result["models"]
@@ -638,6 +674,7 @@ Split {result["split"][0]:g}:{result["split"][1]:g}; {report["elapsed_s"]:.0f} s
 <table id="arms"><tr><th></th><th>A</th><th>B</th></tr>{arms}</table>
 <h2>B - A, always-valid 95% confidence sequences</h2>
 <table id="tests"><tr><th>metric</th><th>sessions</th><th>B - A [interval]</th><th>p</th><th>test</th></tr>{tests}</table>
+{_decisions_html(report.get("events") or [])}
 <h2>The primary metric over time</h2>
 {_history_chart(report.get("refreshes") or [], result["primary"])}
 <p>Accuracy: {html.escape(result["accuracy_source"])}.</p>

@@ -276,7 +276,10 @@ def step_label(experiment: dict[str, Any]) -> str:
     steps, step = canary["steps"], canary["step"]
     if step >= len(steps) or experiment.get("status") == "promoted":
         return f"promoted after {len(steps)} steps"
-    return f"step {step + 1} of {len(steps)}: B {steps[step]:g}%"
+    at = f"step {step + 1} of {len(steps)}: B {steps[step]:g}%"
+    if experiment.get("status") == "running":
+        return at
+    return f"ended at {at}"
 
 
 def guardrail_table(guardrails: dict[str, Any]) -> Any:
