@@ -1043,7 +1043,8 @@ def ft_ab_test(
     limit: Annotated[int | None, typer.Option("--limit", help="Offline: only the first N turns.", min=1)] = None,
 ) -> None:
     """Split the requests for model A's id between A and B on a running `clawtune serve` (sticky per session),
-    refresh a live table every few seconds, and end at --duration or as soon as the primary metric is decided."""
+    refresh a live table every few seconds, and end at --duration or as soon as the primary metric is decided.
+    Guardrails roll B back on a breach; --canary ramps B's share in steps; --promote-if-better promotes B."""
     if ctx.invoked_subcommand is not None:
         return
     from clawtune.loop import abtest, canary

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,24 @@ def test_each_guardrail_is_breached_only_beyond_its_threshold() -> None:
     action = canary.next_action(experiment, result, settings, elapsed=0.0)
     assert action is not None and action.kind == "rollback" and action.cause == "guardrail"
     assert action.figures["guardrail"]["metric"] in ("invalid_tool_calls", "slow_requests")
+
+
+def test_resume_takes_over_a_ramp_whose_command_stopped(tmp_path: Path, capsys) -> None:
+    """A canary left at its first step (its `ft ab-test` gone): `resume` drives it on with its stored settings."""
+    settings = abtest.Settings(
+        "finance", "finance-v2", split=(90, 10), metrics=["user_satisfaction"], primary="user_satisfaction",
+        duration_s=60, canary=[10, 50, 100], step_sessions=20, promote_if_better=True,
+    )  # fmt: skip
+    with Server(Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB())) as server:  # type: ignore[arg-type]
+        body = {"id": "left", "model": "finance", "arms": {"finance": 1, "finance-v2": 1}}
+        body |= {"canary": {"steps": [10, 50, 100]}, "settings": asdict(settings)}
+        assert post(server.url, "/admin/experiments", body, AUTH)[0] == 201
+        rater = abtest.coin_rater({"finance": 0.2, "finance-v2": 0.95}, seed=7)
+        with abtest.SimulatedUsers(server.url, "finance", rater, SCRIPT, turns=1, workers=4, seed=8):
+            base = ["--endpoint", server.url, "--admin-key", ADMIN, "--refresh", "0.3"]
+            code = main(["ft", "ab-test", "resume", "left", *base, "--output", str(tmp_path / "out")])
+        assert code == 0, capsys.readouterr().out
+        kinds = [e["kind"] for e in _get(server.url, "/admin/experiments/left/events")["events"]]
+        assert kinds == ["start", "step", "promote"]
+        assert main(["ft", "ab-test", "resume", "left", *base]) == 2  # promoted: nothing to resume
+        assert "nothing to resume" in capsys.readouterr().err

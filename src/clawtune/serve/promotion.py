@@ -62,16 +62,20 @@ def _write(path: Path, data: Any, backup: bool) -> str | None:
     import io
 
     copy = None
-    if backup:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        copy = path.with_name(f"{path.name}.clawtune-{stamp}.bak")
-        shutil.copy2(path, copy)
     out = io.StringIO()
     _yaml().dump(data, out)
     tmp = path.with_name(f".{path.name}.clawtune.tmp")
-    tmp.write_text(out.getvalue(), encoding="utf-8")
-    shutil.copymode(path, tmp)
-    os.replace(tmp, path)
+    try:
+        if backup:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            copy = path.with_name(f"{path.name}.clawtune-{stamp}.bak")
+            shutil.copy2(path, copy)
+        tmp.write_text(out.getvalue(), encoding="utf-8")
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise PromotionError(f"{path}: cannot write it ({exc.strerror or exc}); nothing was changed") from None
     return str(copy) if copy else None
 
 
