@@ -353,3 +353,40 @@ def test_resume_takes_over_a_ramp_whose_command_stopped(tmp_path: Path, capsys) 
         assert kinds == ["start", "step", "promote"]
         assert main(["ft", "ab-test", "resume", "left", *base]) == 2  # promoted: nothing to resume
         assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_canary_session_keeps_its_arm_when_b_takes_more_and_after_a_restart(tmp_path: Path) -> None:
+    """B's share goes from 10% to 50%: the sessions already under way stay where they began (A's too), new sessions
+    are split at the new share; a restarted gateway remembers (from its log) where each session began."""
+
+    def arms_of(url: str, sessions: range) -> dict[int, str]:
+        out = {}
+        for n in sessions:
+            body = json.dumps({"model": "finance", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+            import urllib.request
+
+            headers = {"Content-Type": "application/json", "X-Clawtune-Session": f"session-{n}"}
+            request = urllib.request.Request(url + "/v1/chat/completions", body.encode(), headers)
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                out[n] = reply.headers["X-Clawtune-Arm"]
+        return out
+
+    def gateway() -> Gateway:
+        return Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB())  # type: ignore[arg-type]
+
+    with Server(gateway()) as server:
+        body = {
+            "id": "pins",
+            "model": "finance",
+            "arms": {"finance": 1, "finance-v2": 1},
+            "canary": {"steps": [10, 50]},
+        }
+        assert post(server.url, "/admin/experiments", body, AUTH)[0] == 201
+        before = arms_of(server.url, range(200))
+        assert 5 <= sum(a == "finance-v2" for a in before.values()) <= 40  # about 10%
+        assert post(server.url, "/admin/experiments/pins/step", {"step": 1}, AUTH)[0] == 200
+        assert arms_of(server.url, range(200)) == before  # no session moved
+        fresh = arms_of(server.url, range(200, 400))
+        assert 70 <= sum(a == "finance-v2" for a in fresh.values()) <= 130  # about 50%
+    with Server(gateway()) as server:
+        assert arms_of(server.url, range(400)) == {**before, **fresh}

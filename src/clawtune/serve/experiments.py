@@ -198,6 +198,7 @@ def validate_arms(arms: Any, known: Mapping[str, Any]) -> dict[str, float]:
 
 
 CANARY_FIELDS = ("steps",)
+PIN_CAPACITY = 500_000  # canary sessions whose arm is remembered (the oldest are forgotten first)
 
 
 def validate_canary(canary: Any, arms: dict[str, float]) -> dict[str, Any]:
@@ -269,11 +270,23 @@ class Experiments:
         self.config_path = config_path
         self.all: dict[str, Experiment] = {}
         self._lock = threading.Lock()
+        # a canary's sessions keep the arm they began on when B's share rises (a hash alone would move some of A's
+        # sessions to B mid-conversation): (experiment, unit) -> arm, bounded, rebuilt from the log at start
+        self._pins: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._pin_lock = threading.Lock()  # apart from the admin lock, which is held while the database is written
+        self.pin_capacity = PIN_CAPACITY
         for row in self.store.all():
             self.all[row["id"]] = Experiment.from_row(row)
         for config in configured:
             self._declare(config)
         self._index()
+        for experiment in self.all.values():
+            if experiment.running and experiment.canary is not None:
+                for request in experiment_requests(log_path, experiment.id):
+                    if request.get("unit") and request.get("arm"):
+                        self._pins.setdefault((experiment.id, request["unit"]), request["arm"])
+        while len(self._pins) > self.pin_capacity:
+            self._pins.popitem(last=False)
 
     def _declare(self, config: ExperimentConfig) -> None:
         """A models.yaml experiment: written at start; one already stored keeps its state and history, and takes the
@@ -307,6 +320,21 @@ class Experiments:
     def for_request(self, requested: str) -> Experiment | None:
         """The experiment a request for this id falls under: one splitting it, or a virtual model of that name."""
         return self.splits.get(requested) or self.virtual.get(requested)
+
+    def arm_for(self, experiment: Experiment, unit: str, drawn: str) -> str:
+        """The arm a unit gets: for a running canary, the one its session began on (if it began since the experiment
+        started), else `drawn` (the hash's), remembered."""
+        if experiment.canary is None or not experiment.running:
+            return drawn
+        key = (experiment.id, unit)
+        with self._pin_lock:
+            arm = self._pins.get(key)
+            if arm is None or arm not in experiment.arms:
+                arm = self._pins[key] = drawn
+            self._pins.move_to_end(key)
+            while len(self._pins) > self.pin_capacity:
+                self._pins.popitem(last=False)
+        return arm
 
     def _save(self, experiment: Experiment, kind: str, reason: str | None, figures: dict[str, Any] | None) -> None:
         """Write the experiment and the decision just taken on it (under the lock)."""

@@ -344,6 +344,8 @@ class Gateway:
                 if source != "user" and len(key) <= 200
                 else f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
             )
+            if source != "random":  # a canary's session stays on the arm it began on when B's share rises
+                arm = self.lab.arm_for(experiment, unit, arm)
             return Route(self.entries[arm], requested, experiment.id, arm, session, user, unit=unit)
         entry = self.entries.get(requested)
         if entry is None:
