@@ -390,3 +390,28 @@ def test_a_canary_session_keeps_its_arm_when_b_takes_more_and_after_a_restart(tm
         assert 70 <= sum(a == "finance-v2" for a in fresh.values()) <= 130  # about 50%
     with Server(gateway()) as server:
         assert arms_of(server.url, range(400)) == {**before, **fresh}
+
+
+def test_a_rollback_is_sent_again_until_the_gateway_answers() -> None:
+    import io
+
+    from rich.console import Console
+
+    calls: list[str] = []
+
+    class Restarting:
+        def __init__(self, fails: int) -> None:
+            self.fails = fails
+
+        def call(self, method: str, path: str, body: Any = None) -> Any:
+            calls.append(path)
+            if len(calls) <= self.fails:
+                raise abtest.GatewayUnreachable("http://h: cannot reach the gateway")
+            return {"status": "rolled_back"}
+
+    action = canary.Action("rollback", "guardrail", "guardrail error_rate: ...", cause="guardrail")
+    settings, console = abtest.Settings("a", "b"), Console(file=io.StringIO())
+    done = canary.act(Restarting(2), "x", action, {}, settings, "http://h", console, sleep=lambda s: None)  # type: ignore[arg-type]
+    assert done["status"] == "rolled_back" and calls == ["/admin/experiments/x/rollback"] * 3
+    with pytest.raises(abtest.ABTestError, match="clawtune ft ab-test rollback x"):
+        canary.act(Restarting(10**6), "x", action, {}, settings, "http://h", console, lambda s: None, 5.0, 20.0)  # type: ignore[arg-type]

@@ -840,7 +840,9 @@ def drive(
         result = result or refresh()[1]
         action = canary.Action("stop", "interrupted", "interrupted")
     elapsed = clock() - started
-    final = canary.act(client, experiment_id, action, result, settings, options.endpoint, console)
+    final = canary.act(
+        client, experiment_id, action, result, settings, options.endpoint, console, sleep, options.refresh_s
+    )
     events = client.call("GET", f"/admin/experiments/{experiment_id}/events")["events"]
     refreshes = client.call("GET", f"/admin/experiments/{experiment_id}/refreshes")["refreshes"]
     result = {**result, "ended": action.ended}

@@ -21,6 +21,7 @@ import itertools
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from clawtune.loop.abtest import (
     METRICS,
     ABTestError,
     AdminClient,
+    GatewayUnreachable,
     Settings,
     _fmt,
     _interval,
@@ -155,18 +157,41 @@ def act(
     settings: Settings,
     endpoint: str,
     console: Any,
+    sleep: Callable[[float], None] = time.sleep,
+    wait_s: float = 5.0,
+    patience_s: float = 600.0,
 ) -> dict[str, Any]:
-    """Carry out the final decision on the gateway (recorded there with its figures); the experiment as it ends."""
+    """Carry out the final decision on the gateway (recorded there with its figures); the experiment as it ends. A
+    gateway that does not answer (restarting) is asked again every `wait_s` for `patience_s`: a rollback must land."""
     final_result = {**result, "ended": action.ended}
     path = f"/admin/experiments/{experiment_id}"
-    if action.kind == "rollback":
-        body = {"cause": action.cause, "reason": action.reason, "figures": action.figures, "result": final_result}
-        return dict(client.call("POST", f"{path}/rollback", body))
-    if action.kind == "promote":
-        return promote(client, experiment_id, settings, endpoint, console, action.reason, action.figures, final_result)
-    if action.kind == "none":
-        return dict(client.call("GET", path))
-    return dict(client.call("POST", f"{path}/stop", {"result": final_result, "reason": action.reason}))
+
+    def send() -> dict[str, Any]:
+        if action.kind == "rollback":
+            body = {"cause": action.cause, "reason": action.reason, "figures": action.figures, "result": final_result}
+            return dict(client.call("POST", f"{path}/rollback", body))
+        if action.kind == "promote":
+            return promote(
+                client, experiment_id, settings, endpoint, console, action.reason, action.figures, final_result
+            )
+        if action.kind == "none":
+            return dict(client.call("GET", path))
+        return dict(client.call("POST", f"{path}/stop", {"result": final_result, "reason": action.reason}))
+
+    waited = 0.0
+    while True:
+        try:
+            return send()
+        except GatewayUnreachable as exc:
+            if waited >= patience_s:
+                verb = {"rollback": "rollback", "promote": "promote"}.get(action.kind, "status")
+                raise ABTestError(
+                    f"{exc}; the {action.kind} of {experiment_id} ({action.reason}) was not sent: run `clawtune ft "
+                    f"ab-test {verb} {experiment_id}` once the gateway is back"
+                ) from None
+            console.print(f"{exc}: retrying the {action.kind}", highlight=False, markup=False)
+            sleep(wait_s)
+            waited += wait_s
 
 
 def promote(
