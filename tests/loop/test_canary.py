@@ -108,6 +108,7 @@ def test_a_guardrail_breach_rolls_b_back_before_the_second_step(tmp_path: Path, 
     assert [e["kind"] for e in report["events"]] == ["start", "rollback"]
     markdown = (tmp_path / "report" / "ab-test-report.md").read_text()
     assert "## Decisions" in markdown and "| rollback |" in markdown and "**breached**" in markdown
+    assert "canary 10% -> 50% -> 100%, at step 1 (B 10%)" in markdown
     assert 'id="decisions"' in (tmp_path / "report" / "ab-test-report.html").read_text()
 
 

@@ -433,7 +433,7 @@ def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], setting
         at_step = [u for u in units if u["first"] >= canary["since"]]
         out["canary"] = {
             **canary,
-            "share_b": steps[min(step, len(steps) - 1)] if step < len(steps) else 100.0,
+            "share_b": steps[step] if step < len(steps) else 100.0,
             "sessions_b": sum(u["arm"] == "B" for u in at_step),
             "sessions_a": sum(u["arm"] == "A" for u in at_step),
             "needed_b": settings.step_sessions,
@@ -537,13 +537,22 @@ def progress_line(result: dict[str, Any], elapsed: float) -> str:
     )
 
 
+def split_text(result: dict[str, Any]) -> str:
+    """'split 50:50', or for a canary 'canary 10% -> 50% -> 100%, at step 2 (B 50%)'."""
+    canary = result.get("canary")
+    if not canary:
+        return f"split {result['split'][0]:g}:{result['split'][1]:g}"
+    steps = " -> ".join(f"{x:g}%" for x in canary["steps"])
+    return f"canary {steps}, at step {min(canary['step'] + 1, len(canary['steps']))} (B {canary['share_b']:g}%)"
+
+
 def markdown(report: dict[str, Any]) -> str:
     result = report["result"]
     models = result["models"]
     lines = [
         f"# A/B test {result['experiment']}",
         "",
-        f"A (incumbent): **{models['A']}** · B: **{models['B']}** · split {result['split'][0]:g}:{result['split'][1]:g}"
+        f"A (incumbent): **{models['A']}** · B: **{models['B']}** · {split_text(result)}"
         f" · {report['elapsed_s']:.0f} s · mode {result['mode']}",
         "",
         f"**Verdict: {result['verdict']}** ({result['primary']}): {result['reason']}.",
@@ -668,7 +677,7 @@ table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px sol
 </style></head><body>
 <h1>A/B test {html.escape(str(result["experiment"]))}</h1>
 <p>A (incumbent): <b>{html.escape(models["A"])}</b>. B: <b>{html.escape(models["B"])}</b>.
-Split {result["split"][0]:g}:{result["split"][1]:g}; {report["elapsed_s"]:.0f} s; mode {html.escape(result["mode"])}.</p>
+{html.escape(split_text(result))}; {report["elapsed_s"]:.0f} s; mode {html.escape(result["mode"])}.</p>
 <p class="verdict" id="verdict"><b>{html.escape(result["verdict"])}</b> ({html.escape(result["primary"])}):
 {html.escape(result["reason"])}.</p>
 <table id="arms"><tr><th></th><th>A</th><th>B</th></tr>{arms}</table>
