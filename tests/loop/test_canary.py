@@ -416,3 +416,34 @@ def test_a_rollback_is_sent_again_until_the_gateway_answers() -> None:
     assert done["status"] == "rolled_back" and calls == ["/admin/experiments/x/rollback"] * 3
     with pytest.raises(abtest.ABTestError, match="clawtune ft ab-test rollback x"):
         canary.act(Restarting(10**6), "x", action, {}, settings, "http://h", console, lambda s: None, 5.0, 20.0)  # type: ignore[arg-type]
+
+
+def test_models_yaml_promotion_replaces_a_split_of_the_same_id_and_its_undo_puts_it_back(tmp_path: Path) -> None:
+    from clawtune.serve import promotion
+
+    path = tmp_path / "models.yaml"
+    original = MODELS_YAML + (
+        "experiments:\n"
+        "  # an old test of the same id, stopped since\n"
+        "  - id: old-test\n"
+        "    model: finance\n"
+        "    arms: {finance: 50, finance-v2: 50}\n"
+        "  - id: virtual   # a model id of its own: untouched\n"
+        "    arms: {finance: 1, finance-v2: 1}\n"
+    )
+    path.write_text(original)
+    done = promotion.promote_in_config(path, "new", "finance", "finance-v2", "session")
+    assert done["replaced"] == [{"id": "old-test", "model": "finance", "arms": {"finance": 50, "finance-v2": 50}}]
+    text = path.read_text()
+    assert "old-test" not in text and "# a model id of its own: untouched" in text and "id: new" in text
+    assert Path(done["backup"]).read_text() == original
+    again = promotion.promote_in_config(path, "new", "finance", "finance-v2", "session")
+    assert again["backup"] is None and path.read_text() == text  # a retry writes nothing
+    undone = promotion.undo_in_config(done)
+    assert undone["removed"]["id"] == "new" and [e["id"] for e in undone["restored"]] == ["old-test"]
+    restored = load(path)
+    assert {e.id: e.model for e in restored.experiments} == {"virtual": None, "old-test": "finance"}
+    assert promotion.undo_in_config(done)["backup"] is None  # undone already: nothing written
+    path.write_text("- a list, not a mapping\n")
+    with pytest.raises(promotion.PromotionError, match="not a mapping"):
+        promotion.promote_in_config(path, "new", "finance", "finance-v2", "session")
