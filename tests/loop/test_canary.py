@@ -361,16 +361,19 @@ def test_a_canary_session_keeps_its_arm_when_b_takes_more_and_after_a_restart(tm
     are split at the new share; a restarted gateway remembers (from its log) where each session began."""
 
     def arms_of(url: str, sessions: range) -> dict[int, str]:
-        out = {}
-        for n in sessions:
-            body = json.dumps({"model": "finance", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
-            import urllib.request
+        import urllib.request
+        from concurrent.futures import ThreadPoolExecutor
 
+        body = json.dumps({"model": "finance", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+
+        def arm(n: int) -> str:
             headers = {"Content-Type": "application/json", "X-Clawtune-Session": f"session-{n}"}
             request = urllib.request.Request(url + "/v1/chat/completions", body.encode(), headers)
             with urllib.request.urlopen(request, timeout=60) as reply:
-                out[n] = reply.headers["X-Clawtune-Arm"]
-        return out
+                return str(reply.headers["X-Clawtune-Arm"])
+
+        with ThreadPoolExecutor(4) as pool:
+            return dict(zip(sessions, pool.map(arm, sessions), strict=True))
 
     def gateway() -> Gateway:
         return Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB())  # type: ignore[arg-type]
