@@ -858,8 +858,12 @@ def serve(
     except OSError as exc:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc} (--port, or server.port in {config})")
         return
+    from clawtune.loop.canary import Watchdog
+
     try:
-        server = Server(Gateway(settings, data_dir=data_dir), address[0], sock=sock)
+        gateway = Gateway(settings, data_dir=data_dir)
+        gateway.watchdog = Watchdog(gateway)  # the A/B tests' guardrails hold even when no `ft ab-test` runs
+        server = Server(gateway, address[0], sock=sock)
     except InputError as exc:
         sock.close()
         _fail(str(exc))

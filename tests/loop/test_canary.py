@@ -450,3 +450,28 @@ def test_models_yaml_promotion_replaces_a_split_of_the_same_id_and_its_undo_puts
     path.write_text("- a list, not a mapping\n")
     with pytest.raises(promotion.PromotionError, match="not a mapping"):
         promotion.promote_in_config(path, "new", "finance", "finance-v2", "session")
+
+
+def test_the_gateways_watchdog_rolls_b_back_when_no_command_drives_the_test(tmp_path: Path) -> None:
+    """An experiment started by `ft ab-test` whose command is gone: the guardrails still hold, in the gateway."""
+    settings = abtest.Settings(
+        "finance", "finance-v2", split=(90, 10), metrics=["user_satisfaction"], canary=[10, 50],
+        guardrails={"error_rate": 0.0},
+    )  # fmt: skip
+    gateway = Gateway(config(tmp_path, server={"admin_keys": [ADMIN]}), engine=FlakyB(every=20))  # type: ignore[arg-type]
+    gateway.watchdog = canary.Watchdog(gateway, interval_s=0.5)
+    with Server(gateway) as server:
+        body = {"id": "alone", "model": "finance", "arms": {"finance": 1, "finance-v2": 1}}
+        body |= {"canary": {"steps": [10, 50]}, "settings": asdict(settings)}
+        assert post(server.url, "/admin/experiments", body, AUTH)[0] == 201
+        with abtest.SimulatedUsers(server.url, "finance", lambda *a: None, SCRIPT, turns=1, workers=6, seed=4):
+            deadline = time.monotonic() + 120
+            while _get(server.url, "/admin/experiments/alone")["status"] == "running":
+                assert time.monotonic() < deadline, "the watchdog never stopped B"
+                time.sleep(0.2)
+        events = _get(server.url, "/admin/experiments/alone/events")["events"]
+        assert [e["kind"] for e in events] == ["start", "rollback"]
+        assert events[-1]["figures"]["cause"] == "guardrail" and events[-1]["figures"]["by"] == "gateway"
+        assert "watchdog" in events[-1]["reason"]
+        assert "x-clawtune-arm" not in _chat(server.url, "finance", "after the watchdog")[1]
+    assert gateway.watchdog._thread is not None and not gateway.watchdog._thread.is_alive()  # stopped with the server

@@ -400,8 +400,8 @@ def _fixed_verdict(
     return {"verdict": verdict, "reason": reason, "planned_units": needed, "fixed_test": fixed, "decided": True}
 
 
-def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """The gateway's units (arms named by model id) as A and B, every arm's figures, and the decision."""
+def labelled_units(raw_units: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """The gateway's units (arms named by model id) as A and B, each with the probability B had when it was drawn."""
     arm_of = {settings.model_a: "A", settings.model_b: "B"}
     units = []
     for unit in raw_units:
@@ -413,6 +413,12 @@ def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], setting
         if not 0 < propensity_b < 1:  # drawn when one arm had all the traffic (after a promotion): no comparison
             continue
         units.append({**unit, "arm": label, "propensity_b": propensity_b})
+    return units
+
+
+def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """The gateway's units as A and B, every arm's figures, the guardrails, the canary's step, and the decision."""
+    units = labelled_units(raw_units, settings)
     prices = {"A": settings.price_a, "B": settings.price_b}
     arms = {label: arm_summary([u for u in units if u["arm"] == label], prices[label]) for label in ("A", "B")}
     out = {

@@ -12,7 +12,8 @@ register`. `ft ab-test rollback ID` undoes a promotion (both files).
 
 Every decision is taken by the gateway's admin API and recorded in its database with its figures (`experiment_events`):
 the ramp's state lives there, not in this process, so a gateway restarted mid-ramp resumes at the step it was on, and
-`ft ab-test resume ID` takes over a ramp whose driver was stopped.
+`ft ab-test resume ID` takes over a ramp whose driver was stopped. `clawtune serve` runs the guardrails as well
+(`Watchdog`), so that a breach stops B when no command drives the test.
 """
 
 from __future__ import annotations
@@ -288,6 +289,68 @@ def promote_now(
     settings = stored_settings(experiment)
     settings.register = register
     return promote(client, experiment_id, settings, endpoint, console, "promoted by `clawtune ft ab-test promote`")
+
+
+# ---- the guardrails inside the gateway ---------------------------------------------------------------------------
+
+
+class Watchdog:
+    """The guardrails enforced in the gateway's own process, so that B is stopped on a breach even when no `ft ab-test`
+    drives the experiment (its command was stopped, its machine went to sleep). Every `interval_s` it tests the
+    guardrails of each running experiment that `ft ab-test` started (their thresholds are in its stored settings),
+    exactly as the command does, and rolls back one that is breached; it never steps or promotes. `clawtune serve`
+    sets it on the gateway (`Gateway.watchdog`: the statistics live in this layer, above the gateway's)."""
+
+    def __init__(self, gateway: Any, interval_s: float = 10.0) -> None:
+        import threading
+
+        self.gateway = gateway
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self) -> list[str]:
+        """One round: the experiments rolled back."""
+        from clawtune.loop.abtest import check_guardrails, labelled_units
+
+        lab = self.gateway.lab
+        rolled = []
+        for experiment in list(lab.all.values()):
+            raw = experiment.settings or {}
+            if not experiment.running or not raw.get("guardrails") or not raw.get("model_b"):
+                continue
+            settings = Settings.from_dict(raw)
+            self.gateway.log.flush(10)  # what has been answered is counted
+            units = labelled_units(lab.units(experiment.id), settings)
+            breached = [(n, g) for n, g in check_guardrails(units, settings).items() if g["breached"]]
+            if not breached:
+                continue
+            name, guardrail = breached[0]
+            reason = f"{guardrail_reason(name, guardrail)} (found by the gateway's watchdog)"
+            figures = {"guardrail": {"metric": name, **guardrail}, "by": "gateway"}
+            lab.rollback(experiment.id, {"cause": "guardrail", "reason": reason, "figures": figures})
+            rolled.append(experiment.id)
+        return rolled
+
+    def _run(self) -> None:
+        import logging
+
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except Exception:  # a round that fails is logged; the next one tries again
+                logging.getLogger("clawtune.serve").exception("the guardrail watchdog's check failed")
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="clawtune-guardrails", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
 
 
 # ---- display ----------------------------------------------------------------------------------------------------

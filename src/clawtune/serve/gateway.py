@@ -105,6 +105,9 @@ class Gateway:
         # A forwarded engine's limits as its /v1/models states them: asked once; an unreachable one again after a while.
         self.upstream_cards: dict[str, ModelLimits] = {}
         self.upstream_failed: dict[str, float] = {}
+        # The guardrails' watchdog over running experiments (start()/stop()), set by `clawtune serve`: it is
+        # `clawtune.loop.canary.Watchdog`, whose statistics live in a layer above this one.
+        self.watchdog: Any = None
 
     @property
     def experiments(self) -> dict[str, Experiment]:
