@@ -1160,7 +1160,7 @@ def ft_ab_test_rollback(
 
 @abtest_app.command("promote")
 def ft_ab_test_promote(
-    experiment_id: Annotated[str, typer.Argument(help="The running experiment whose B is promoted.")],
+    experiment_id: Annotated[str, typer.Argument(help="The experiment (running or ended) whose B is promoted.")],
     register: Annotated[
         bool, typer.Option("--register", help="Also make B OpenClaw's primary model (clawtune openclaw register).")
     ] = False,

@@ -271,6 +271,11 @@ def test_the_admin_api_refuses_a_wrong_step_and_is_safe_to_call_twice(tmp_path: 
         assert post(url, "/admin/experiments/d/stop", {"result": {"verdict": "A better"}}, AUTH)[0] == 200
         assert post(url, "/admin/experiments/d/rollback", None, AUTH)[0] == 409
         assert [e["kind"] for e in _get(url, "/admin/experiments/d/events")["events"]] == ["start", "stop"]
+        # a test that ended may still be promoted by hand; a rolled-back one may not
+        status, promoted = post(url, "/admin/experiments/d/promote", {"reason": "a person decided"}, AUTH)
+        assert status == 200 and promoted["status"] == "promoted" and promoted["arms"] == {"finance": 100}
+        assert _chat(url, "general", "promoted after the end")[1]["x-clawtune-arm"] == "finance"
+        assert post(url, "/admin/experiments/c/promote", None, AUTH)[0] == 409
 
 
 @pytest.mark.parametrize(

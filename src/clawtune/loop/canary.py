@@ -139,6 +139,8 @@ def next_action(
         reason = f"{verdict}: {result['reason']}"
         if settings.promote_if_better:
             reason += "; B is not better, so it is not promoted"
+        elif verdict == "B better":
+            reason += f"; `clawtune ft ab-test promote {experiment['id']}` promotes it"
         return Action("stop", "decided", reason, figures=summary)
     return _at_duration(result, settings, elapsed)
 
@@ -278,7 +280,7 @@ def promote_now(
     register: dict[str, Any] | None,
     console: Any = None,
 ) -> dict[str, Any]:
-    """`ft ab-test promote ID`: promote B by hand (a ramp held at its last step, a test that called B better)."""
+    """`ft ab-test promote ID`: promote B by hand (a running test, or one that ended: say, called B better)."""
     from rich.console import Console
 
     from clawtune.loop.abtest import stored_settings

@@ -441,7 +441,8 @@ class Experiments:
         return experiment
 
     def promote(self, experiment_id: str, body: Any) -> Experiment:
-        """Every request for the experiment's model to B (its last arm) from now on, in the database and, when the
+        """Every request for the experiment's model to B (its last arm) from now on (a running test, or one that
+        ended), in the database and, when the
         gateway runs from a models.yaml, in that file (with a backup). {"reason", "figures", "result", "register": what
         the client changes in OpenClaw's config, kept so a rollback can undo it}. Safe to send twice."""
         from clawtune.serve import promotion
@@ -453,8 +454,8 @@ class Experiments:
             experiment = self.get(experiment_id)
             if experiment.status == "promoted":
                 return experiment
-            if not experiment.running:
-                raise APIError(409, f"{experiment_id!r} is {experiment.status}: only a running one is promoted")
+            if experiment.status == "rolled_back":  # a running or ended test may be promoted; a rolled-back one not
+                raise APIError(409, f"{experiment_id!r} was rolled back: start a new test to promote its B")
             arm = list(experiment.arms)[-1]
             target = experiment.model or experiment.id
             record: dict[str, Any] = {"at": time.time(), "model": target, "arm": arm, "arms": dict(experiment.arms)}
@@ -469,7 +470,7 @@ class Experiments:
                 record["config"] = None
             if register is not None:
                 record["register"] = register
-            experiment.status, experiment.stopped = "promoted", time.time()
+            experiment.status, experiment.stopped = "promoted", experiment.stopped or time.time()
             experiment.arms = {arm: 100.0}
             experiment.promotion = record
             if result is not None:
