@@ -146,6 +146,8 @@ def test_a_better_b_ramps_to_100_and_the_agents_id_serves_it_until_rolled_back(t
             code = main(args)
         out = capsys.readouterr().out
         assert code == 0, out
+        said = " ".join(out.split())  # the console wraps at 80 columns
+        assert "canary step 1 of 3 (B 10%)" in said and "B takes 50%" in said and "promoted:" in said
         events = _get(server.url, "/admin/experiments/ramp/events")["events"]
         assert [e["kind"] for e in events] == ["start", "step", "promote"], [e["reason"] for e in events]
         assert [e["arms"] for e in events] == [

@@ -530,17 +530,39 @@ def rich_table(result: dict[str, Any], elapsed: float | None = None, duration: f
         result["verdict"], "white"
     )
     verdict = Text.assemble(("verdict: ", "bold"), (result["verdict"], f"bold {colour}"), f" — {result['reason']}")
-    return Group(arms, tests, verdict)
+    parts: list[Any] = [arms, tests, verdict]
+    if result.get("canary"):
+        parts.append(Text(canary_line(result)))
+    breached = [n for n, g in (result.get("guardrails") or {}).items() if g["breached"]]
+    if result.get("guardrails"):
+        state = f"breached: {', '.join(breached)}" if breached else "none breached"
+        parts.append(Text(f"guardrails ({', '.join(result['guardrails'])}): {state}"))
+    return Group(*parts)
+
+
+def canary_line(result: dict[str, Any]) -> str:
+    """'canary step 1 of 3 (B 10%): 12 of B's 100 sessions' for a live line."""
+    canary = result["canary"]
+    steps, step = canary["steps"], canary["step"]
+    if step >= len(steps):
+        return f"canary: promoted after {len(steps)} steps"
+    return (
+        f"canary step {step + 1} of {len(steps)} (B {canary['share_b']:g}%): {canary['sessions_b']} of the "
+        f"{canary['needed_b']} sessions on B this step needs"
+    )
 
 
 def progress_line(result: dict[str, Any], elapsed: float) -> str:
     arms = result["arms"]
     test = result["tests"][result["primary"]]
     interval = _interval(test, METRICS[result["primary"]].unit)
-    return (
+    line = (
         f"[{elapsed:5.0f}s] sessions A {arms['A']['units']} / B {arms['B']['units']}; {result['primary']} B - A "
         f"{interval}; {result['verdict']}"
     )
+    if result.get("canary"):
+        line += f"; {canary_line(result)}"
+    return line
 
 
 def split_text(result: dict[str, Any]) -> str:
