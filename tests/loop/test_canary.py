@@ -482,3 +482,38 @@ def test_the_gateways_watchdog_rolls_b_back_when_no_command_drives_the_test(tmp_
         assert "watchdog" in events[-1]["reason"]
         assert "x-clawtune-arm" not in _chat(server.url, "finance", "after the watchdog")[1]
     assert gateway.watchdog._thread is not None and not gateway.watchdog._thread.is_alive()  # stopped with the server
+
+
+def test_the_canarys_decisions_in_order() -> None:
+    """next_action on figures built by hand: hold, step, promote or stop at the last step, roll back, time out."""
+    settings = abtest.Settings("a", "b", canary=[10, 50, 100], step_sessions=30, promote_if_better=True, duration_s=60)
+
+    def figures(step: int, sessions_b: int, verdict: str) -> dict[str, Any]:
+        test = {"metric": "user_satisfaction", "estimate": 0.1, "lower": 0.05, "upper": 0.2}
+        canary_state = {"steps": [10.0, 50.0, 100.0], "step": step, "since": 0.0, "share_b": [10, 50][step]}
+        canary_state |= {"sessions_b": sessions_b, "sessions_a": 9 * sessions_b, "needed_b": 30}
+        return {
+            "verdict": verdict, "reason": "because", "decided": verdict != "not enough data",
+            "primary": "user_satisfaction", "tests": {"user_satisfaction": test}, "guardrails": {},
+            "canary": canary_state,
+        }  # fmt: skip
+
+    running = {"id": "x", "status": "running"}
+    assert canary.next_action(running, figures(0, 29, "B better"), settings, 1.0) is None  # not enough of B yet
+    step = canary.next_action(running, figures(0, 30, "not enough data"), settings, 1.0)
+    assert step is not None and step.kind == "step" and step.step == 1 and "B takes 50%" in step.reason
+    assert canary.next_action(running, figures(1, 30, "not enough data"), settings, 1.0) is None  # waits to decide
+    promote = canary.next_action(running, figures(1, 30, "B better"), settings, 1.0)
+    assert promote is not None and promote.kind == "promote"
+    stop = canary.next_action(running, figures(1, 30, "equivalent within margin"), settings, 1.0)
+    assert stop is not None and stop.kind == "stop" and "not promoted" in stop.reason
+    worse = canary.next_action(running, figures(0, 3, "A better"), settings, 1.0)
+    assert worse is not None and worse.kind == "rollback" and worse.cause == "primary"
+    late = canary.next_action(running, figures(0, 3, "not enough data"), settings, 61.0)
+    assert late is not None and late.kind == "stop" and late.ended == "duration"
+    ended = canary.next_action({"id": "x", "status": "rolled_back"}, figures(0, 3, "B better"), settings, 1.0)
+    assert ended is not None and ended.kind == "none"
+    # without --promote-if-better the ramp ends below 100: a better B is stopped with the command that promotes it
+    manual = abtest.Settings("a", "b", canary=[10, 50], step_sessions=30, duration_s=60)
+    told = canary.next_action(running, figures(1, 30, "B better"), manual, 1.0)
+    assert told is not None and told.kind == "stop" and "clawtune ft ab-test promote x" in told.reason
