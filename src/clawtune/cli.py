@@ -946,7 +946,8 @@ def demo(
 # ---- ft ab-test: the command's logic is in clawtune.loop.abtest --------------------------------------------------
 
 abtest_app = typer.Typer(
-    help="A/B test two models on a running gateway's traffic (always-valid statistics); `status [ID]` shows one.",
+    help="A/B test two models on a running gateway's traffic (always-valid statistics, guardrails, --canary ramps); "
+    "`status [ID]` shows one, `rollback ID` / `promote ID` / `resume ID` act on one.",
     invoke_without_command=True,
 )
 ft_app.add_typer(abtest_app, name="ab-test")
