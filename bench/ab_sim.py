@@ -113,11 +113,31 @@ def main() -> None:
         (f"A/A, latency lognormal, 50:50, {n_latency} sessions", "false positives", interval(rejected, count), "-")
     )
 
+    # A guardrail's breach: B fails 5% of its sessions, A none, on a 10% canary. The breach is the always-valid
+    # confidence sequence of B - A lying above the threshold (the worsening allowed), i.e. the test of B - A = threshold.
+    n_breach = 8000
+    z, y, pi = binary(0.0, 0.05, n_breach, count, seed=5, share_b=0.1)
+    detection = []
+    for threshold in (0.0, 0.01):
+        capital = betting_log_capital(z, y, pi, np.array([threshold]), 0.0, 1.0)
+        hit = (capital.first_crossing[:, 0] <= n_breach) & (capital.sign_at_crossing[:, 0] > 0)
+        times = np.sort(np.where(hit, capital.first_crossing[:, 0], n_breach + 1))
+        median, p90 = int(times[count // 2]), int(times[int(0.9 * count)])
+        detection.append((threshold, median, p90, interval(int(hit.sum()), count)))
+
     print(f"{count} seeded experiments per row; every test read after every session (naive z test: every 10)\n")
     print("| scenario | measured | clawtune | naive z test, peeked |")
     print("|---|---|---|---|")
     for scenario, what, ours, theirs in rows:
         print(f"| {scenario} | {what} | {ours} | {theirs} |")
+    print(
+        f"\nGuardrail breach, B fails 5% of sessions and A 0%, 10% canary ({count} experiments, {n_breach} sessions):\n"
+    )
+    print("| threshold (worsening allowed) | sessions to the breach, median | 90th percentile | breached by the end |")
+    print("|---|---|---|---|")
+    for threshold, median, p90, share in detection:
+        cap = lambda v: f"> {n_breach}" if v > n_breach else str(v)  # noqa: E731
+        print(f"| {100 * threshold:.0f} points | {cap(median)} | {cap(p90)} | {share} |")
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

@@ -35,7 +35,7 @@ def test_schemathesis_finds_no_5xx_and_every_answered_chat_is_logged(tmp_path: P
         server.close()
     assert report["failures"] == []
     assert not [s for s in report["statuses"] if s >= 500]
-    assert len(report["operations"]) == 15 and report["cases"] >= 200  # 8, and the 7 of the experiments API
+    assert len(report["operations"]) == 19 and report["cases"] >= 200  # 8, and the 11 of the experiments API
     assert len(report["chat"]) >= 25 and 200 in report["chat"].values(), "the fuzzer got through to completions"
     assert health.status_code == 200 and health.json()["status"] == "ok"
     assert {i: logged.get(i) for i in report["chat"]} == report["chat"]

@@ -891,8 +891,12 @@ def serve(
     except OSError as exc:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {exc.strerror or exc} (--port, or server.port in {config})")
         return
+    from clawtune.loop.canary import Watchdog
+
     try:
-        server = Server(Gateway(settings, data_dir=data_dir), address[0], sock=sock)
+        gateway = Gateway(settings, data_dir=data_dir)
+        gateway.watchdog = Watchdog(gateway)  # the A/B tests' guardrails hold even when no `ft ab-test` runs
+        server = Server(gateway, address[0], sock=sock)
     except InputError as exc:
         sock.close()
         _fail(str(exc))
@@ -1073,7 +1077,8 @@ def demo(
 # ---- ft ab-test: the command's logic is in clawtune.loop.abtest --------------------------------------------------
 
 abtest_app = typer.Typer(
-    help="A/B test two models on a running gateway's traffic (always-valid statistics); `status [ID]` shows one.",
+    help="A/B test two models on a running gateway's traffic (always-valid statistics, guardrails, --canary ramps); "
+    "`status [ID]` shows one, `rollback ID` / `promote ID` / `resume ID` act on one.",
     invoke_without_command=True,
 )
 ft_app.add_typer(abtest_app, name="ab-test")
@@ -1086,7 +1091,49 @@ def ft_ab_test(
     ctx: typer.Context,
     model_a: Annotated[str | None, typer.Option("--model-a", help="The incumbent (the id agents ask for).")] = None,
     model_b: Annotated[str | None, typer.Option("--model-b", help="The challenger.")] = None,
-    traffic_split: Annotated[str, typer.Option("--traffic-split", help="A:B traffic shares, e.g. 50:50.")] = "50:50",
+    traffic_split: Annotated[
+        str | None, typer.Option("--traffic-split", help="A:B traffic shares, e.g. 50:50 (default).")
+    ] = None,
+    canary_steps: Annotated[
+        str | None,
+        typer.Option(
+            "--canary",
+            help="Gray release instead of a fixed split: B's share at each step in percent, e.g. 10,50,100; each step "
+            "is held until --step-sessions of B's sessions, no guardrail breach and a primary metric not worse; 100 "
+            "is the promotion (needs --promote-if-better).",
+        ),
+    ] = None,
+    step_sessions: Annotated[
+        int, typer.Option("--step-sessions", help="Canary: B's sessions each step needs before it may pass.", min=1)
+    ] = 100,
+    promote_if_better: Annotated[
+        bool,
+        typer.Option(
+            "--promote-if-better",
+            help="When the primary metric calls B better (after the canary's last step): serve B behind the agent's "
+            "model id, in the gateway and its models.yaml (with a backup).",
+        ),
+    ] = False,
+    guardrails: Annotated[
+        str,
+        typer.Option(
+            "--guardrails",
+            help="B against A, each with the worsening allowed (a share); a breach rolls B back at once. 'none': off.",
+        ),
+    ] = "error_rate=0.01,invalid_tool_calls=0.02,slow_requests=0.05",
+    slow_ms: Annotated[
+        float, typer.Option("--slow-ms", help="A request slower than this counts as slow (slow_requests).", min=1)
+    ] = 10_000.0,
+    register: Annotated[
+        bool,
+        typer.Option("--register", help="On promotion, make B OpenClaw's primary model (clawtune openclaw register)."),
+    ] = False,
+    openclaw_config: Annotated[
+        Path | None, typer.Option("--openclaw-config", help="--register: OpenClaw's config (default: its own).")
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="--register: the agent whose primary model changes (default: all).")
+    ] = None,
     duration: Annotated[str, typer.Option("--duration", help="The longest it runs: 2h, 90m, 20s.")] = "2h",
     metrics: Annotated[
         str,
@@ -1132,14 +1179,17 @@ def ft_ab_test(
     limit: Annotated[int | None, typer.Option("--limit", help="Offline: only the first N turns.", min=1)] = None,
 ) -> None:
     """Split the requests for model A's id between A and B on a running `clawtune serve` (sticky per session),
-    refresh a live table every few seconds, and end at --duration or as soon as the primary metric is decided."""
+    refresh a live table every few seconds, and end at --duration or as soon as the primary metric is decided.
+    Guardrails roll B back on a breach; --canary ramps B's share in steps; --promote-if-better promotes B."""
     if ctx.invoked_subcommand is not None:
         return
-    from clawtune.loop import abtest
+    from clawtune.loop import abtest, canary
 
     try:
         if not model_a or not model_b:
-            raise abtest.ABTestError("--model-a and --model-b are required (or: clawtune ft ab-test status [ID])")
+            raise abtest.ABTestError(
+                "--model-a and --model-b are required (or: clawtune ft ab-test status|rollback|promote|resume ID)"
+            )
         if test_set is not None:
             abtest.offline(model_a, model_b, test_set, endpoint, output, limit)
             return
@@ -1151,10 +1201,24 @@ def ft_ab_test(
             raise abtest.ABTestError("--alpha and --power must lie between 0 and 1")
         if model_a == model_b:
             raise abtest.ABTestError("--model-a and --model-b must differ")
+        if canary_steps is not None and traffic_split is not None:
+            raise abtest.ABTestError("--canary replaces --traffic-split: give one of them")
+        steps = canary.parse_canary(canary_steps) if canary_steps is not None else None
+        if steps and steps[-1] >= 100 and not promote_if_better:
+            raise abtest.ABTestError(
+                "--canary: a last step of 100% is the promotion: add --promote-if-better (or end the ramp below 100)"
+            )
+        if (register or openclaw_config or agent) and not promote_if_better:
+            raise abtest.ABTestError(
+                "--register, --openclaw-config and --agent act on promotion: add --promote-if-better"
+            )
+        split = abtest.parse_split(traffic_split or "50:50")
+        if steps:
+            split = (100 - steps[0], steps[0])
         settings = abtest.Settings(
             model_a=model_a,
             model_b=model_b,
-            split=abtest.parse_split(traffic_split),
+            split=split,
             metrics=names if chosen in names else [chosen, *names],
             primary=chosen,
             duration_s=abtest.parse_duration(duration),
@@ -1166,6 +1230,12 @@ def ft_ab_test(
             price_a=price_a,
             price_b=price_b,
             agent_model=agent_model,
+            guardrails=canary.parse_guardrails(guardrails),
+            slow_ms=slow_ms,
+            canary=steps,
+            step_sessions=step_sessions,
+            promote_if_better=promote_if_better,
+            register=_registration(register, openclaw_config, agent),
         )
         abtest.run_ab_test(
             abtest.RunOptions(settings, endpoint, admin_key, experiment_id, refresh, output, live=sys.stdout.isatty())
@@ -1189,6 +1259,85 @@ def ft_ab_test_status(
 
     try:
         abtest.status(endpoint, admin_key, experiment_id)
+    except InputError as exc:
+        _fail(str(exc))
+
+
+def _registration(register: bool, config: Path | None, agent: str | None) -> dict[str, Any] | None:
+    if not register:
+        return None
+    return {"config": str(config) if config else None, "agent": agent}
+
+
+@abtest_app.command("rollback")
+def ft_ab_test_rollback(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment to roll back (running or promoted).")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the record.")] = None,
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
+    admin_key: Annotated[
+        str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
+    ] = None,
+) -> None:
+    """Every request for the experiment's model back to A at once; a promotion is undone (the gateway, its
+    models.yaml, and OpenClaw's primary model when the promotion registered B)."""
+    from clawtune.loop import canary
+
+    try:
+        canary.rollback(endpoint, admin_key, experiment_id, reason)
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@abtest_app.command("promote")
+def ft_ab_test_promote(
+    experiment_id: Annotated[str, typer.Argument(help="The experiment (running or ended) whose B is promoted.")],
+    register: Annotated[
+        bool, typer.Option("--register", help="Also make B OpenClaw's primary model (clawtune openclaw register).")
+    ] = False,
+    openclaw_config: Annotated[
+        Path | None, typer.Option("--openclaw-config", help="--register: OpenClaw's config (default: its own).")
+    ] = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="--register: the agent (default: all).")] = None,
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
+    admin_key: Annotated[
+        str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
+    ] = None,
+) -> None:
+    """Serve B behind the agent's model id from now on, by hand (the gateway and its models.yaml, with a backup)."""
+    from clawtune.loop import canary
+
+    try:
+        canary.promote_now(endpoint, admin_key, experiment_id, _registration(register, openclaw_config, agent))
+    except InputError as exc:
+        _fail(str(exc))
+
+
+@abtest_app.command("resume")
+def ft_ab_test_resume(
+    experiment_id: Annotated[str, typer.Argument(help="The running experiment to drive again.")],
+    refresh: Annotated[float, typer.Option("--refresh", help="Seconds between refreshes.", min=0.1)] = 5.0,
+    output: Annotated[Path | None, typer.Option("--output", help="Report folder (default ./ab-tests/ID).")] = None,
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", envvar="CLAWTUNE_ENDPOINT", help="The running gateway.")
+    ] = "http://127.0.0.1:8000",
+    admin_key: Annotated[
+        str | None, typer.Option("--admin-key", envvar="CLAWTUNE_ADMIN_KEY", help=ADMIN_KEY_HELP)
+    ] = None,
+) -> None:
+    """Take over a running test whose `ft ab-test` was stopped: same settings, the ramp where the gateway has it,
+    the duration counted from the experiment's start."""
+    from clawtune.loop import abtest
+
+    try:
+        abtest.resume(
+            abtest.RunOptions(
+                abtest.Settings("", ""), endpoint, admin_key, experiment_id, refresh, output, live=sys.stdout.isatty()
+            )
+        )
     except InputError as exc:
         _fail(str(exc))
 

@@ -67,8 +67,11 @@ METRICS: dict[str, Metric] = {
         Metric("cost", "cost per request", False, False, "usd"),
         Metric("error_rate", "error rate", True, False, "share"),
         Metric("invalid_tool_calls", "invalid tool-call rate", True, False, "share"),
+        Metric("slow_requests", "slow requests (over --slow-ms)", True, False, "share"),
     )
 }
+# The guardrails and the worsening of B against A each allows (in points of a share): beyond it, B is stopped.
+GUARDRAILS: dict[str, float] = {"error_rate": 0.01, "invalid_tool_calls": 0.02, "slow_requests": 0.05}
 VERDICTS = ("B better", "A better", "equivalent within margin", "not enough data")
 
 
@@ -119,6 +122,13 @@ class Settings:
     price_a: float | None = None  # USD per 1M tokens
     price_b: float | None = None
     agent_model: str | None = None  # the id whose requests are split (default model A's)
+    # guardrails: metric -> the worsening allowed; a breach (the always-valid lower bound of B - A above it) stops B
+    guardrails: dict[str, float] = field(default_factory=lambda: dict(GUARDRAILS))
+    slow_ms: float = 10_000.0  # a request slower than this counts as slow (the slow_requests guardrail)
+    canary: list[float] | None = None  # B's share at each step, in percent (replaces split); 100 is the promotion
+    step_sessions: int = 100  # B's sessions each canary step needs before it may pass
+    promote_if_better: bool = False  # promote B when the primary metric calls it better (after the last step)
+    register: dict[str, Any] | None = None  # on promotion, make B OpenClaw's primary: {"config", "agent"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Settings:
@@ -129,15 +139,23 @@ class Settings:
 
     @property
     def share_b(self) -> float:
+        if self.canary:
+            return self.canary[0] / 100
         return self.split[1] / sum(self.split)
 
 
 # ---- per unit, per arm ------------------------------------------------------------------------------------------
 
 
-def unit_value(unit: dict[str, Any], metric: str, price: float | None = None) -> float | None:
+def unit_value(
+    unit: dict[str, Any], metric: str, price: float | None = None, slow_ms: float | None = None
+) -> float | None:
     """One unit's value of a metric, or None when it has nothing to say (no rated answer, no graded answer, ...)."""
     requests = unit.get("requests") or 0
+    if metric == "slow_requests":
+        if not requests or slow_ms is None:
+            return None
+        return sum(latency > slow_ms for latency in unit["latency_ms"]) / requests
     if metric == "user_satisfaction":
         rated = unit["positive"] + unit["negative"]
         return unit["positive"] / rated if rated else None
@@ -208,7 +226,7 @@ def test_metric(
     seq: list[sequential.Unit] = []
     for unit in units:
         arm = unit["arm"]
-        value = unit_value(unit, name, prices.get(arm))
+        value = unit_value(unit, name, prices.get(arm), settings.slow_ms)
         if value is None or arm not in ("A", "B"):
             continue
         seq.append(sequential.Unit(arm, float(value), unit.get("propensity_b") or settings.share_b))
@@ -307,6 +325,33 @@ def decide(units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     return {**out, "verdict": verdict, "reason": reason, "decided": verdict != "not enough data"}
 
 
+def check_guardrails(units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """Each guardrail's always-valid test of B - A (every unit so far, each weighted by the share B had when it was
+    drawn): breached when the confidence sequence's lower bound lies above the worsening allowed, that is when B is
+    worse than A by more than the threshold with 95% confidence, however often this is looked at."""
+    prices = {"A": settings.price_a, "B": settings.price_b}
+    out: dict[str, Any] = {}
+    for name, threshold in settings.guardrails.items():
+        test = test_metric(units, settings, name, prices)
+        lower = test.get("lower")
+        breached = lower is not None and lower > threshold
+        out[name] = {"threshold": threshold, "breached": breached, "test": test}
+        if name == "slow_requests":
+            out[name]["slow_ms"] = settings.slow_ms
+    return out
+
+
+def guardrail_reason(name: str, guardrail: dict[str, Any]) -> str:
+    """A breach in words: which guardrail, B - A with its interval, the threshold."""
+    test = guardrail["test"]
+    label = METRICS[name].label.replace("--slow-ms", f"{guardrail.get('slow_ms', 0):,.0f} ms")
+    return (
+        f"guardrail {name}: {label} B {_fmt(test.get('mean_b'), 'share')} vs A {_fmt(test.get('mean_a'), 'share')}, "
+        f"B - A {_interval(test, 'share')} over {test['n_a']} + {test['n_b']} sessions: worse by more than the "
+        f"{_fmt(guardrail['threshold'], 'share', True)} allowed"
+    )
+
+
 def _fixed_verdict(
     units: list[dict[str, Any]],
     settings: Settings,
@@ -355,8 +400,8 @@ def _fixed_verdict(
     return {"verdict": verdict, "reason": reason, "planned_units": needed, "fixed_test": fixed, "decided": True}
 
 
-def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """The gateway's units (arms named by model id) as A and B, every arm's figures, and the decision."""
+def labelled_units(raw_units: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    """The gateway's units (arms named by model id) as A and B, each with the probability B had when it was drawn."""
     arm_of = {settings.model_a: "A", settings.model_b: "B"}
     units = []
     for unit in raw_units:
@@ -365,11 +410,18 @@ def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], setting
             continue
         prop = unit.get("propensity")
         propensity_b = (1 - prop if label == "A" else prop) if prop is not None else settings.share_b
-        propensity_b = min(max(propensity_b, 1e-6), 1 - 1e-6)
+        if not 0 < propensity_b < 1:  # drawn when one arm had all the traffic (after a promotion): no comparison
+            continue
         units.append({**unit, "arm": label, "propensity_b": propensity_b})
+    return units
+
+
+def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """The gateway's units as A and B, every arm's figures, the guardrails, the canary's step, and the decision."""
+    units = labelled_units(raw_units, settings)
     prices = {"A": settings.price_a, "B": settings.price_b}
     arms = {label: arm_summary([u for u in units if u["arm"] == label], prices[label]) for label in ("A", "B")}
-    return {
+    out = {
         "experiment": experiment.get("id"),
         "status": experiment.get("status"),
         "models": {"A": settings.model_a, "B": settings.model_b},
@@ -378,8 +430,21 @@ def analyse(experiment: dict[str, Any], raw_units: list[dict[str, Any]], setting
         "with arguments its JSON Schema accepts; errors count as wrong",
         "arms": arms,
         **decide(units, settings),
+        "guardrails": check_guardrails(units, settings),
         "time": time.time(),
     }
+    canary = experiment.get("canary")
+    if canary:
+        steps, step = canary["steps"], canary["step"]
+        at_step = [u for u in units if u["first"] >= canary["since"]]
+        out["canary"] = {
+            **canary,
+            "share_b": steps[step] if step < len(steps) else 100.0,
+            "sessions_b": sum(u["arm"] == "B" for u in at_step),
+            "sessions_a": sum(u["arm"] == "A" for u in at_step),
+            "needed_b": settings.step_sessions,
+        }
+    return out
 
 
 # ---- formatting -------------------------------------------------------------------------------------------------
@@ -465,17 +530,48 @@ def rich_table(result: dict[str, Any], elapsed: float | None = None, duration: f
         result["verdict"], "white"
     )
     verdict = Text.assemble(("verdict: ", "bold"), (result["verdict"], f"bold {colour}"), f" — {result['reason']}")
-    return Group(arms, tests, verdict)
+    parts: list[Any] = [arms, tests, verdict]
+    if result.get("canary"):
+        parts.append(Text(canary_line(result)))
+    breached = [n for n, g in (result.get("guardrails") or {}).items() if g["breached"]]
+    if result.get("guardrails"):
+        state = f"breached: {', '.join(breached)}" if breached else "none breached"
+        parts.append(Text(f"guardrails ({', '.join(result['guardrails'])}): {state}"))
+    return Group(*parts)
+
+
+def canary_line(result: dict[str, Any]) -> str:
+    """'canary step 1 of 3 (B 10%): 12 of B's 100 sessions' for a live line."""
+    canary = result["canary"]
+    steps, step = canary["steps"], canary["step"]
+    if step >= len(steps):
+        return f"canary: promoted after {len(steps)} steps"
+    return (
+        f"canary step {step + 1} of {len(steps)} (B {canary['share_b']:g}%): {canary['sessions_b']} of the "
+        f"{canary['needed_b']} sessions on B this step needs"
+    )
 
 
 def progress_line(result: dict[str, Any], elapsed: float) -> str:
     arms = result["arms"]
     test = result["tests"][result["primary"]]
     interval = _interval(test, METRICS[result["primary"]].unit)
-    return (
+    line = (
         f"[{elapsed:5.0f}s] sessions A {arms['A']['units']} / B {arms['B']['units']}; {result['primary']} B - A "
         f"{interval}; {result['verdict']}"
     )
+    if result.get("canary"):
+        line += f"; {canary_line(result)}"
+    return line
+
+
+def split_text(result: dict[str, Any]) -> str:
+    """'split 50:50', or for a canary 'canary 10% -> 50% -> 100%, at step 2 (B 50%)'."""
+    canary = result.get("canary")
+    if not canary:
+        return f"split {result['split'][0]:g}:{result['split'][1]:g}"
+    steps = " -> ".join(f"{x:g}%" for x in canary["steps"])
+    return f"canary {steps}, at step {min(canary['step'] + 1, len(canary['steps']))} (B {canary['share_b']:g}%)"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -484,7 +580,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# A/B test {result['experiment']}",
         "",
-        f"A (incumbent): **{models['A']}** · B: **{models['B']}** · split {result['split'][0]:g}:{result['split'][1]:g}"
+        f"A (incumbent): **{models['A']}** · B: **{models['B']}** · {split_text(result)}"
         f" · {report['elapsed_s']:.0f} s · mode {result['mode']}",
         "",
         f"**Verdict: {result['verdict']}** ({result['primary']}): {result['reason']}.",
@@ -509,6 +605,28 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {metric.label}{' (primary)' if name == result['primary'] else ''} | {test['units']} | "
             f"{_interval(test, metric.unit)} | {f'{p:.3g}' if p is not None else '—'} | {test['method']} |"
         )
+    guardrails = result.get("guardrails") or {}
+    if guardrails:
+        lines += [
+            "",
+            "| guardrail | A | B | B - A [95% confidence sequence] | allowed | state |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, g in guardrails.items():
+            test = g["test"]
+            lines.append(
+                f"| {name} | {_fmt(test.get('mean_a'), 'share')} | {_fmt(test.get('mean_b'), 'share')} | "
+                f"{_interval(test, 'share')} | {_fmt(g['threshold'], 'share', True)} | "
+                f"{'**breached**' if g['breached'] else 'ok'} |"
+            )
+    events = report.get("events") or []
+    if events:
+        lines += ["", "## Decisions", "", "| time | decision | arms after | why |", "|---|---|---|---|"]
+        for e in events:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["created"]))
+            arms = ", ".join(f"{k} {v:g}" for k, v in (e.get("arms") or {}).items())
+            why = (e.get("reason") or "").replace("|", "/")
+            lines.append(f"| {when} | {e['kind']} | {arms} | {why} |")
     lines += ["", f"Accuracy: {result['accuracy_source']}.", ""]
     return "\n".join(lines)
 
@@ -548,6 +666,20 @@ def _history_chart(refreshes: list[dict[str, Any]], primary: str) -> str:
     )
 
 
+def _decisions_html(events: list[dict[str, Any]]) -> str:
+    """Every decision taken on the experiment (start, steps, stop, rollback, promote) as a table."""
+    if not events:
+        return ""
+    rows = "".join(
+        f"<tr><td>{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created']))}</td>"
+        f"<td>{html.escape(e['kind'])}</td>"
+        f"<td>{html.escape(', '.join(f'{k} {v:g}' for k, v in (e.get('arms') or {}).items()))}</td>"
+        f"<td>{html.escape(e.get('reason') or '')}</td></tr>"
+        for e in events
+    )
+    return f'<h2>Decisions</h2>\n<table id="decisions"><tr><th>time</th><th>decision</th><th>arms after</th><th>why</th></tr>{rows}</table>'
+
+
 def html_page(report: dict[str, Any]) -> str:
     result = report["result"]
     models = result["models"]
@@ -573,12 +705,13 @@ table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px sol
 </style></head><body>
 <h1>A/B test {html.escape(str(result["experiment"]))}</h1>
 <p>A (incumbent): <b>{html.escape(models["A"])}</b>. B: <b>{html.escape(models["B"])}</b>.
-Split {result["split"][0]:g}:{result["split"][1]:g}; {report["elapsed_s"]:.0f} s; mode {html.escape(result["mode"])}.</p>
+{html.escape(split_text(result))}; {report["elapsed_s"]:.0f} s; mode {html.escape(result["mode"])}.</p>
 <p class="verdict" id="verdict"><b>{html.escape(result["verdict"])}</b> ({html.escape(result["primary"])}):
 {html.escape(result["reason"])}.</p>
 <table id="arms"><tr><th></th><th>A</th><th>B</th></tr>{arms}</table>
 <h2>B - A, always-valid 95% confidence sequences</h2>
 <table id="tests"><tr><th>metric</th><th>sessions</th><th>B - A [interval]</th><th>p</th><th>test</th></tr>{tests}</table>
+{_decisions_html(report.get("events") or [])}
 <h2>The primary metric over time</h2>
 {_history_chart(report.get("refreshes") or [], result["primary"])}
 <p>Accuracy: {html.escape(result["accuracy_source"])}.</p>
@@ -651,36 +784,61 @@ def run_ab_test(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
-    """Create the experiment on the gateway, refresh the analysis every `refresh_s` (stored in the gateway and shown
-    live) until the duration is over or the test decides, stop it with the verdict, write the reports."""
+    """Create the experiment on the gateway (a fixed split, or the canary's first step), then `drive` it."""
     from rich.console import Console
-    from rich.live import Live
 
     console = console or Console()
     settings = options.settings
     client = AdminClient(options.endpoint, options.admin_key)
     target = settings.agent_model or settings.model_a
-    body = {
+    body: dict[str, Any] = {
         "model": target,
         "arms": {settings.model_a: settings.split[0], settings.model_b: settings.split[1]},
         "settings": asdict(settings),
     }
+    if settings.canary:
+        body["canary"] = {"steps": settings.canary}
     if options.experiment_id:
         body["id"] = options.experiment_id
     experiment = client.call("POST", "/admin/experiments", body)
-    experiment_id = experiment["id"]
+    if settings.canary:
+        how = f"canary {' -> '.join(f'{x:g}%' for x in settings.canary)} for B, starting at {settings.canary[0]:g}%"
+    else:
+        how = f"{settings.split[0]:g}:{settings.split[1]:g}"
     console.print(
-        f"experiment {experiment_id}: requests for {target!r} now go to {settings.model_a} / {settings.model_b} "
-        f"({settings.split[0]:g}:{settings.split[1]:g}), each session sticky to its arm"
+        f"experiment {experiment['id']}: requests for {target!r} now go to {settings.model_a} / {settings.model_b} "
+        f"({how}), each session sticky to its arm"
     )
-    started = clock()
-    result: dict[str, Any] = {}
+    return drive(client, experiment["id"], settings, options, console, clock, sleep, clock())
 
-    def refresh() -> dict[str, Any]:
+
+def drive(
+    client: AdminClient,
+    experiment_id: str,
+    settings: Settings,
+    options: RunOptions,
+    console: Any,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    started: float,
+) -> dict[str, Any]:
+    """Refresh the analysis every `refresh_s` (stored in the gateway and shown live) and act on it: a guardrail's
+    breach rolls B back at once; a canary steps up when its step's check passes; the test ends when the primary
+    metric is decided (promoting B with `promote_if_better`) or the duration is over. Every state it acts on is read
+    from the gateway each time, so a gateway restarted meanwhile (or `resume`) carries on where the ramp was."""
+    from rich.live import Live
+
+    from clawtune.loop import canary
+
+    result: dict[str, Any] = {}
+    action = canary.Action("stop", "duration", "the duration is over")
+
+    def refresh() -> tuple[dict[str, Any], dict[str, Any]]:
+        experiment = client.call("GET", f"/admin/experiments/{experiment_id}")
         units = client.call("GET", f"/admin/experiments/{experiment_id}/units")["units"]
         figures = analyse(experiment, units, settings)
         client.call("POST", f"/admin/experiments/{experiment_id}/refreshes", {"figures": figures})
-        return figures
+        return experiment, figures
 
     try:
         with Live(console=console, auto_refresh=False, transient=False) as live:
@@ -688,7 +846,13 @@ def run_ab_test(
                 live.stop()
             while True:
                 try:
-                    result = refresh()
+                    experiment, result = refresh()
+                    elapsed = clock() - started
+                    found = canary.next_action(experiment, result, settings, elapsed)
+                    if found is not None and found.kind == "step":
+                        client.call("POST", f"/admin/experiments/{experiment_id}/step", found.body())
+                        console.print(f"[{elapsed:5.0f}s] {found.reason}", highlight=False, markup=False)
+                        continue
                 except GatewayUnreachable as exc:
                     # the experiment is in the gateway's database and survives a restart: wait for it to come back
                     elapsed = clock() - started
@@ -700,27 +864,32 @@ def run_ab_test(
                     console.print(f"[{elapsed:5.0f}s] {exc}: retrying", highlight=False, markup=False)
                     sleep(min(options.refresh_s, max(settings.duration_s - elapsed, 0.05)))
                     continue
-                elapsed = clock() - started
                 if options.live:
                     live.update(rich_table(result, elapsed, settings.duration_s), refresh=True)
                 else:  # a log, not a terminal: one line per refresh
                     console.print(progress_line(result, elapsed), highlight=False, markup=False)
-                if result["decided"] or elapsed >= settings.duration_s:
+                if found is not None:
+                    action = found
                     break
                 sleep(min(options.refresh_s, max(settings.duration_s - elapsed, 0.05)))
     except KeyboardInterrupt:
         console.print("interrupted: stopping the experiment with the figures so far")
-        result = result or refresh()
+        result = result or refresh()[1]
+        action = canary.Action("stop", "interrupted", "interrupted")
     elapsed = clock() - started
-    ended = "decided" if result.get("decided") else "duration"
-    stopped = client.call("POST", f"/admin/experiments/{experiment_id}/stop", {"result": {**result, "ended": ended}})
+    final = canary.act(
+        client, experiment_id, action, result, settings, options.endpoint, console, sleep, options.refresh_s
+    )
+    events = client.call("GET", f"/admin/experiments/{experiment_id}/events")["events"]
     refreshes = client.call("GET", f"/admin/experiments/{experiment_id}/refreshes")["refreshes"]
+    result = {**result, "ended": action.ended}
     report = {
-        "experiment": stopped,
+        "experiment": final,
         "settings": asdict(settings),
         "elapsed_s": elapsed,
-        "ended": ended,
+        "ended": action.ended,
         "result": result,
+        "events": events,
         "refreshes": refreshes,
     }
     folder = options.output or Path("ab-tests") / experiment_id
@@ -729,48 +898,79 @@ def run_ab_test(
         console.print(f"verdict: {result['verdict']} — {result['reason']}")
     else:
         console.print(rich_table(result, elapsed, settings.duration_s))
+    console.print(f"{final['status']}: {action.reason}", highlight=False, markup=False)
     console.print(f"reports: {report['files']['json']}, {report['files']['markdown']}, {report['files']['html']}")
     return report
 
 
+def resume(options: RunOptions, console: Any = None) -> dict[str, Any]:
+    """`ft ab-test resume ID`: drive a running experiment again with the settings it was started with."""
+    from rich.console import Console
+
+    console = console or Console()
+    client = AdminClient(options.endpoint, options.admin_key)
+    experiment_id = options.experiment_id or ""
+    experiment = client.call("GET", f"/admin/experiments/{experiment_id}")
+    if experiment["status"] != "running":
+        raise ABTestError(f"{experiment_id} is {experiment['status']}: nothing to resume")
+    if not experiment.get("settings"):
+        raise ABTestError(f"{experiment_id} was not started by `clawtune ft ab-test`: it has no settings to resume")
+    settings = stored_settings(experiment)
+    started = time.monotonic() - max(time.time() - experiment["created"], 0.0)
+    console.print(f"experiment {experiment_id}: resumed", highlight=False)
+    return drive(client, experiment_id, settings, options, console, time.monotonic, time.sleep, started)
+
+
+def stored_settings(experiment: dict[str, Any]) -> Settings:
+    """The settings an experiment was started with (one made by hand: its first and last arms, the usual metrics)."""
+    raw = experiment.get("settings")
+    if not raw:
+        names = list((experiment.get("promotion") or {}).get("arms") or experiment["arms"])
+        raw = {
+            "model_a": names[0],
+            "model_b": names[-1],
+            "split": [experiment["arms"].get(n, 1.0) or 1.0 for n in (names[0], names[-1])],
+        }
+        raw["metrics"] = ["user_satisfaction", "accuracy", "latency"]
+    return Settings.from_dict(raw)
+
+
 def status(endpoint: str, admin_key: str | None, experiment_id: str | None, console: Any = None) -> Any:
-    """`ft ab-test status [ID]`: every experiment in one table, or one (running or past) analysed as its test would."""
+    """`ft ab-test status [ID]`: every experiment in one table, or one (running or past) analysed as its test would,
+    with its guardrails and every decision taken on it."""
     from rich.console import Console
     from rich.table import Table
+
+    from clawtune.loop import canary
 
     console = console or Console()
     client = AdminClient(endpoint, admin_key)
     if experiment_id is None:
         experiments = client.call("GET", "/admin/experiments")["experiments"]
         table = Table(title=f"experiments on {client.base}", title_justify="left")
-        for column in ("id", "status", "splits", "arms", "verdict", "created"):
+        for column in ("id", "status", "splits", "arms", "canary", "verdict", "created"):
             table.add_column(column)
         for e in experiments:
             verdict = (e.get("result") or {}).get("verdict") or "—"
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["created"]))
             arms = ", ".join(f"{k} {v:g}" for k, v in e["arms"].items())
-            table.add_row(e["id"], e["status"], e["splits"], arms, verdict, created)
+            table.add_row(e["id"], e["status"], e["splits"], arms, canary.step_label(e), verdict, created)
         console.print(table)
         return experiments
     experiment = client.call("GET", f"/admin/experiments/{experiment_id}")
-    raw = experiment.get("settings")
-    if not raw:
-        names = list(experiment["arms"])
-        raw = {
-            "model_a": names[0],
-            "model_b": names[-1],
-            "split": [experiment["arms"][n] for n in (names[0], names[-1])],
-        }
-        raw["metrics"] = ["user_satisfaction", "accuracy", "latency"]
-    settings = Settings.from_dict(raw)
+    settings = stored_settings(experiment)
     if experiment["status"] == "running" or not experiment.get("result"):
         units = client.call("GET", f"/admin/experiments/{experiment_id}/units")["units"]
         result = analyse(experiment, units, settings)
     else:
         result = experiment["result"]
-    console.print(f"{experiment_id}: {experiment['status']}")
+    events = client.call("GET", f"/admin/experiments/{experiment_id}/events")["events"]
+    console.print(f"{experiment_id}: {experiment['status']}" + (f" · {canary.step_label(experiment)}"))
     console.print(rich_table(result))
-    return result
+    if result.get("guardrails"):
+        console.print(canary.guardrail_table(result["guardrails"]))
+    console.print(canary.events_table(events))
+    return {**result, "events": events, "status": experiment["status"]}
 
 
 # ---- offline: the same held-out turns through both models -------------------------------------------------------

@@ -89,10 +89,14 @@ class Server:
             if not self.thread.is_alive():
                 raise RuntimeError("the HTTP server did not start (see the log above)")
             time.sleep(0.01)
+        if self.gateway.watchdog is not None:
+            self.gateway.watchdog.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve on this thread until SIGINT/SIGTERM (uvicorn handles them: drain, then return)."""
+        if self.gateway.watchdog is not None:
+            self.gateway.watchdog.start()
         self.server.run(sockets=[self.socket])
 
     def close(self) -> None:
@@ -100,6 +104,8 @@ class Server:
             return
         self._closed = True
         self.gateway.closing = True
+        if self.gateway.watchdog is not None:
+            self.gateway.watchdog.stop()
         self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=self.gateway.settings.drain_s + 30)

@@ -88,7 +88,8 @@ class Gateway:
             )
         self.entries: dict[str, ModelEntry] = {m.id: m for m in config.models}
         # the log's database is the truth for experiments: models.yaml's are written there, the admin API's live there
-        self.lab = Experiments(self.log.path, config.experiments, self.entries)
+        source = Path(config.source) if config.source else None
+        self.lab = Experiments(self.log.path, config.experiments, self.entries, source)
         self.conversations = Conversations()
         self.policies: dict[str, tuple[str, str | None]] = {}
         if self.engine is not None:
@@ -104,6 +105,9 @@ class Gateway:
         # A forwarded engine's limits as its /v1/models states them: asked once; an unreachable one again after a while.
         self.upstream_cards: dict[str, ModelLimits] = {}
         self.upstream_failed: dict[str, float] = {}
+        # The guardrails' watchdog over running experiments (start()/stop()), set by `clawtune serve`: it is
+        # `clawtune.loop.canary.Watchdog`, whose statistics live in a layer above this one.
+        self.watchdog: Any = None
 
     @property
     def experiments(self) -> dict[str, Experiment]:
@@ -259,7 +263,7 @@ class Gateway:
         entry = self.entries.get(name)
         if entry is None or self.engine is None or name not in self.engine.adapters:
             raise APIError(404, f"no adapter model named {name!r} is loaded", code="model_not_found")
-        using = [e.id for e in self.lab.all.values() if e.running and name in e.arms]
+        using = [e.id for e in self.lab.all.values() if e.routing and name in e.arms]
         if using:
             raise APIError(409, f"{name!r} is an arm of the running experiment {using[0]!r}: stop it first")
         self.engine.remove_adapter(name)
@@ -273,7 +277,7 @@ class Gateway:
     async def limits(self, model_id: str) -> ModelLimits:
         """A model's (or an experiment's: every arm's) context window and output limit, as `/v1/models` publishes."""
         experiment = self.lab.for_request(model_id)
-        if experiment is not None and experiment.running:  # whichever arm answers, it fits every arm's limits
+        if experiment is not None and experiment.routing:  # whichever arm answers, it fits every arm's limits
             return combined([await self._model_limits(arm) for arm in experiment.arms])
         if model_id in self.experiments:
             return await self._model_limits(next(iter(self.experiments[model_id].arms)))
@@ -329,7 +333,7 @@ class Gateway:
             )
         experiment = self.lab.for_request(requested)
         if experiment is not None:
-            if not experiment.running:  # a stopped virtual model answers with its first arm (the incumbent)
+            if not experiment.routing:  # a stopped virtual model answers with its first arm (the incumbent)
                 return Route(self.entries[next(iter(experiment.arms))], requested, session=session, user=user)
             extra = request.model_extra or {}
             explicit = session or user or extra.get("prompt_cache_key")
@@ -343,6 +347,8 @@ class Gateway:
                 if source != "user" and len(key) <= 200
                 else f"{source}-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
             )
+            if source != "random":  # a canary's session stays on the arm it began on when B's share rises
+                arm = self.lab.arm_for(experiment, unit, arm)
             return Route(self.entries[arm], requested, experiment.id, arm, session, user, unit=unit)
         entry = self.entries.get(requested)
         if entry is None:

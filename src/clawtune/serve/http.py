@@ -443,6 +443,49 @@ def create_app(gateway: Gateway) -> FastAPI:
         stopped = await admin_call("experiment-stop", experiment_id, lambda: lab.stop(experiment_id, body))
         return json_response(stopped.public())
 
+    async def optional_body(request: Request) -> Any:
+        raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
+        return wire.parse_json(raw) if raw.strip() else None
+
+    @app.get("/admin/experiments/{experiment_id}/events", dependencies=[Depends(admin_key)], responses=ERRORS)
+    async def experiment_events(experiment_id: str) -> Response:
+        """Every decision taken on the experiment (start, step, stop, rollback, promote), with its figures."""
+        events = await asyncio.to_thread(lab.events, experiment_id)
+        return json_response({"experiment": experiment_id, "events": events})
+
+    @app.post(
+        "/admin/experiments/{experiment_id}/step",
+        dependencies=[Depends(admin_key)],
+        responses=ERRORS,
+        summary="The canary's next step: {step: index, reason?, figures?}",
+    )
+    async def step_experiment(experiment_id: str, request: Request) -> Response:
+        body = await optional_body(request)
+        stepped = await admin_call("experiment-step", experiment_id, lambda: lab.step(experiment_id, body))
+        return json_response(stepped.public())
+
+    @app.post(
+        "/admin/experiments/{experiment_id}/promote",
+        dependencies=[Depends(admin_key)],
+        responses=ERRORS,
+        summary="Serve B behind the experiment's model id from now on (models.yaml too): {reason?, figures?}",
+    )
+    async def promote_experiment(experiment_id: str, request: Request) -> Response:
+        body = await optional_body(request)
+        promoted = await admin_call("experiment-promote", experiment_id, lambda: lab.promote(experiment_id, body))
+        return json_response(promoted.public())
+
+    @app.post(
+        "/admin/experiments/{experiment_id}/rollback",
+        dependencies=[Depends(admin_key)],
+        responses=ERRORS,
+        summary="Every request back to the incumbent; undoes a promotion: {reason?, figures?, cause?, result?}",
+    )
+    async def rollback_experiment(experiment_id: str, request: Request) -> Response:
+        body = await optional_body(request)
+        undone = await admin_call("experiment-rollback", experiment_id, lambda: lab.rollback(experiment_id, body))
+        return json_response(undone.public())
+
     _schema_with_models(app, [wire.ChatCompletionRequest, wire.FeedbackRequest, wire.AdapterLoadRequest])
     if settings.cors_origins:
         app.add_middleware(

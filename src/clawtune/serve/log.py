@@ -160,6 +160,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS experiment_refreshes_id ON experiment_refreshes(experiment, created)",
         ),
     ),
+    Migration(
+        5,
+        "gray release: an experiment's canary ramp and promotion, and every decision taken on it with its figures",
+        (
+            # experiments.status gains two values: rolled_back (a guardrail breach, a worse primary metric, or
+            # `ft ab-test rollback`: every request for the split id goes to the incumbent again) and promoted (every
+            # request for the split id goes to B; arms is then {B: 100}). A rollback event's figures say why:
+            # {"cause": "guardrail" | "primary" | "manual", "guardrail": {metric, threshold, B - A and its
+            # confidence sequence}, ...}
+            # JSON {"steps": [10, 50, 100], "step": index of the step in force, "since": when it began (epoch s)};
+            # NULL for a fixed split. The step in force is also what `arms` says: B's share is steps[step] percent.
+            "ALTER TABLE experiments ADD COLUMN canary TEXT",
+            # JSON: what the promotion changed, so that a rollback can undo it: {"at", "model" (the id now served by
+            # B), "config": {"path", "backup", "entry"} (models.yaml, the copy taken before, the experiment entry
+            # written), "register": {...} (OpenClaw's config, when `--register` switched its primary model)}
+            "ALTER TABLE experiments ADD COLUMN promotion TEXT",
+            """CREATE TABLE IF NOT EXISTS experiment_events (
+                experiment TEXT NOT NULL,
+                created REAL NOT NULL,
+                kind TEXT NOT NULL,       -- start | step | stop | rollback | promote
+                arms TEXT,                -- JSON {model id: weight} in force after the event (the canary's share)
+                reason TEXT,              -- in words: which check passed or failed, and by how much
+                figures TEXT              -- JSON: the figures the decision was taken on (the guardrail's test, ...)
+            )""",
+            "CREATE INDEX IF NOT EXISTS experiment_events_id ON experiment_events(experiment, created)",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -797,8 +824,21 @@ def iter_requests(path: Path, since: float | None = None) -> Iterator[dict[str, 
 # Experiments are few and their changes must be on disk before the admin API answers, so they are written here on a
 # short connection of their own (WAL lets it share the file with the writer thread), not through the queue.
 
-EXPERIMENT_COLUMNS = ("id", "model", "arms", "sticky", "status", "source", "created", "stopped", "settings", "result")
-_EXPERIMENT_JSON = ("arms", "settings", "result")
+EXPERIMENT_COLUMNS = (
+    "id",
+    "model",
+    "arms",
+    "sticky",
+    "status",
+    "source",
+    "created",
+    "stopped",
+    "settings",
+    "result",
+    "canary",
+    "promotion",
+)
+_EXPERIMENT_JSON = ("arms", "settings", "result", "canary", "promotion")
 
 
 def _experiment_row(row: sqlite3.Row) -> dict[str, Any]:
@@ -857,6 +897,51 @@ class ExperimentStore:
             finally:
                 conn.close()
         return created
+
+    def add_event(
+        self,
+        experiment_id: str,
+        kind: str,
+        arms: dict[str, float] | None,
+        reason: str | None = None,
+        figures: dict[str, Any] | None = None,
+        created: float | None = None,
+    ) -> dict[str, Any]:
+        """Record one decision (start, step, breach, stop, rollback, promote) with the figures it was taken on."""
+        created = time.time() if created is None else created
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute(
+                    "INSERT INTO experiment_events (experiment, created, kind, arms, reason, figures) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (experiment_id, created, kind, _text(arms), reason, _text(figures)),
+                )
+            finally:
+                conn.close()
+        return {"created": created, "kind": kind, "arms": arms, "reason": reason, "figures": figures}
+
+    def events(self, experiment_id: str) -> list[dict[str, Any]]:
+        """The experiment's decisions, oldest first."""
+        conn = self._conn()
+        try:
+            rows = conn.execute(
+                "SELECT created, kind, arms, reason, figures FROM experiment_events WHERE experiment = ? "
+                "ORDER BY created, rowid",
+                (experiment_id,),
+            )
+            return [
+                {
+                    "created": r["created"],
+                    "kind": r["kind"],
+                    "arms": json.loads(r["arms"]) if r["arms"] else None,
+                    "reason": r["reason"],
+                    "figures": json.loads(r["figures"]) if r["figures"] else None,
+                }
+                for r in rows
+            ]
+        finally:
+            conn.close()
 
     def refreshes(self, experiment_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The experiment's refreshes, oldest first (the last `limit` of them when given)."""
