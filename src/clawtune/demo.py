@@ -169,6 +169,11 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
 
     console.rule("[bold]Done")
     console.print(f"Everything is under {output}/.")
+    console.print(
+        f"Look at it all: clawtune ui --runs {output} --log {output / 'serve-data'}   (prints a one-time admin key; "
+        "then open http://127.0.0.1:8010/ui/)",
+        highlight=False,
+    )
 
 
 def serve_demo(
