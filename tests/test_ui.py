@@ -469,11 +469,14 @@ def test_experiments_view_shows_a_canary_rolled_back_by_its_guardrail_with_its_r
     assert step[2:4] == ["finance 50, finance-v2 50", passed]
     assert rollback[2] == "finance 50, finance-v2 50" and rollback[3] == breach
     assert "guardrail error_rate" in breach and "worse by more than" in breach
-    assert "cause: guardrail" in rollback[4] and "error_rate: B − A 0.300 [0.120, 0.480], threshold 0.0100" in rollback[4]
+    assert (
+        "cause: guardrail" in rollback[4] and "error_rate: B − A 0.300 [0.120, 0.480], threshold 0.0100" in rollback[4]
+    )
     # the figures as stored, behind "all figures"
-    assert json.loads(card.locator('tr[data-kind="rollback"] details pre').text_content())["guardrail"] == figures[
-        "guardrail"
-    ]
+    assert (
+        json.loads(card.locator('tr[data-kind="rollback"] details pre').text_content())["guardrail"]
+        == figures["guardrail"]
+    )
     keep_screenshot(page, "experiments-decisions", '.experiment[data-id="canary-rb"]')
 
 
@@ -505,7 +508,10 @@ def test_experiments_view_promotes_and_rolls_back_through_the_gateway(page: Any,
     page.once("dialog", lambda dialog: dialog.accept())
     card.locator("button.rollback").click()
     card.locator(".status", has_text="rolled_back").wait_for()
-    assert lab.get("promote-me").status == "rolled_back" and lab.get("promote-me").arms == {"finance": 80, "finance-v2": 20}
+    assert lab.get("promote-me").status == "rolled_back" and lab.get("promote-me").arms == {
+        "finance": 80,
+        "finance-v2": 20,
+    }
     events = client.call("GET", "/admin/experiments/promote-me/events")["events"]
     assert [e["kind"] for e in events] == ["start", "promote", "rollback"]
     assert events[-1]["reason"] == "rolled back from the dashboard (clawtune ui)"
