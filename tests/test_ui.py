@@ -470,7 +470,8 @@ def test_experiments_view_shows_a_canary_rolled_back_by_its_guardrail_with_its_r
     assert rollback[2] == "finance 50, finance-v2 50" and rollback[3] == breach
     assert "guardrail error_rate" in breach and "worse by more than" in breach
     assert (
-        "cause: guardrail" in rollback[4] and "error_rate: B − A 0.300 [0.120, 0.480], threshold 0.0100" in rollback[4]
+        "cause: guardrail" in rollback[4]
+        and "error_rate: B − A +30.0 [+12.0, +48.0] pts, allowed +1.0 pts, breached" in rollback[4]
     )
     # the figures as stored, behind "all figures"
     assert (

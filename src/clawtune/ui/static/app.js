@@ -454,8 +454,11 @@ function figuresLine(f) {
   const parts = [];
   if (f.cause) parts.push(`cause: ${f.cause}`);
   if (f.guardrail) {
+    // every guardrail is a share (error rate, invalid tool calls, slow requests): in percentage points, as the reason
     const g = f.guardrail, t = g.test || {};
-    parts.push(`${g.metric}: B − A ${n(t.estimate)}${interval(t)}, threshold ${n(g.threshold)}${g.breached ? ", breached" : ""}`);
+    const pts = (v) => (v === null || v === undefined ? "—" : `${v > 0 ? "+" : ""}${(100 * v).toFixed(1)}`);
+    const range = t.lower != null && t.upper != null ? ` [${pts(t.lower)}, ${pts(t.upper)}]` : "";
+    parts.push(`${g.metric}: B − A ${pts(t.estimate)}${range} pts, allowed ${pts(g.threshold)} pts${g.breached ? ", breached" : ""}`);
   }
   if (f.primary) {
     const t = f.primary.test || {};
@@ -481,7 +484,7 @@ function decisionsTable(events) {
       h("td", {}, Object.entries(ev.arms || {}).map(([k, v]) => `${k} ${fmt.num(v)}`).join(", ")),
       h("td", { class: "why" }, ev.reason || ""),
       h("td", { class: "figures" }, figuresLine(ev.figures),
-        ev.figures ? h("details", {}, h("summary", {}, "all figures"), h("pre", {}, JSON.stringify(ev.figures, null, 2))) : null))),
+        ev.figures && Object.keys(ev.figures).length ? h("details", {}, h("summary", {}, "all figures"), h("pre", {}, JSON.stringify(ev.figures, null, 2))) : null))),
     { class: "events" }));
 }
 
