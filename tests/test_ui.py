@@ -1,6 +1,6 @@
 """`clawtune ui` in a real headless Chromium (Debian's, driven by Playwright): every view's key numbers against the
-files and the log they come from, a correction saved into review.jsonl, an experiment stopped through the gateway,
-chart screenshots that are not blank. The fixture writes small outputs with the project's own writers (a real
+files and the log they come from, a correction saved into review.jsonl, experiments stopped, promoted and rolled back
+through the gateway with the decisions it recorded on the page, chart screenshots that are not blank. The fixture writes small outputs with the project's own writers (a real
 export and augmentation of the sample agent, manifests and summaries, an evaluation report, requests through a real
 gateway whose log has an archive) instead of running the demo."""
 
@@ -541,6 +541,47 @@ def test_experiment_actions_are_checked_server_side(world: dict[str, Any]) -> No
             assert missing.status_code == 502 and "no experiment named 'nope'" in missing.json()["error"]
     assert world["server"].gateway.lab.get("guarded").status == "running"  # nothing above changed it
     assert [e["kind"] for e in world["server"].gateway.lab.events("guarded")] == ["start"]
+
+
+def test_the_pages_promote_leaves_openclaw_alone_and_its_rollback_undoes_a_registered_promotion(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Promote from the page changes the gateway, not OpenClaw's config; Roll back from the page undoes a promotion
+    that `ft ab-test promote ID --register` made, OpenClaw's primary model included (as `ft ab-test rollback`)."""
+    from rich.console import Console
+
+    from clawtune.loop.abtest import AdminClient
+    from clawtune.loop.canary import promote_now
+    from clawtune.openclaw import json5
+
+    openclaw = tmp_path / "openclaw.json"
+    openclaw.write_text('{\n  // my agent\n  agents: { defaults: { model: "clawtune/finance" } },\n}\n')
+    before = openclaw.read_text()
+    admin = AdminClient(world["server"].url, KEY)
+    lab = world["server"].gateway.lab
+    for name in ("by-page", "by-command"):
+        admin.call("POST", "/admin/experiments", {"id": name, "arms": {"finance": 50, "finance-v2": 50}})
+    with httpx.Client(base_url=world["server"].url + "/ui", timeout=30) as client:
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        promoted = client.post("/api/experiments/by-page/promote", json={})
+        assert promoted.status_code == 200 and promoted.json()["status"] == "promoted"
+        assert "promoted: requests for 'finance' are served by finance-v2" in promoted.json()["said"]
+        assert lab.get("by-page").status == "promoted" and openclaw.read_text() == before
+
+        registration = {"config": str(openclaw), "agent": None}
+        promote_now(world["server"].url, KEY, "by-command", registration, Console(file=io.StringIO()))
+        primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+        assert primary["primary"] == "clawtune/finance-v2"
+        undone = client.post("/api/experiments/by-command/rollback", json={"reason": "B answers too long"})
+        assert undone.status_code == 200 and undone.json()["status"] == "rolled_back", undone.text
+        assert "OpenClaw:" in undone.json()["said"]
+    primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+    assert primary["primary"] == "clawtune/finance" and "// my agent" in openclaw.read_text()
+    assert lab.get("by-command").status == "rolled_back"
+    last = lab.events("by-command")[-1]
+    assert (
+        last["kind"] == "rollback" and last["reason"] == "B answers too long" and last["figures"]["cause"] == "manual"
+    )
 
 
 def test_failures_inbox_saves_a_correction_into_review_jsonl(page: Any, world: dict[str, Any]) -> None:
