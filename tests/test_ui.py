@@ -583,6 +583,16 @@ def test_the_pages_promote_leaves_openclaw_alone_and_its_rollback_undoes_a_regis
         last["kind"] == "rollback" and last["reason"] == "B answers too long" and last["figures"]["cause"] == "manual"
     )
 
+    # OpenClaw's config broken meanwhile: the gateway still rolls back, and the page says what was left undone
+    admin.call("POST", "/admin/experiments", {"id": "broken-config", "arms": {"finance": 50, "finance-v2": 50}})
+    promote_now(world["server"].url, KEY, "broken-config", registration, Console(file=io.StringIO()))
+    openclaw.write_text("{ agents: ")
+    with httpx.Client(base_url=world["server"].url + "/ui", timeout=30) as client:
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        half = client.post("/api/experiments/broken-config/rollback", json={})
+    assert half.status_code == 409 and "OpenClaw's primary model was not set back" in half.json()["error"]
+    assert str(openclaw) in half.json()["error"] and lab.get("broken-config").status == "rolled_back"
+
 
 def test_failures_inbox_saves_a_correction_into_review_jsonl(page: Any, world: dict[str, Any]) -> None:
     from clawtune.loop.failures.collect import check_correction

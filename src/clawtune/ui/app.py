@@ -4,8 +4,8 @@
 The page shows logged requests, so every data endpoint needs the admin key. The key is asked once (`POST
 /ui/api/login`) and compared in constant time; the browser then holds only a random session token in an HttpOnly,
 SameSite=Strict cookie scoped to /ui (the key never reaches a file or the page's scripts). Actions (a correction, an
-experiment stopped) also require a JSON body, which no cross-site form can send. Nothing is loaded from the
-internet: the page, its script and styles and the charting library (uPlot, MIT) ship in the package.
+experiment stopped, promoted or rolled back) also require a JSON body, which no cross-site form can send. Nothing is
+loaded from the internet: the page, its script and styles and the charting library (uPlot, MIT) ship in the package.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from clawtune.problems import InputError
 from clawtune.ui import sources
 
 STATIC = Path(__file__).parent / "static"
@@ -295,7 +296,14 @@ def create_ui(settings: UISettings) -> FastAPI:
         endpoint, experiment_id, key, reason = await gateway_action(request, experiment_id, "rolling back")
         console, said = _recording_console()
         why = reason or "rolled back from the dashboard (clawtune ui)"
-        undone = await on_gateway(rollback, endpoint, key, experiment_id, why, console)
+        try:
+            undone = await on_gateway(rollback, endpoint, key, experiment_id, why, console)
+        except InputError as exc:  # after the gateway's rollback: OpenClaw's config could not be set back
+            raise UIRefusal(
+                409,
+                f"the gateway rolled {experiment_id} back, but OpenClaw's primary model was not set back: {exc} "
+                f"(fix it, then run `clawtune ft ab-test rollback {experiment_id}` again)",
+            ) from None
         return _json({**undone, "said": said.getvalue().strip()})
 
     @ui.get("/api/failures")
