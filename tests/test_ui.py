@@ -1,6 +1,6 @@
 """`clawtune ui` in a real headless Chromium (Debian's, driven by Playwright): every view's key numbers against the
-files and the log they come from, a correction saved into review.jsonl, an experiment stopped through the gateway,
-chart screenshots that are not blank. The fixture writes small outputs with the project's own writers (a real
+files and the log they come from, a correction saved into review.jsonl, experiments stopped, promoted and rolled back
+through the gateway with the decisions it recorded on the page, chart screenshots that are not blank. The fixture writes small outputs with the project's own writers (a real
 export and augmentation of the sample agent, manifests and summaries, an evaluation report, requests through a real
 gateway whose log has an archive) instead of running the demo."""
 
@@ -435,6 +435,163 @@ def test_experiments_view_draws_the_confidence_sequence_and_stops_through_the_ga
     card.locator(".status", has_text="stopped").wait_for()
     assert world["server"].gateway.lab.get("finance-ab").status == "stopped"  # the running gateway stopped it
     assert world["server"].gateway.lab.store.get("finance-ab")["status"] == "stopped"
+
+
+def test_experiments_view_shows_a_canary_rolled_back_by_its_guardrail_with_its_reasons(
+    page: Any, world: dict[str, Any]
+) -> None:
+    """A canary driven through the gateway's admin API by the canary's own code (`ft ab-test --canary`'s actions):
+    start at 10%, step to 50%, a guardrail's breach rolls it back. Each decision is on the page with its reason."""
+    from clawtune.loop.abtest import AdminClient, guardrail_reason
+    from clawtune.loop.canary import Action
+
+    client = AdminClient(world["server"].url, KEY)
+    arms = {"finance": 50, "finance-v2": 50}
+    client.call("POST", "/admin/experiments", {"id": "canary-rb", "arms": arms, "canary": {"steps": [10, 50, 100]}})
+    passed = "step 1 (10%) passed: 4 sessions on B (of 4 needed), no guardrail breached; B takes 50%"
+    client.call("POST", "/admin/experiments/canary-rb/step", Action("step", "", passed, step=1).body())
+    test = {"estimate": 0.3, "lower": 0.12, "upper": 0.48, "mean_a": 0.0, "mean_b": 0.3, "n_a": 6, "n_b": 5}
+    guardrail = {"threshold": 0.01, "breached": True, "test": test}
+    breach = guardrail_reason("error_rate", guardrail)
+    figures = {"guardrail": {"metric": "error_rate", **guardrail}}
+    body = {"cause": "guardrail", "reason": breach, "figures": figures}
+    client.call("POST", "/admin/experiments/canary-rb/rollback", body)
+
+    show(page, "experiments")
+    card = page.locator('.experiment[data-id="canary-rb"]')
+    assert card.locator(".status").inner_text() == "rolled_back"
+    assert card.locator("button").count() == 0  # a rolled-back test is neither stopped, promoted nor rolled back
+    assert "step 2 of 3, B 50%" in card.locator(".canary").inner_text()
+    rows = card.locator("table.events tr[data-kind]")
+    assert [rows.nth(i).get_attribute("data-kind") for i in range(rows.count())] == ["start", "step", "rollback"]
+    start, step, rollback = (rows.nth(i).inner_text().split("\t") for i in range(3))
+    assert start[2:4] == ["finance 90, finance-v2 10", "B takes 10% (canary step 1 of 3)"]
+    assert step[2:4] == ["finance 50, finance-v2 50", passed]
+    assert rollback[2] == "finance 50, finance-v2 50" and rollback[3] == breach
+    assert "guardrail error_rate" in breach and "worse by more than" in breach
+    assert (
+        "cause: guardrail" in rollback[4]
+        and "error_rate: B − A +30.0 [+12.0, +48.0] pts, allowed +1.0 pts, breached" in rollback[4]
+    )
+    # the figures as stored, behind "all figures"
+    assert (
+        json.loads(card.locator('tr[data-kind="rollback"] details pre').text_content())["guardrail"]
+        == figures["guardrail"]
+    )
+    keep_screenshot(page, "experiments-decisions", '.experiment[data-id="canary-rb"]')
+
+
+def test_experiments_view_promotes_and_rolls_back_through_the_gateway(page: Any, world: dict[str, Any]) -> None:
+    from clawtune.loop.abtest import AdminClient
+
+    client = AdminClient(world["server"].url, KEY)
+    client.call("POST", "/admin/experiments", {"id": "promote-me", "arms": {"finance": 80, "finance-v2": 20}})
+    lab = world["server"].gateway.lab
+    show(page, "experiments")
+    card = page.locator('.experiment[data-id="promote-me"]')
+    assert card.locator(".status").inner_text() == "running"
+    assert card.locator("button.stop").count() == card.locator("button.rollback").count() == 1
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.locator("button.promote").click()
+    card.locator(".status", has_text="promoted").wait_for()
+    assert lab.get("promote-me").status == "promoted" and lab.get("promote-me").arms == {"finance-v2": 100.0}
+    assert lab.store.get("promote-me")["status"] == "promoted"  # in the gateway's database
+    assert "promoted through the gateway" in card.locator(".action-note").inner_text()
+    promoted = card.locator('tr[data-kind="promote"]').inner_text()
+    assert "promoted from the dashboard (clawtune ui)" in promoted
+    assert "requests for promote-me are served by finance-v2" in card.locator(".promotion").inner_text()
+    assert card.locator("button.promote").count() == card.locator("button.stop").count() == 0
+
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first: a dismissed question changes nothing
+    card.locator("button.rollback").click()
+    assert lab.get("promote-me").status == "promoted"
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.locator("button.rollback").click()
+    card.locator(".status", has_text="rolled_back").wait_for()
+    assert lab.get("promote-me").status == "rolled_back" and lab.get("promote-me").arms == {
+        "finance": 80,
+        "finance-v2": 20,
+    }
+    events = client.call("GET", "/admin/experiments/promote-me/events")["events"]
+    assert [e["kind"] for e in events] == ["start", "promote", "rollback"]
+    assert events[-1]["reason"] == "rolled back from the dashboard (clawtune ui)"
+    assert card.locator('tr[data-kind="rollback"]').count() == 1
+    assert card.locator("button").count() == 0
+
+
+def test_experiment_actions_are_checked_server_side(world: dict[str, Any]) -> None:
+    from clawtune.loop.abtest import AdminClient
+
+    AdminClient(world["server"].url, KEY).call(
+        "POST", "/admin/experiments", {"id": "guarded", "arms": {"finance": 50, "finance-v2": 50}}
+    )
+    url = world["server"].url + "/ui"
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for verb in ("stop", "promote", "rollback"):
+            assert client.post(f"/api/experiments/guarded/{verb}", json={}).status_code == 401  # no session
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        for verb in ("promote", "rollback"):
+            path = f"/api/experiments/guarded/{verb}"
+            assert client.post(path, content=b"{}").status_code == 415  # a cross-site form cannot send JSON
+            assert client.post(path, json={"reason": 5}).status_code == 400
+            assert client.post(path, json=["x"]).status_code == 400
+            assert client.post(f"/api/experiments/..%2F..%2Fmodels/{verb}", json={}).status_code in (400, 404)
+            missing = client.post(f"/api/experiments/nope/{verb}", json={})
+            assert missing.status_code == 502 and "no experiment named 'nope'" in missing.json()["error"]
+    assert world["server"].gateway.lab.get("guarded").status == "running"  # nothing above changed it
+    assert [e["kind"] for e in world["server"].gateway.lab.events("guarded")] == ["start"]
+
+
+def test_the_pages_promote_leaves_openclaw_alone_and_its_rollback_undoes_a_registered_promotion(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """Promote from the page changes the gateway, not OpenClaw's config; Roll back from the page undoes a promotion
+    that `ft ab-test promote ID --register` made, OpenClaw's primary model included (as `ft ab-test rollback`)."""
+    from rich.console import Console
+
+    from clawtune.loop.abtest import AdminClient
+    from clawtune.loop.canary import promote_now
+    from clawtune.openclaw import json5
+
+    openclaw = tmp_path / "openclaw.json"
+    openclaw.write_text('{\n  // my agent\n  agents: { defaults: { model: "clawtune/finance" } },\n}\n')
+    before = openclaw.read_text()
+    admin = AdminClient(world["server"].url, KEY)
+    lab = world["server"].gateway.lab
+    for name in ("by-page", "by-command"):
+        admin.call("POST", "/admin/experiments", {"id": name, "arms": {"finance": 50, "finance-v2": 50}})
+    with httpx.Client(base_url=world["server"].url + "/ui", timeout=30) as client:
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        promoted = client.post("/api/experiments/by-page/promote", json={})
+        assert promoted.status_code == 200 and promoted.json()["status"] == "promoted"
+        assert "promoted: requests for 'finance' are served by finance-v2" in promoted.json()["said"]
+        assert lab.get("by-page").status == "promoted" and openclaw.read_text() == before
+
+        registration = {"config": str(openclaw), "agent": None}
+        promote_now(world["server"].url, KEY, "by-command", registration, Console(file=io.StringIO()))
+        primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+        assert primary["primary"] == "clawtune/finance-v2"
+        undone = client.post("/api/experiments/by-command/rollback", json={"reason": "B answers too long"})
+        assert undone.status_code == 200 and undone.json()["status"] == "rolled_back", undone.text
+        assert "OpenClaw:" in undone.json()["said"]
+    primary = json5.loads(openclaw.read_text())["agents"]["defaults"]["model"]
+    assert primary["primary"] == "clawtune/finance" and "// my agent" in openclaw.read_text()
+    assert lab.get("by-command").status == "rolled_back"
+    last = lab.events("by-command")[-1]
+    assert (
+        last["kind"] == "rollback" and last["reason"] == "B answers too long" and last["figures"]["cause"] == "manual"
+    )
+
+    # OpenClaw's config broken meanwhile: the gateway still rolls back, and the page says what was left undone
+    admin.call("POST", "/admin/experiments", {"id": "broken-config", "arms": {"finance": 50, "finance-v2": 50}})
+    promote_now(world["server"].url, KEY, "broken-config", registration, Console(file=io.StringIO()))
+    openclaw.write_text("{ agents: ")
+    with httpx.Client(base_url=world["server"].url + "/ui", timeout=30) as client:
+        assert client.post("/api/login", json={"key": KEY}).status_code == 200
+        half = client.post("/api/experiments/broken-config/rollback", json={})
+    assert half.status_code == 409 and "OpenClaw's primary model was not set back" in half.json()["error"]
+    assert str(openclaw) in half.json()["error"] and lab.get("broken-config").status == "rolled_back"
 
 
 def test_failures_inbox_saves_a_correction_into_review_jsonl(page: Any, world: dict[str, Any]) -> None:

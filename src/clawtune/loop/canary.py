@@ -279,8 +279,10 @@ def promote_now(
     experiment_id: str,
     register: dict[str, Any] | None,
     console: Any = None,
+    reason: str = "promoted by `clawtune ft ab-test promote`",
 ) -> dict[str, Any]:
-    """`ft ab-test promote ID`: promote B by hand (a running test, or one that ended: say, called B better)."""
+    """`ft ab-test promote ID` (and the dashboard's Promote): promote B by hand (a running test, or one that ended:
+    say, called B better)."""
     from rich.console import Console
 
     from clawtune.loop.abtest import stored_settings
@@ -290,7 +292,7 @@ def promote_now(
     experiment = client.call("GET", f"/admin/experiments/{experiment_id}")
     settings = stored_settings(experiment)
     settings.register = register
-    return promote(client, experiment_id, settings, endpoint, console, "promoted by `clawtune ft ab-test promote`")
+    return promote(client, experiment_id, settings, endpoint, console, reason)
 
 
 # ---- the guardrails inside the gateway ---------------------------------------------------------------------------

@@ -4,8 +4,8 @@
 The page shows logged requests, so every data endpoint needs the admin key. The key is asked once (`POST
 /ui/api/login`) and compared in constant time; the browser then holds only a random session token in an HttpOnly,
 SameSite=Strict cookie scoped to /ui (the key never reaches a file or the page's scripts). Actions (a correction, an
-experiment stopped) also require a JSON body, which no cross-site form can send. Nothing is loaded from the
-internet: the page, its script and styles and the charting library (uPlot, MIT) ship in the package.
+experiment stopped, promoted or rolled back) also require a JSON body, which no cross-site form can send. Nothing is
+loaded from the internet: the page, its script and styles and the charting library (uPlot, MIT) ship in the package.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hmac
+import io
 import logging
 import secrets
 import sqlite3
@@ -27,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from clawtune.problems import InputError
 from clawtune.ui import sources
 
 STATIC = Path(__file__).parent / "static"
@@ -238,21 +240,71 @@ def create_ui(settings: UISettings) -> FastAPI:
         session(request)
         return await read(sources.experiments, settings.log)
 
-    @ui.post("/api/experiments/{experiment_id}/stop")
-    async def stop_experiment(request: Request, experiment_id: str) -> Response:
-        from clawtune.loop.abtest import ABTestError, AdminClient
-
+    # Stop, Promote and Roll back go to the running gateway's admin API with the key this session signed in with,
+    # through the code `clawtune ft ab-test` uses (the gateway records each decision in `experiment_events`).
+    async def gateway_action(request: Request, experiment_id: str, verb: str) -> tuple[str, str, str | None, Any]:
         token = session(request)
-        await json_body(request)
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise UIRefusal(400, "the body must be a JSON object")
+        reason = body.get("reason")
+        if reason is not None and (not isinstance(reason, str) or not 0 < len(reason.strip()) <= 500):
+            raise UIRefusal(400, "reason: text of 1 to 500 characters")
+        from clawtune.serve.experiments import EXPERIMENT_ID
+
+        if not EXPERIMENT_ID.fullmatch(experiment_id):  # the gateway's rule: no other admin path is reached through it
+            raise UIRefusal(400, "the experiment id holds letters, digits, '.', '_', '-' (up to 128)")
         if not settings.endpoint:
-            raise UIRefusal(409, "stopping needs the running gateway: start `clawtune ui` with --endpoint URL")
-        client = AdminClient(settings.endpoint, settings.session_keys.get(token))
-        path = f"/admin/experiments/{experiment_id}/stop"
+            raise UIRefusal(409, f"{verb} needs the running gateway: start `clawtune ui` with --endpoint URL")
+        return settings.endpoint, experiment_id, settings.session_keys.get(token), reason
+
+    async def on_gateway(work: Any, *args: Any) -> Any:
+        from clawtune.loop.abtest import ABTestError
+
         try:
-            stopped = await asyncio.to_thread(client.call, "POST", path, {})
+            return await asyncio.to_thread(work, *args)
         except ABTestError as exc:
             raise UIRefusal(502, str(exc)) from None
-        return _json(stopped)
+
+    @ui.post("/api/experiments/{experiment_id}/stop")
+    async def stop_experiment(request: Request, experiment_id: str) -> Response:
+        from clawtune.loop.abtest import AdminClient
+
+        endpoint, experiment_id, key, reason = await gateway_action(request, experiment_id, "stopping")
+        body = {"reason": reason or "stopped from the dashboard (clawtune ui)"}
+        client = AdminClient(endpoint, key)
+        return _json(await on_gateway(client.call, "POST", f"/admin/experiments/{experiment_id}/stop", body))
+
+    @ui.post("/api/experiments/{experiment_id}/promote")
+    async def promote_experiment(request: Request, experiment_id: str) -> Response:
+        """`ft ab-test promote ID`: the gateway serves B behind the model's id (and its models.yaml says so). OpenClaw's
+        config is left alone: making B its primary model is `ft ab-test promote ID --register`."""
+        from clawtune.loop.canary import promote_now
+
+        endpoint, experiment_id, key, reason = await gateway_action(request, experiment_id, "promoting")
+        console, said = _recording_console()
+        why = reason or "promoted from the dashboard (clawtune ui)"
+        promoted = await on_gateway(promote_now, endpoint, key, experiment_id, None, console, why)
+        return _json({**promoted, "said": said.getvalue().strip()})
+
+    @ui.post("/api/experiments/{experiment_id}/rollback")
+    async def rollback_experiment(request: Request, experiment_id: str) -> Response:
+        """`ft ab-test rollback ID`: B stopped at once, or a promotion undone (the gateway, its models.yaml, and
+        OpenClaw's config on this machine when the promotion registered B there)."""
+        from clawtune.loop.canary import rollback
+
+        endpoint, experiment_id, key, reason = await gateway_action(request, experiment_id, "rolling back")
+        console, said = _recording_console()
+        why = reason or "rolled back from the dashboard (clawtune ui)"
+        try:
+            undone = await on_gateway(rollback, endpoint, key, experiment_id, why, console)
+        except InputError as exc:  # after the gateway's rollback: OpenClaw's config could not be set back
+            raise UIRefusal(
+                409,
+                f"the gateway rolled {experiment_id} back, but OpenClaw's primary model was not set back: {exc} "
+                f"(fix it, then run `clawtune ft ab-test rollback {experiment_id}` again)",
+            ) from None
+        return _json({**undone, "said": said.getvalue().strip()})
 
     @ui.get("/api/failures")
     async def failures(request: Request) -> Response:
@@ -272,6 +324,14 @@ def create_ui(settings: UISettings) -> FastAPI:
         )
 
     return ui
+
+
+def _recording_console() -> tuple[Any, io.StringIO]:
+    """A rich console that writes what the command would print into a string, for the page to show."""
+    from rich.console import Console
+
+    said = io.StringIO()
+    return Console(file=said, width=200, color_system=None, soft_wrap=True), said
 
 
 # The page's own scripts and styles only: no inline script, nothing from another origin, never framed.

@@ -337,7 +337,8 @@ def traffic(log: Path) -> dict[str, Any]:
 
 
 def experiments(log: Path) -> list[dict[str, Any]]:
-    """Every experiment in the log's database with its refreshes (each refresh holds the test's figures then)."""
+    """Every experiment in the log's database with its refreshes (each refresh holds the test's figures then) and its
+    decisions (`experiment_events`: start, the canary's steps, stop, a guardrail's rollback, promote), oldest first."""
     from clawtune.serve.log import ExperimentStore, connect_readonly
 
     if not log.exists():
@@ -347,7 +348,7 @@ def experiments(log: Path) -> list[dict[str, Any]]:
     out = []
     for experiment in reversed(store.all()):
         refreshes = store.refreshes(experiment["id"])
-        out.append({**experiment, "refreshes": refreshes})
+        out.append({**experiment, "refreshes": refreshes, "events": store.events(experiment["id"])})
     return _clean(out)
 
 

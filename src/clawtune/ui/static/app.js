@@ -368,13 +368,10 @@ views.experiments = async function () {
     const result = e.result || ((e.refreshes[e.refreshes.length - 1] || {}).figures) || {};
     const primary = result.primary || ((e.settings || {}).primary);
     const chart = h("div", { class: "chart cs-chart", "data-experiment": e.id });
-    const status = h("b", { class: "status" }, e.status);
-    const message = h("span", { class: "muted" });
-    const stop = e.status === "running" ? h("button", { class: "stop", onclick: async () => {
-      if (!confirm(`Stop ${e.id}? Its model's requests go back to the incumbent.`)) return;
-      try { const r = await post(`experiments/${encodeURIComponent(e.id)}/stop`); status.textContent = r.status; stop.remove(); message.textContent = "stopped through the gateway"; }
-      catch (err) { message.textContent = err.message; message.className = "error"; }
-    } }, "stop") : null;
+    const status = h("b", { class: `status ${e.status}` }, e.status);
+    const message = h("span", { class: "muted action-note" }, notes[e.id] || "");
+    delete notes[e.id];
+    const buttons = experimentActions(e, message);
     const arms = Object.entries(e.arms || {}).map(([k, v]) => `${k} ${v}`).join(" · ");
     const figures = result.arms ? table(["arm", "model", { label: "sessions", num: true }, { label: "requests", num: true },
       { label: "satisfaction (rated)", num: true }, { label: "accuracy (graded)", num: true }, { label: "p50 / p95", num: true }, { label: "errors", num: true }],
@@ -382,10 +379,12 @@ views.experiments = async function () {
       h("td", { class: "num" }, a.units ?? "—"), h("td", { class: "num" }, a.requests ?? "—"),
       h("td", { class: "num" }, `${fmt.pct(a.user_satisfaction)} (${a.rated ?? 0})`), h("td", { class: "num" }, `${fmt.pct(a.accuracy)} (${a.graded ?? 0})`),
       h("td", { class: "num" }, `${fmt.ms(a.latency_p50_ms)} / ${fmt.ms(a.latency_p95_ms)}`), h("td", { class: "num" }, fmt.pct(a.error_rate)))), { class: "arms" }) : null;
-    out.push(h("section", { class: "card experiment", "data-id": e.id }, h("h2", {}, `Experiment ${e.id} `, status, " ", stop, " ", message),
-      h("p", {}, `splits ${e.model || e.id}: ${arms}; sticky per ${e.sticky}; started ${fmt.time(e.created)}${e.stopped ? ", stopped " + fmt.time(e.stopped) : ""}`),
+    out.push(h("section", { class: "card experiment", "data-id": e.id }, h("h2", {}, `Experiment ${e.id} `, status, " ", buttons, " ", message),
+      h("p", {}, `splits ${e.model || e.id}: ${arms}; sticky per ${e.sticky}; started ${fmt.time(e.created)}${e.stopped ? ", ended " + fmt.time(e.stopped) : ""}`),
+      e.canary ? h("p", { class: "canary" }, canaryLabel(e)) : null,
+      e.promotion ? h("p", { class: "promotion" }, promotionLabel(e)) : null,
       h("p", { class: "verdict" }, result.verdict ? `verdict on ${primary}: ${result.verdict}${result.reason ? " (" + result.reason + ")" : ""}` : "no verdict yet"),
-      figures, testsTable(result), chart));
+      figures, testsTable(result), chart, decisionsTable(e.events || [])));
     const points = e.refreshes.map((r) => [r.created, ((r.figures || {}).tests || {})[primary] || {}]).filter(([, t]) => t.lower !== undefined);
     if (points.length) {
       setTimeout(() => lineChart(chart, `Confidence sequence of B − A on ${primary}`, points.map((p) => p[0]), [
@@ -396,6 +395,98 @@ views.experiments = async function () {
   }
   return out;
 };
+
+// What an action said, shown on the card once the view is drawn again with the gateway's new state.
+const notes = {};
+
+// Stop (running), Promote (running or ended, not rolled back), Roll back (running or promoted): each through the
+// running gateway's admin API, as `clawtune ft ab-test stop|promote|rollback ID` does; the view is then drawn again
+// from the database, so the status and the decision recorded come from the gateway, not from the page.
+function experimentActions(e, message) {
+  const actions = [
+    ["stop", "stop", e.status === "running", `Stop ${e.id}? Its model's requests go back to the incumbent.`],
+    ["promote", "promote", e.status === "running" || e.status === "stopped",
+      `Promote B of ${e.id}? The gateway serves it behind ${e.model || e.id} from now on (and writes that into its models.yaml, with a backup).`],
+    ["rollback", "roll back", e.status === "running" || e.status === "promoted",
+      `Roll back ${e.id}? Every request for ${e.model || e.id} goes back to A at once${e.status === "promoted" ? ", and the promotion is undone" : ""}.`],
+  ];
+  const buttons = [];
+  for (const [verb, label, allowed, question] of actions) {
+    if (!allowed) continue;
+    buttons.push(h("button", { class: verb, onclick: async (ev) => {
+      if (!confirm(question)) return;
+      for (const b of buttons) b.disabled = true;
+      message.textContent = `${label}…`; message.className = "muted action-note";
+      try {
+        const r = await post(`experiments/${encodeURIComponent(e.id)}/${verb}`);
+        notes[e.id] = `${r.status} through the gateway` + (r.said ? `: ${r.said}` : "");
+        await render();
+      } catch (err) {
+        for (const b of buttons) b.disabled = false;
+        message.textContent = err.message; message.className = "error action-note";
+      }
+    } }, label));
+  }
+  return buttons.flatMap((b) => [b, " "]);
+}
+
+function canaryLabel(e) {
+  const c = e.canary, steps = c.steps || [];
+  const ramp = `canary ${steps.map((x) => x + "%").join(" → ")}`;
+  if (c.step >= steps.length) return `${ramp}: B takes 100% (promoted)`;
+  const at = `${ramp}: step ${c.step + 1} of ${steps.length}, B ${steps[c.step]}% since ${fmt.time(c.since)}`;
+  return e.status === "running" ? at : `${at} when it ended (${e.status})`;
+}
+
+function promotionLabel(e) {
+  const p = e.promotion, c = p.config;
+  const file = c ? `; ${c.path} says so${c.backup ? " (backup " + c.backup + ")" : ""}` : "; no models.yaml changed (the gateway was not started from one)";
+  const openclaw = p.register ? `; OpenClaw's primary model was set to ${p.register.model}` : "";
+  const now = e.status === "promoted" ? "are served by" : "were served by (until the rollback)";
+  return `promoted ${fmt.time(p.at)}: requests for ${p.model} ${now} ${p.arm}${file}${openclaw}`;
+}
+
+// The figures a decision was taken on, in a line (the whole record opens below it).
+function figuresLine(f) {
+  if (!f) return "";
+  const n = (v) => (v === null || v === undefined ? "—" : Number(v).toPrecision(3));
+  const interval = (t) => (t && t.lower != null && t.upper != null ? ` [${n(t.lower)}, ${n(t.upper)}]` : "");
+  const parts = [];
+  if (f.cause) parts.push(`cause: ${f.cause}`);
+  if (f.guardrail) {
+    // every guardrail is a share (error rate, invalid tool calls, slow requests): in percentage points, as the reason
+    const g = f.guardrail, t = g.test || {};
+    const pts = (v) => (v === null || v === undefined ? "—" : `${v > 0 ? "+" : ""}${(100 * v).toFixed(1)}`);
+    const range = t.lower != null && t.upper != null ? ` [${pts(t.lower)}, ${pts(t.upper)}]` : "";
+    parts.push(`${g.metric}: B − A ${pts(t.estimate)}${range} pts, allowed ${pts(g.threshold)} pts${g.breached ? ", breached" : ""}`);
+  }
+  if (f.primary) {
+    const t = f.primary.test || {};
+    parts.push(`${f.primary.metric}: ${f.primary.verdict}, B − A ${n(t.estimate)}${interval(t)}`);
+  }
+  if (f.sessions_a !== undefined || f.sessions_b !== undefined) parts.push(`sessions A ${f.sessions_a ?? "—"}, B ${f.sessions_b ?? "—"}`);
+  if (f.guardrails) {
+    const held = Object.entries(f.guardrails).map(([k, g]) => `${k} ${g.breached ? "breached" : "held"}`);
+    if (held.length) parts.push(`guardrails: ${held.join(", ")}`);
+  }
+  if (f.canary && f.canary.steps) parts.push(`canary ${f.canary.steps.map((x) => x + "%").join(" → ")}`);
+  if (f.verdict) parts.push(`verdict: ${f.verdict}`);
+  if (f.config && f.config.path) parts.push(`${f.config.path}${f.config.backup ? " (backup " + f.config.backup + ")" : ""}`);
+  return parts.join(" · ");
+}
+
+// Every decision the gateway recorded on the experiment (`experiment_events`), oldest first.
+function decisionsTable(events) {
+  if (!events.length) return null;
+  return h("div", {}, h("h3", {}, "decisions"), table(["time", "decision", "arms after", "why", "figures"],
+    events.map((ev) => h("tr", { "data-kind": ev.kind, class: ev.kind === "rollback" ? "bad" : null },
+      h("td", {}, fmt.time(ev.created)), h("td", {}, ev.kind),
+      h("td", {}, Object.entries(ev.arms || {}).map(([k, v]) => `${k} ${fmt.num(v)}`).join(", ")),
+      h("td", { class: "why" }, ev.reason || ""),
+      h("td", { class: "figures" }, figuresLine(ev.figures),
+        ev.figures && Object.keys(ev.figures).length ? h("details", {}, h("summary", {}, "all figures"), h("pre", {}, JSON.stringify(ev.figures, null, 2))) : null))),
+    { class: "events" }));
+}
 
 // Every metric's test at the last refresh (or the final result): B − A with its always-valid interval.
 function testsTable(result) {
