@@ -157,5 +157,6 @@ def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
     manifest = json.loads((retrained / "clawtune-manifest.json").read_text())
     assert manifest["parent"]["path"] == str((model / "checkpoint-2").resolve())
     assert {s["source"] for s in manifest["training_data"]["sources"]} == {"data", "original", "general"}
+    assert "  learning_rate: 1e-3   # a retrain" in (tmp_path / "ft-config-v2.yaml").read_text()
     gate = json.loads((retrained / "eval" / "eval-report.json").read_text())["gate"]
     assert f"GATE {gate['verdict']}" in out
