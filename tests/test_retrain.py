@@ -107,6 +107,10 @@ def test_the_seeds_retraining_command_reads_the_failure_folder_and_writes_a_new_
 
     again = run(second, data=data / "failure-cases", resume=tmp_path / "v1", force=True)  # a rerun: same mix
     assert read_manifest(Path(again["checkpoint"]))["training_data"]["sha256"] == mix["sha256"]
+    (tmp_path / "not-failures").mkdir()
+    with pytest.raises(TrainError, match="not one `clawtune agent collect-failures` wrote"):
+        run(second, data=tmp_path / "not-failures", resume=tmp_path / "v1", force=True)
+    assert checkpoints(tmp_path / "v2"), "a bad --data is refused before --force removes the earlier run"
 
 
 def test_a_first_training_with_general_replay(tmp_path: Path, data: Path) -> None:

@@ -16,8 +16,6 @@ Every item of every set is written to `eval-items.jsonl` with both sides' answer
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -129,13 +127,11 @@ def item_rows(
 
 
 def write_items(rows: list[dict[str, Any]], folder: Path) -> Path:
+    from clawtune.train.manifest import write_jsonl_atomic
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ITEMS_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, rows)
     return path
 
 

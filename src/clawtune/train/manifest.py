@@ -47,6 +47,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def write_jsonl_atomic(path: Path, rows: Any) -> None:
+    """One JSON object per line, written to a temporary file beside `path` (named per process: several processes
+    of one run may write the same file) and renamed into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Write `folder/clawtune-manifest.json` with `info` plus the sha256 of every file needed to use the model."""
     files = {

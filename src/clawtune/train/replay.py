@@ -15,8 +15,6 @@ the model was really trained on.
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from clawtune.chat import Example
 from clawtune.data.validate import iter_examples
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
-from clawtune.train.manifest import sha256_file, training_file
+from clawtune.train.manifest import sha256_file, training_file, write_jsonl_atomic
 
 MIX_FILE = "data/training-mix.jsonl"  # in a folder: the manifest hashes the output folder's files, not its folders
 
@@ -132,13 +130,7 @@ def build_mix(
     rng.shuffle(mix)
     path = out / MIX_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # each process of a multi-GPU run writes the same mix
-    with open(tmp, "w", encoding="utf-8") as f:
-        for example in mix:
-            f.write(json.dumps(example, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_jsonl_atomic(path, mix)
     return {"path": str(path.resolve()), "sha256": sha256_file(path), "examples": len(mix), "sources": sources}
 
 

@@ -467,9 +467,9 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
         else:
             resume_from = checkpoint
             step_offset = int(previous.get("step_offset") or 0)
+    data_path = data_file(options.data) if options.data is not None else config.data.train  # before --force removes
     if main and not options.dry_run:
         prepare_output(config.output_dir, checkpoint, options.force)
-    data_path = data_file(options.data) if options.data is not None else config.data.train
     for note in check_holdouts(data_path, config) if main else []:
         Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
     replay_notes: list[str] = []
