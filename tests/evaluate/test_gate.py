@@ -45,7 +45,7 @@ def test_ft_evaluate_held_out_compares_the_retrain_with_its_parent(
 ) -> None:
     from clawtune.cli import main
 
-    from ..test_train import write_config
+    from ..train.test_train import write_config
 
     root = Path(tmp_path_factory.mktemp("gate"))
     export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")

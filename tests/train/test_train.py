@@ -26,7 +26,7 @@ from clawtune.train.render import IGNORE, TemplateError, render_example
 from clawtune.train.run import TrainError, TrainOptions, train
 from clawtune.train.trainer import selective_loss
 
-from .conftest import export_sample, read_jsonl, tool_call, write_jsonl
+from ..conftest import export_sample, read_jsonl, tool_call, write_jsonl
 
 torch = pytest.importorskip("torch")
 

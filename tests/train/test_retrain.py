@@ -16,7 +16,7 @@ from clawtune.train.manifest import checkpoints, read_manifest, sha256_file, tra
 from clawtune.train.replay import MIX_FILE, replay_counts
 from clawtune.train.run import TrainError, TrainOptions, train
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import export_sample, read_jsonl, write_jsonl
 
 pytest.importorskip("torch")
 

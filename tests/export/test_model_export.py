@@ -26,7 +26,7 @@ from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
 from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import export_sample, read_jsonl, write_jsonl
 
 torch = pytest.importorskip("torch")
 

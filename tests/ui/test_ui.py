@@ -25,8 +25,8 @@ from clawtune.serve.log import RequestLog, iter_requests, log_files
 from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
-from .conftest import export_sample
-from .serve_fakes import ScriptedEngine, config
+from ..conftest import export_sample
+from ..serve_fakes import ScriptedEngine, config
 
 KEY = "admin-secret-key"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -841,7 +841,7 @@ def test_a_correction_saved_on_the_page_is_taken_by_collect_failures(page: Any, 
     corrects it on the page, and the next collect-failures run trains on that correction."""
     from clawtune.cli import main
 
-    from .conftest import read_jsonl
+    from ..conftest import read_jsonl
 
     root = world["root"]
     common = ["agent", "collect-failures", "--agent-id", "my-agent", "--source", "gateway"]

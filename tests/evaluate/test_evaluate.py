@@ -12,7 +12,7 @@ from clawtune.evaluate.metrics import calls_mismatch, hallucinations, normalize,
 from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile, wilson
 from clawtune.models.toolcalls import parse_reply
 
-from .conftest import tool_call
+from ..conftest import tool_call
 
 SCHEMA = {
     "type": "object",
@@ -164,7 +164,7 @@ def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_pat
     from clawtune.evaluate.backends import example_items
     from clawtune.evaluate.run import Side, overlap
 
-    from .conftest import tool_call
+    from ..conftest import tool_call
 
     question = {"role": "user", "content": "Convert 100 EUR to USD."}
     answer = tool_call("call_a", "get_exchange_rate", '{"base": "EUR", "quote": "USD"}')
@@ -202,8 +202,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> di
 
     from clawtune.cli import main
 
-    from .conftest import export_sample
-    from .test_train import write_config
+    from ..conftest import export_sample
+    from ..train.test_train import write_config
 
     root = Path(tmp_path_factory.mktemp("evaluate"))
     export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")
@@ -298,7 +298,7 @@ def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[s
     from clawtune.evaluate.run import EvalOptions, run_evaluation
     from clawtune.problems import Problems
 
-    from .conftest import chat_server
+    from ..conftest import chat_server
 
     root = evaluated["root"]
     test_set = root / "test.jsonl"

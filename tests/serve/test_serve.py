@@ -25,12 +25,12 @@ from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
 from clawtune.serve.log import RequestLog
 
-from .conftest import export_sample, read_jsonl, write_jsonl
-from .integration.fake_openai import FakeOpenAI
-from .serve_fakes import ScriptedEngine
-from .serve_fakes import config as _config
+from ..conftest import export_sample, read_jsonl, write_jsonl
+from ..integration.fake_openai import FakeOpenAI
+from ..serve_fakes import ScriptedEngine
+from ..serve_fakes import config as _config
 
-SEED_MODELS = Path(__file__).parent / "seed" / "models.yaml"
+SEED_MODELS = Path(__file__).parent.parent / "seed" / "models.yaml"
 
 
 @pytest.fixture

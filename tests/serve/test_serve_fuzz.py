@@ -14,7 +14,7 @@ import httpx
 
 from clawtune.serve.app import Gateway, Server
 
-from .serve_fakes import AdapterEngine, ScriptedEngine, config, fuzz
+from ..serve_fakes import AdapterEngine, ScriptedEngine, config, fuzz
 
 KEY = "fuzz-key"  # in api_keys and admin_keys: the fuzzer reaches every endpoint
 

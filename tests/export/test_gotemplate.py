@@ -14,7 +14,7 @@ import pytest
 
 from clawtune.export import gotemplate, ollama, parity
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "ollama"
 GOLDEN = json.loads((FIXTURES / "golden.json").read_text(encoding="utf-8"))
 CONVERSATIONS = {
     "user": [{"role": "user", "content": "Hello, how are you?"}],

@@ -26,9 +26,9 @@ from clawtune.models.toolcalls import parse_reply
 from clawtune.train.render import IGNORE, TemplateError, render_example, template_messages
 from clawtune.train.templates import profile, raw_render
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import export_sample, read_jsonl, write_jsonl
 
-FIXTURES = Path(__file__).parent / "fixtures" / "templates"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "templates"
 CHATML = ["<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
 LLAMA = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"]

@@ -15,7 +15,7 @@ from clawtune.openclaw import json5
 from clawtune.openclaw.register import Registration, apply, base_url
 from clawtune.serve.app import Gateway, Server
 
-from .test_serve import ScriptedEngine, _config
+from ..serve.test_serve import ScriptedEngine, _config
 
 CONFIG = """// OpenClaw config, edited by hand
 {
@@ -212,7 +212,7 @@ def test_register_without_a_reachable_endpoint_says_what_it_wrote(
 
 
 def test_register_reads_vllms_max_model_len(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from .integration.fake_openai import FakeOpenAI
+    from ..integration.fake_openai import FakeOpenAI
 
     path = tmp_path / "openclaw.json"
     with FakeOpenAI(card={"max_model_len": 16384}) as vllm:
