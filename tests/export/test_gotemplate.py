@@ -84,3 +84,39 @@ def test_actions_go_rejects_are_rejected_with_their_line() -> None:
         gotemplate.render(
             "{{ range .Messages }}{{ .Nope }}{{ end }}", ollama.ollama_values(CONVERSATIONS["user"], None)
         )
+
+
+# ---- the interpreter on hand-written templates -----------------------------------------------------------------
+
+
+def test_go_template_subset() -> None:
+    source = (
+        "{{- /* a comment */ -}}\n"
+        "{{ range $i, $m := .Messages }}{{ if $i }}, {{ end }}{{ $m.Role }}={{ .Content }}{{ end }}\n"
+        '{{- if eq .Mode "a" }} A{{ else if eq .Mode "b" "c" }} BC{{ else }} other{{ end }}\n'
+        "{{ range $k, $v := .Map }}{{ $k }}:{{ $v }};{{ end }}"
+        "{{ $last := eq (len (slice .Messages 1)) 1 }}{{ if $last }} last{{ end }}"
+        "{{ with .Missing }}never{{ else }} none{{ end }}"
+        ' {{ json .Text }} {{ and 1 0 }} {{ or 0 "x" }} {{ not .Text }} {{ index .Map "b" }}'
+        "{{ $n := 1 }}{{ range .Messages }}{{ $n = 2 }}{{ end }} n={{ $n }}"
+    )
+    data = {
+        "Messages": [{"Role": "user", "Content": "hi"}, {"Role": "assistant", "Content": "yo"}],
+        "Mode": "c",
+        "Map": {"b": 2, "a": 1},
+        "Text": "<a & b>",
+    }
+    assert gotemplate.render(source, data) == (
+        'user=hi, assistant=yo BC\na:1;b:2; last none "\\u003ca \\u0026 b\\u003e" 0 x false 2 n=2'
+    )
+
+
+def test_go_template_errors_name_the_line() -> None:
+    with pytest.raises(gotemplate.GoTemplateError, match=r"line 2: .*has no"):
+        gotemplate.render("ok\n{{ if .A }}never closed", {})
+    with pytest.raises(gotemplate.GoTemplateError, match='line 1: function "nope" not defined'):
+        gotemplate.render("{{ nope 1 }}", {})
+
+
+def test_go_json_matches_go() -> None:
+    assert gotemplate.go_json({"b": [1, 2.0, 2.5], "a": "é<\u2028"}) == '{"a":"é\\u003c\\u2028","b":[1,2,2.5]}'
