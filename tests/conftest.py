@@ -3,16 +3,39 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from clawtune.sample import make_state_dir
+
+
+def on_ci() -> bool:
+    """Under CI (`CI=true`, as .ci/run is started) every tool the tests need is installed by .ci/run itself."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def missing(what: str) -> NoReturn:
+    """A test whose tool is missing: skipped on a developer's machine, a failure under CI, where it must not be
+    missing (a skip there would let the suite pass without ever running the test)."""
+    if on_ci():
+        pytest.fail(f"{what}, and CI=true: .ci/run installs it, so its absence is a failure here, not a skip")
+    pytest.skip(what, allow_module_level=True)
+
+
+def chromium() -> str:
+    """Debian's Chromium (what .ci/run installs), or a skip (a failure under CI)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    missing("no Chromium on this machine (.ci/run installs Debian's chromium)")
 
 
 @pytest.fixture(scope="session")

@@ -176,9 +176,6 @@ def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_pat
     assert not overlap(items, base, tuned, train)["unseen"]["comparison"]["significant"]
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> dict[str, Any]:
     """A few LoRA steps on the tiny model, then the seed's evaluate command on held-out turns."""
@@ -244,12 +241,11 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
 
 
 def test_html_report_renders_its_charts_in_a_headless_browser(evaluated: dict[str, Any], tmp_path: Any) -> None:
-    import shutil
     import subprocess
 
-    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if browser is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    from ..conftest import chromium
+
+    browser = chromium()
     page = evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]

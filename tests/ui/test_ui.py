@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,12 +24,14 @@ from clawtune.serve.log import RequestLog, iter_requests, log_files
 from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
-from ..conftest import export_sample
+from ..conftest import chromium, export_sample, missing
 from ..serve_fakes import ScriptedEngine, config
 
 KEY = "admin-secret-key"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-sync_api = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api
+except ImportError:  # a dev dependency: missing only where `make install` was not run
+    missing("playwright is not installed")
 
 
 # ---- the outputs the commands write, made small -------------------------------------------------------------------
@@ -225,10 +226,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    executable = chromium()
     with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
         yield launched
         launched.close()
 
