@@ -1,7 +1,8 @@
 """The Go template interpreter and the model of Ollama's values, against Ollama's own test data and real Go.
 
 `tests/fixtures/ollama/` (see its README): Ollama's 20 shipped templates with their 60 expected outputs, and outputs
-recorded from Go 1.23 by `scripts/ollama_template_golden.go` with structs of the same shape as Ollama's.
+recorded from real Go (go1.27.3) by `scripts/ollama_template_golden.go` with structs of the same shape as Ollama's:
+values, functions and actions, and the 20 templates on tool-calling conversations. Needs no torch.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def test_renders_as_go_renders(case: dict[str, Any]) -> None:
             gotemplate.render(case["template"], values)
         return
     assert gotemplate.render(case["template"], values) == case["output"]
+
+
+def test_each_shipped_template_has_goldens_on_tool_calling_conversations() -> None:
+    """The goldens were rendered from the templates as they are in the fixtures (a template changed since would be
+    tested against another template's output)."""
+    by_name = {c["name"]: c for c in GOLDEN["cases"]}
+    templates = sorted((FIXTURES / "templates").glob("*.gotmpl"))
+    assert len(templates) == 20
+    for template in templates:
+        source = template.read_text(encoding="utf-8").replace("\r\n", "\n")
+        for suffix in ("sample", "sample-prompt", "conversation"):
+            case = by_name[f"ollama-{template.stem}-{suffix}"]
+            assert case["template"] == source and "error" not in case, case["name"]
+            assert any(m.get("tool_calls") for m in case["messages"]) and case["tools"], case["name"]
 
 
 def test_the_default_template_prints_tools_as_ollama_shows_them() -> None:
