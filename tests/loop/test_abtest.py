@@ -217,7 +217,7 @@ class TwoModels(AdapterEngine):
         if request.adapter is None:
             super().submit(request)  # {"q": "x<y"}: not the integer the schema asks for
             return
-        self.seen.append(request)
+        self.record(request)
         request.events.put(("text", 'Let me look.<tool_call>\n{"name": "lookup", "arguments": {"q": 1}}\n</tool_call>'))
         request.events.put(("done", "stop", 9))
 

@@ -41,11 +41,10 @@ class FlakyB(ScriptedEngine):
         self.every = every
 
     def submit(self, request: Any) -> None:
-        messages = self._rendered.get(id(request.prompt_ids), self._last)
+        messages = self.messages_of(request)
         is_b = any(m.get("role") == "system" and m.get("content") == "Short." for m in messages)
         opening = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         if is_b and self.every and zlib.crc32(opening.encode()) % self.every == 0:
-            self._rendered.pop(id(request.prompt_ids), None)
             request.events.put(("error", "B failed"))
             return
         super().submit(request)
