@@ -23,13 +23,12 @@ from clawtune.train.config import load_config
 from clawtune.train.manifest import checkpoints, read_manifest
 from clawtune.train.run import TrainError, TrainOptions, train
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from .conftest import copy_sample, export_sample, read_jsonl, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def exported(sample_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "ft-data"
-    assert export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+def exported(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = copy_sample(tmp_path_factory.mktemp("export") / "ft-data", sample_data)
     return out
 
 

@@ -177,26 +177,23 @@ def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> dict[str, Any]:
-    """A few LoRA steps on the tiny model, then the seed's evaluate command on held-out turns."""
+def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_data: Any, tiny_lora: Any) -> dict[str, Any]:
+    """The session's tiny LoRA run (a few steps on the tiny model), then the seed's evaluate command on held-out
+    turns."""
     from pathlib import Path
 
     from clawtune.cli import main
 
-    from ..conftest import export_sample
-    from ..train.test_train import write_config
+    from ..conftest import copy_run, copy_sample
 
-    root = Path(tmp_path_factory.mktemp("evaluate"))
-    export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    (root / "small.jsonl").write_text("".join((root / "raw.jsonl").read_text().splitlines(keepends=True)[:24]))
-    config = write_config(root, root)
-    assert main(["ft", "train", "--config", str(config), "--max-steps", "3"]) == 0
+    root = copy_sample(Path(tmp_path_factory.mktemp("evaluate")), sample_data)
+    copy_run(tiny_lora, root / "out")  # evaluate writes its report into the model folder
     code = main(
         [
             "ft",
             "evaluate",
             "--model-dir",
-            str(root / "out" / "checkpoint-3"),
+            str(root / "out" / "checkpoint-4"),
             "--test-set",
             str(root / "test.jsonl"),
             "--limit",
@@ -210,7 +207,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> di
         ]
     )
     assert code == 0
-    report = json.loads((root / "out" / "checkpoint-3" / "eval" / "eval-report.json").read_text())
+    report = json.loads((root / "out" / "checkpoint-4" / "eval" / "eval-report.json").read_text())
     return {"root": root, "report": report}
 
 
@@ -233,10 +230,10 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
     assert verdicts.count("baseline only") == report["comparison"]["baseline_only_correct"]
     overlap = report["overlap"]  # checked against the training file named in the checkpoint's manifest
     assert overlap["items_seen"] + overlap["items_unseen"] == 12
-    items = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-items.jsonl").read_text().splitlines()
+    items = (evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-items.jsonl").read_text().splitlines()
     sets = [json.loads(line)["set"] for line in items]  # every item, not only the ten worst
     assert sets.count("test") == 12 and sets.count("general") == report["forgetting"]["general_items"]
-    md = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.md").read_text()
+    md = (evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-report.md").read_text()
     assert "| metric | baseline | fine-tuned | change |" in md and "| accuracy |" in md
 
 
@@ -246,7 +243,7 @@ def test_html_report_renders_its_charts_in_a_headless_browser(evaluated: dict[st
     from ..conftest import chromium
 
     browser = chromium()
-    page = evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.html"
+    page = evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
@@ -296,7 +293,7 @@ def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[s
         report = run_evaluation(
             EvalOptions(
                 test_set=test_set,
-                model_dir=str(root / "out" / "checkpoint-3"),
+                model_dir=str(root / "out" / "checkpoint-4"),
                 baseline_endpoint=f"{url}/v1",
                 baseline_model="big-general-model",
                 baseline_system_prompt=prompt,
@@ -331,7 +328,7 @@ def test_checkpoint_manifest_refuses_a_changed_file_or_another_base(evaluated: d
     from clawtune.models import ModelLoadError
     from clawtune.models.checkpoint import load_for_inference
 
-    source = evaluated["root"] / "out" / "checkpoint-3"
+    source = evaluated["root"] / "out" / "checkpoint-4"
     other_base = tmp_path / "other-base"
     shutil.copytree(source, other_base)
     manifest = json.loads((other_base / "clawtune-manifest.json").read_text())

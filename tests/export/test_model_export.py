@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from clawtune.cli import main
 from clawtune.export import parity
@@ -26,7 +25,7 @@ from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
 from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
 
-from ..conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_run
 
 torch = pytest.importorskip("torch")
 
@@ -35,23 +34,9 @@ torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
-    """Four LoRA steps on every linear layer of the tiny model, with a large step so the adapter matters."""
-    folder = tmp_path_factory.mktemp("export-ckpt")
-    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    write_jsonl(folder / "small.jsonl", read_jsonl(folder / "raw.jsonl")[:12])
-    config = {
-        "base_model": "clawtune/tiny-agent",
-        "method": "lora",
-        "data": {"train": str(folder / "small.jsonl")},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "save_steps": 100},
-        "output_dir": str(folder / "out"),
-        "tracking": {"tensorboard": False},
-    }
-    (folder / "ft-config.yaml").write_text(yaml.safe_dump(config))
-    assert main(["ft", "train", "--config", str(folder / "ft-config.yaml"), "--max-steps", "4"]) == 0
-    return folder / "out" / "checkpoint-4"
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_lora: Path) -> Path:
+    """The session's tiny LoRA run (four steps on every linear layer, a large step so the adapter matters), copied."""
+    return copy_run(tiny_lora, tmp_path_factory.mktemp("export-ckpt") / "out")
 
 
 @pytest.fixture(scope="module")

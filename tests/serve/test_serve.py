@@ -27,7 +27,7 @@ from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
 from clawtune.serve.log import RequestLog
 
-from ..conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_run, read_jsonl, write_jsonl
 from ..integration.fake_openai import FakeOpenAI
 from ..serve_fakes import ScriptedEngine
 from ..serve_fakes import config as _config
@@ -570,27 +570,29 @@ def test_a_log_written_before_the_clamp_columns_gets_them(tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> dict[str, Path]:
-    """Two LoRA adapters of the tiny model (different data and seeds), exported as openclaw-lora."""
+def adapters(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, tiny_lora: Path) -> dict[str, Path]:
+    """Two LoRA adapters of the tiny model (different data and seeds), exported as openclaw-lora: alpha is the
+    session's tiny LoRA run, beta is trained here."""
     folder = tmp_path_factory.mktemp("serve-adapters")
-    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    rows = read_jsonl(folder / "raw.jsonl")
+    rows = read_jsonl(sample_data / "raw.jsonl")
+    runs = {"alpha": copy_run(tiny_lora, folder / "alpha-out").parent}
+    write_jsonl(folder / "beta.jsonl", rows[12:22])
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(folder / "beta.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": 2},
+        "output_dir": str(folder / "beta-out"),
+        "tracking": {"tensorboard": False},
+    }
+    (folder / "beta.yaml").write_text(yaml.safe_dump(config))
+    assert main(["ft", "train", "--config", str(folder / "beta.yaml"), "--max-steps", "3"]) == 0
+    runs["beta"] = folder / "beta-out"
     out = {}
-    for name, part, seed in (("alpha", rows[:10], 1), ("beta", rows[10:20], 2)):
-        write_jsonl(folder / f"{name}.jsonl", part)
-        config = {
-            "base_model": "clawtune/tiny-agent",
-            "method": "lora",
-            "data": {"train": str(folder / f"{name}.jsonl")},
-            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-            "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": seed},
-            "output_dir": str(folder / f"{name}-out"),
-            "tracking": {"tensorboard": False},
-        }
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
-        assert main(["ft", "train", "--config", str(folder / f"{name}.yaml"), "--max-steps", "3"]) == 0
+    for name, run in runs.items():
         target = folder / "exports" / name
-        assert main(["ft", "export", "--model-dir", str(folder / f"{name}-out"), "--output", str(target)]) == 0
+        assert main(["ft", "export", "--model-dir", str(run), "--output", str(target)]) == 0
         out[name] = target
     return out
 

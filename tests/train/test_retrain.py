@@ -16,15 +16,14 @@ from clawtune.train.manifest import checkpoints, read_manifest, sha256_file, tra
 from clawtune.train.replay import MIX_FILE, replay_counts
 from clawtune.train.run import TrainError, TrainOptions, train
 
-from ..conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_sample, read_jsonl, write_jsonl
 
 pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
-    out = tmp_path_factory.mktemp("retrain-data")
-    export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20")
+def data(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Path:
+    out = copy_sample(tmp_path_factory.mktemp("retrain-data"), sample_data)
     examples = read_jsonl(out / "raw.jsonl")
     write_jsonl(out / "first.jsonl", examples[:12])
     failures = out / "failure-cases"

@@ -25,7 +25,7 @@ from clawtune.train.render import IGNORE, TemplateError, render_example
 from clawtune.train.run import TrainError, TrainOptions, train
 from clawtune.train.trainer import CRASH_AT_STEP, selective_loss
 
-from ..conftest import export_sample, read_jsonl, tool_call, write_jsonl
+from ..conftest import copy_sample, read_jsonl, tool_call, write_jsonl
 
 torch = pytest.importorskip("torch")
 
@@ -184,9 +184,8 @@ def test_selective_logits_give_the_stock_loss_and_gradients(tokenizer: Any) -> N
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
-    out = tmp_path_factory.mktemp("train-data")
-    export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20")
+def data(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Path:
+    out = copy_sample(tmp_path_factory.mktemp("train-data"), sample_data)
     examples = read_jsonl(out / "raw.jsonl")
     write_jsonl(out / "small.jsonl", examples[:24])
     write_jsonl(out / "more.jsonl", examples[24:40])

@@ -24,7 +24,7 @@ from clawtune.serve.log import RequestLog, iter_requests, log_files
 from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
-from ..conftest import chromium, export_sample, missing
+from ..conftest import chromium, copy_sample, missing
 from ..serve_fakes import ScriptedEngine, config
 
 KEY = "admin-secret-key"
@@ -174,14 +174,14 @@ def write_archive(data: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Iterator[dict[str, Any]]:
+def world(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Iterator[dict[str, Any]]:
     from clawtune.cli import main
 
     root = tmp_path_factory.mktemp("ui")
     write_run(root / "runs" / "finished", [2.0, 1.5, 1.2, 0.9], [1.8, 1.1], finished=True)
     write_run(root / "runs" / "going", [2.2, 1.9, 1.7], [], finished=False)
     data = root / "ft-data"
-    assert export_sample(data, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+    copy_sample(data, sample_data)
     augmented = ["ft", "augment-data", "--input", str(data / "raw.jsonl"), "--output", str(data / "augmented.jsonl")]
     assert main([*augmented, "--factor", "2", "--balance"]) == 0
     evaluation = write_evaluation(root / "runs" / "finished" / "checkpoint-8" / "eval")
