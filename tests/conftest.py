@@ -18,6 +18,14 @@ import yaml
 from clawtune.sample import make_state_dir
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the session's trained LoRA run (directly or through a fixture) is slow: `make test-fast`
+    leaves it out, with the tests marked slow by hand (those that train, generate, or run the README or the demo)."""
+    for item in items:
+        if "tiny_lora" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def on_ci() -> bool:
     """Under CI (`CI=true`, as .ci/run is started) every tool the tests need is installed by .ci/run itself."""
     return os.environ.get("CI", "").lower() in ("true", "1")

@@ -161,6 +161,7 @@ def sha(folder: Path) -> str:
     return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_train_refuses_an_earlier_run_and_never_writes_over_the_checkpoint_it_resumed_from(
     tmp_path: Path, data: Path
 ) -> None:
@@ -188,6 +189,7 @@ def test_train_refuses_an_earlier_run_and_never_writes_over_the_checkpoint_it_re
     assert fresh["steps"] == 2 and fresh["initialised_from"] is None and fresh["resumed_from"] is None
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reports_the_loss_of_the_steps_it_ran(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -204,6 +206,7 @@ def test_a_resumed_run_reports_the_loss_of_the_steps_it_ran(
     assert f"2 steps (steps 3-4), mean loss over them {sum(ran) / 2:.4f}" in out
 
 
+@pytest.mark.slow
 def test_wandb_without_a_key_logs_offline_and_says_so(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -40,6 +40,7 @@ def test_forgetting_fails_on_a_significant_drop_or_one_past_the_threshold() -> N
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_ft_evaluate_held_out_compares_the_retrain_with_its_parent(
     tmp_path_factory: pytest.TempPathFactory, sample_data: Path
 ) -> None:

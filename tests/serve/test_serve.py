@@ -624,6 +624,7 @@ def _generate(engine: Engine, requests: list[GenRequest]) -> list[tuple[str, str
     return out
 
 
+@pytest.mark.slow
 def test_mixed_adapter_batches_equal_one_at_a_time(engine: Engine) -> None:
     prompts = [
         [{"role": "user", "content": "What was revenue in Q3 for EMEA?"}],
@@ -640,6 +641,7 @@ def test_mixed_adapter_batches_equal_one_at_a_time(engine: Engine) -> None:
     assert len({text for text, _, _ in single}) >= 3, "base and adapters answer differently"
 
 
+@pytest.mark.slow
 def test_stacked_adapters_equal_peft_and_weights_scale(
     engine: Engine, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -691,6 +693,7 @@ def test_stacked_adapters_equal_peft_and_weights_scale(
         engine.add_adapter("tampered", str(tampered))
 
 
+@pytest.mark.slow
 def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path], tmp_path: Path) -> None:
     config = parse(
         {

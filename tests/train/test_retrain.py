@@ -66,6 +66,7 @@ def test_shares_are_of_the_whole_mix() -> None:
     assert replay_counts(30, 0.0, 0.4) == (0, 20)
 
 
+@pytest.mark.slow
 def test_the_seeds_retraining_command_reads_the_failure_folder_and_writes_a_new_checkpoint(
     tmp_path: Path, data: Path
 ) -> None:
@@ -112,6 +113,7 @@ def test_the_seeds_retraining_command_reads_the_failure_folder_and_writes_a_new_
     assert checkpoints(tmp_path / "v2"), "a bad --data is refused before --force removes the earlier run"
 
 
+@pytest.mark.slow
 def test_a_first_training_with_general_replay(tmp_path: Path, data: Path) -> None:
     config = config_file(tmp_path, data, "out", replay={"original": 0.25, "general": 0.5})
     options = TrainOptions(config=load_config(config), quiet=True, max_steps=1)

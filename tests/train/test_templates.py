@@ -429,6 +429,7 @@ def test_replies_of_reasoning_templates_are_read_after_their_think_block() -> No
     assert parse_reply("No <think> here.").content == "No <think> here."
 
 
+@pytest.mark.slow
 def test_a_qwen3_training_template_exports_with_parity_and_serves_through_the_gateway(
     tmp_path: Path, examples: list[dict[str, Any]]
 ) -> None:

@@ -224,6 +224,7 @@ def run(config: Path, **options: Any) -> tuple[dict[str, Any], Any]:
     return train(TrainOptions(config=load_config(config), quiet=True, **options))
 
 
+@pytest.mark.slow
 def test_train_writes_adapter_checkpoints_summary_and_plot_and_reloads_identically(tmp_path: Path, data: Path) -> None:
     config = write_config(tmp_path, data, save_total_limit=2, tensorboard=True)
     summary, trainer = run(config)
@@ -259,6 +260,7 @@ def test_train_writes_adapter_checkpoints_summary_and_plot_and_reloads_identical
     assert not torch.allclose(a, base, atol=1e-3), "the adapter changed the model"
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_and_unpacked_batches(tmp_path: Path, data: Path) -> None:
     config = write_config(tmp_path, data, packing=False, gradient_checkpointing=False)
     config.write_text(config.read_text().replace("method: lora", "method: full"))
@@ -313,6 +315,7 @@ def losses(summary: dict[str, Any]) -> list[tuple[int, float]]:
     return [(e["step"], round(e["loss"], 4)) for e in summary["losses"]]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data: Path) -> None:
     """The trainer SIGKILLs itself at the end of step 13 (the trainer's test hook), after the optimizer step and before
     any later checkpoint: the same crash on an idle machine and a busy one."""
@@ -336,6 +339,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, data: 
     assert losses(resumed) == losses(reference)  # the curve continues exactly: same data order, RNG and optimizer
 
 
+@pytest.mark.slow
 def test_retrain_on_new_data_continues_the_adapter_with_a_fresh_schedule(tmp_path: Path, data: Path) -> None:
     config = write_config(tmp_path, data)
     run(config, max_steps=2)
@@ -348,6 +352,7 @@ def test_retrain_on_new_data_continues_the_adapter_with_a_fresh_schedule(tmp_pat
         run(config, resume=tmp_path / "out")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "strategy"), [("lora", "DDP"), ("full", "FSDP")])
 def test_two_cpu_processes(tmp_path: Path, data: Path, method: str, strategy: str) -> None:
     config = write_config(tmp_path, data)
@@ -377,6 +382,7 @@ def test_two_cpu_processes(tmp_path: Path, data: Path, method: str, strategy: st
         )
 
 
+@pytest.mark.slow
 def test_wandb_offline(tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
