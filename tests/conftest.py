@@ -55,14 +55,16 @@ def sample_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sample_data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
+def sample_data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Iterator[Path]:
     """The sample agent exported once (`--date-range 2026-04-01:2026-05-20`, what every training test exports):
     raw.jsonl, the train/validation/test splits and the reports. Shared: never write here; `copy_sample` gives a
     module a folder of its own with the same files (the export is deterministic, so a copy is what a fresh export
-    would write)."""
+    would write); the session's end checks that no test wrote into it."""
     out = tmp_path_factory.mktemp("sample-data")
     assert export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
-    return out
+    before = _digest(out)
+    yield out
+    assert _digest(out) == before, f"a test wrote into the shared sample export {out}: copy it first (copy_sample)"
 
 
 def copy_sample(folder: Path, sample_data: Path) -> Path:
