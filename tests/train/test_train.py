@@ -134,7 +134,10 @@ def test_pack_places_every_example_once_within_capacity() -> None:
     assert len(rows) == 4  # best-fit decreasing reaches the lower bound ceil(4079 / 1024) here
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager", "flex_attention"])
+@pytest.mark.parametrize(
+    "attention",
+    ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)],  # flex: torch.compile
+)
 def test_packed_example_logits_equal_alone(tokenizer: Any, attention: str) -> None:
     model = load_model("clawtune/tiny-agent", dtype=torch.float32, attn_implementation=attention).eval()
     first = render_example(tokenizer, TOOL_EXAMPLE)
