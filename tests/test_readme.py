@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).parent.parent / "README.md"
 SKIP = re.compile(r"<!-- not run by tests/test_readme\.py:[^>]*-->\s*$")
 
@@ -69,6 +71,7 @@ def walkthrough_script(port: int) -> str:
     return "\n".join(script)
 
 
+@pytest.mark.slow
 def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     port = free_port()
     bin_dir = str(Path(sys.executable).parent)

@@ -23,13 +23,12 @@ from clawtune.train.config import load_config
 from clawtune.train.manifest import checkpoints, read_manifest
 from clawtune.train.run import TrainError, TrainOptions, train
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from .conftest import copy_sample, export_sample, read_jsonl, write_jsonl
 
 
 @pytest.fixture(scope="module")
-def exported(sample_state: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("export") / "ft-data"
-    assert export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+def exported(sample_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = copy_sample(tmp_path_factory.mktemp("export") / "ft-data", sample_data)
     return out
 
 
@@ -162,6 +161,7 @@ def sha(folder: Path) -> str:
     return hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_train_refuses_an_earlier_run_and_never_writes_over_the_checkpoint_it_resumed_from(
     tmp_path: Path, data: Path
 ) -> None:
@@ -189,6 +189,7 @@ def test_train_refuses_an_earlier_run_and_never_writes_over_the_checkpoint_it_re
     assert fresh["steps"] == 2 and fresh["initialised_from"] is None and fresh["resumed_from"] is None
 
 
+@pytest.mark.slow
 def test_a_resumed_run_reports_the_loss_of_the_steps_it_ran(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -205,6 +206,7 @@ def test_a_resumed_run_reports_the_loss_of_the_steps_it_ran(
     assert f"2 steps (steps 3-4), mean loss over them {sum(ran) / 2:.4f}" in out
 
 
+@pytest.mark.slow
 def test_wandb_without_a_key_logs_offline_and_says_so(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

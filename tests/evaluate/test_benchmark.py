@@ -14,6 +14,7 @@ from ..conftest import read_jsonl, write_jsonl
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_bfcl_cases_are_answered_by_both_sides_and_scored_by_its_checker(tmp_path: Path) -> None:
     test_set = write_jsonl(
         tmp_path / "test.jsonl",

@@ -11,7 +11,7 @@ from clawtune.evaluate.gate import FAILED, INCONCLUSIVE, PASSED, gate
 from clawtune.evaluate.metrics import Score
 from clawtune.evaluate.run import compare
 
-from ..conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_sample, read_jsonl, write_jsonl
 
 
 def paired(fixed: int, broken: int, same: int = 20) -> dict[str, object]:
@@ -40,15 +40,16 @@ def test_forgetting_fails_on_a_significant_drop_or_one_past_the_threshold() -> N
 pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_ft_evaluate_held_out_compares_the_retrain_with_its_parent(
-    tmp_path_factory: pytest.TempPathFactory, sample_state: Path
+    tmp_path_factory: pytest.TempPathFactory, sample_data: Path
 ) -> None:
     from clawtune.cli import main
 
-    from ..test_train import write_config
+    from ..train.test_train import write_config
 
     root = Path(tmp_path_factory.mktemp("gate"))
-    export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")
+    copy_sample(root, sample_data)
     examples = read_jsonl(root / "raw.jsonl")
     write_jsonl(root / "small.jsonl", examples[:8])
     failures = root / "failure-cases"

@@ -101,6 +101,7 @@ def test_admin_endpoints_create_split_and_stop(tmp_path: Path) -> None:
         assert actions.count("experiment-create") >= 2 and "experiment-stop" in actions
 
 
+@pytest.mark.slow
 def test_experiments_survive_a_restart_with_sticky_arms(tmp_path: Path) -> None:
     models_yaml = {"experiments": [{"id": "cfg-ab", "model": "general", "arms": {"general": 1, "finance-v2": 1}}]}
     conversations = [[{"role": "user", "content": f"conversation {n}"}] for n in range(30)]
@@ -217,11 +218,12 @@ class TwoModels(AdapterEngine):
         if request.adapter is None:
             super().submit(request)  # {"q": "x<y"}: not the integer the schema asks for
             return
-        self.seen.append(request)
+        self.record(request)
         request.events.put(("text", 'Let me look.<tool_call>\n{"name": "lookup", "arguments": {"q": 1}}\n</tool_call>'))
         request.events.put(("done", "stop", 9))
 
 
+@pytest.mark.slow
 def test_the_seed_command_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
     """`clawtune ft ab-test --model-a "llama-3.1-8b-base" --model-b "miaoquai-finance-agent" --traffic-split "50:50"
     --duration "2h" --metrics "accuracy,latency,user_satisfaction"`, word for word, against a running gateway (its
@@ -288,6 +290,7 @@ def test_the_seed_command_calls_the_better_arm_and_writes_reports(tmp_path: Path
     assert "| user satisfaction (primary) |" in (tmp_path / "report" / "ab-test-report.md").read_text()
 
 
+@pytest.mark.slow
 def test_equal_arms_run_to_the_duration_without_a_winner(tmp_path: Path, capsys) -> None:
     code, experiment = _seed_run(tmp_path, {"finance": 0.6, "finance-v2": 0.6}, ["--duration", "6s"])
     assert code == 0
@@ -298,6 +301,7 @@ def test_equal_arms_run_to_the_duration_without_a_winner(tmp_path: Path, capsys)
         assert result["more_units_needed"] > 0 and "more sessions" in result["reason"]
 
 
+@pytest.mark.slow
 def test_fixed_horizon_gives_no_verdict_before_its_size(tmp_path: Path, capsys) -> None:
     args = ["--duration", "4s", "--min-effect", "0.05", "--power", "0.8"]
     code, experiment = _seed_run(tmp_path, {"finance": 0.2, "finance-v2": 0.9}, args)
@@ -472,6 +476,7 @@ def test_models_yaml_experiment_on_an_unknown_model_is_named(tmp_path: Path) -> 
     assert "experiments[1].model: another experiment already splits 'finance'" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_running_test_rides_through_a_gateway_restart(tmp_path: Path, capsys) -> None:
     """The experiment is in the gateway's database: the command waits while the gateway restarts, then carries on,
     and the sessions keep their arms across the restart."""

@@ -41,11 +41,10 @@ class FlakyB(ScriptedEngine):
         self.every = every
 
     def submit(self, request: Any) -> None:
-        messages = self._rendered.get(id(request.prompt_ids), self._last)
+        messages = self.messages_of(request)
         is_b = any(m.get("role") == "system" and m.get("content") == "Short." for m in messages)
         opening = next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
         if is_b and self.every and zlib.crc32(opening.encode()) % self.every == 0:
-            self._rendered.pop(id(request.prompt_ids), None)
             request.events.put(("error", "B failed"))
             return
         super().submit(request)
@@ -72,6 +71,7 @@ def _args(url: str, experiment_id: str, tmp_path: Path, *extra: str) -> list[str
     return [*args, "--output", str(tmp_path / "report"), *extra]
 
 
+@pytest.mark.slow
 def test_a_guardrail_breach_rolls_b_back_before_the_second_step(tmp_path: Path, capsys) -> None:
     """B's error rate 5 points above A's, at a 10% canary: the error-rate guardrail stops B while the ramp is still
     on its first step (the step needs 300 of B's sessions; the breach comes well before)."""
@@ -130,6 +130,7 @@ server:
 """
 
 
+@pytest.mark.slow
 def test_a_better_b_ramps_to_100_and_the_agents_id_serves_it_until_rolled_back(tmp_path: Path, capsys) -> None:
     """B rated better: the canary steps 10% -> 50%, then promotes; requests for the agent's id are answered by B,
     models.yaml says so (comments kept, a backup beside it), OpenClaw's primary model is B; after a restart too.
@@ -198,6 +199,7 @@ def test_a_better_b_ramps_to_100_and_the_agents_id_serves_it_until_rolled_back(t
         assert headers["x-clawtune-model"] == "finance" and "x-clawtune-arm" not in headers
 
 
+@pytest.mark.slow
 def test_a_gateway_restart_mid_ramp_resumes_where_it_was(tmp_path: Path, capsys) -> None:
     """The gateway is stopped and started again while the canary is at its second step: it comes back at that step
     (50%, not the first), the command waits for it, and the ramp carries on to the promotion."""
@@ -342,6 +344,7 @@ def test_each_guardrail_is_breached_only_beyond_its_threshold() -> None:
     assert action.figures["guardrail"]["metric"] in ("invalid_tool_calls", "slow_requests")
 
 
+@pytest.mark.slow
 def test_resume_takes_over_a_ramp_whose_command_stopped(tmp_path: Path, capsys) -> None:
     """A canary left at its first step (its `ft ab-test` gone): `resume` drives it on with its stored settings."""
     settings = abtest.Settings(
@@ -363,6 +366,7 @@ def test_resume_takes_over_a_ramp_whose_command_stopped(tmp_path: Path, capsys) 
         assert "nothing to resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_canary_session_keeps_its_arm_when_b_takes_more_and_after_a_restart(tmp_path: Path) -> None:
     """B's share goes from 10% to 50%: the sessions already under way stay where they began (A's too), new sessions
     are split at the new share; a restarted gateway remembers (from its log) where each session began."""
@@ -459,6 +463,7 @@ def test_models_yaml_promotion_replaces_a_split_of_the_same_id_and_its_undo_puts
         promotion.promote_in_config(path, "new", "finance", "finance-v2", "session")
 
 
+@pytest.mark.slow
 def test_the_gateways_watchdog_rolls_b_back_when_no_command_drives_the_test(tmp_path: Path) -> None:
     """An experiment started by `ft ab-test` whose command is gone: the guardrails still hold, in the gateway."""
     settings = abtest.Settings(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,26 @@ def selective_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) 
     return loss / num_items_in_batch
 
 
+# A test hook: the process SIGKILLs itself at the end of this step (numbered as its checkpoints are), after the
+# optimizer step and before that step's checkpoint is written, so the resume test crashes at the same point however
+# busy the machine is (polling for a checkpoint and killing from outside could miss it, or kill after the last step).
+CRASH_AT_STEP = "CLAWTUNE_TEST_CRASH_AT_STEP"
+
+
+def crash_at_step(step: int, offset: Callable[[], int]) -> Any:
+    """The callback behind `CLAWTUNE_TEST_CRASH_AT_STEP`."""
+    import signal
+
+    from transformers import TrainerCallback
+
+    class CrashAtStep(TrainerCallback):  # type: ignore[misc]
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step + offset() == step:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return CrashAtStep()
+
+
 def make_trainer_class() -> type:
     """The Trainer subclass, defined lazily so `clawtune --help` never imports transformers."""
     from transformers import Trainer
@@ -56,6 +77,12 @@ def make_trainer_class() -> type:
         clawtune_step_offset = 0  # a run continuing another numbers its checkpoints after it
         clawtune_protect: Path | None = None  # the checkpoint this run resumed from: never written over or rotated
         _staging: str | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            crash_at = os.environ.get(CRASH_AT_STEP)
+            if crash_at:
+                self.add_callback(crash_at_step(int(crash_at), lambda: self.clawtune_step_offset))
 
         def compute_loss(
             self,

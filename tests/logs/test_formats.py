@@ -14,7 +14,7 @@ from clawtune.logs.tree import COMPACTION_PREFIX, active_branch, segments
 from clawtune.problems import Problems
 from clawtune.sample.agent import STORE_SCHEMA
 
-from .conftest import HEADER, call, msg, read_jsonl, result, text, write_jsonl
+from ..conftest import HEADER, call, msg, read_jsonl, result, text, write_jsonl
 
 
 def convert(path: Path, **options):

@@ -8,7 +8,7 @@ import pytest
 from clawtune.cli import main
 from clawtune.train.config import ConfigError, FTConfig, config_help, load_config
 
-SEED_CONFIG = Path(__file__).parent / "seed" / "ft-config.yaml"  # a verbatim copy of shared/seed/ft-config.yaml
+SEED_CONFIG = Path(__file__).parent.parent / "seed" / "ft-config.yaml"  # a verbatim copy of shared/seed/ft-config.yaml
 
 
 def test_the_seed_config_is_accepted_as_written(tmp_path):

@@ -26,9 +26,9 @@ from clawtune.models.toolcalls import parse_reply
 from clawtune.train.render import IGNORE, TemplateError, render_example, template_messages
 from clawtune.train.templates import profile, raw_render
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import export_sample, read_jsonl, write_jsonl
 
-FIXTURES = Path(__file__).parent / "fixtures" / "templates"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "templates"
 CHATML = ["<|im_start|>", "<|im_end|>"]
 THINK = ["<think>", "</think>"]
 LLAMA = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"]
@@ -429,6 +429,7 @@ def test_replies_of_reasoning_templates_are_read_after_their_think_block() -> No
     assert parse_reply("No <think> here.").content == "No <think> here."
 
 
+@pytest.mark.slow
 def test_a_qwen3_training_template_exports_with_parity_and_serves_through_the_gateway(
     tmp_path: Path, examples: list[dict[str, Any]]
 ) -> None:

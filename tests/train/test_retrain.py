@@ -16,15 +16,14 @@ from clawtune.train.manifest import checkpoints, read_manifest, sha256_file, tra
 from clawtune.train.replay import MIX_FILE, replay_counts
 from clawtune.train.run import TrainError, TrainOptions, train
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_sample, read_jsonl, write_jsonl
 
 pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
-    out = tmp_path_factory.mktemp("retrain-data")
-    export_sample(out, sample_state, "--date-range", "2026-04-01:2026-05-20")
+def data(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Path:
+    out = copy_sample(tmp_path_factory.mktemp("retrain-data"), sample_data)
     examples = read_jsonl(out / "raw.jsonl")
     write_jsonl(out / "first.jsonl", examples[:12])
     failures = out / "failure-cases"
@@ -67,6 +66,7 @@ def test_shares_are_of_the_whole_mix() -> None:
     assert replay_counts(30, 0.0, 0.4) == (0, 20)
 
 
+@pytest.mark.slow
 def test_the_seeds_retraining_command_reads_the_failure_folder_and_writes_a_new_checkpoint(
     tmp_path: Path, data: Path
 ) -> None:
@@ -113,6 +113,7 @@ def test_the_seeds_retraining_command_reads_the_failure_folder_and_writes_a_new_
     assert checkpoints(tmp_path / "v2"), "a bad --data is refused before --force removes the earlier run"
 
 
+@pytest.mark.slow
 def test_a_first_training_with_general_replay(tmp_path: Path, data: Path) -> None:
     config = config_file(tmp_path, data, "out", replay={"original": 0.25, "general": 0.5})
     options = TrainOptions(config=load_config(config), quiet=True, max_steps=1)

@@ -11,14 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from clawtune.serve.app import Gateway, Server
 
-from .serve_fakes import AdapterEngine, ScriptedEngine, config, fuzz
+from ..serve_fakes import AdapterEngine, ScriptedEngine, config, fuzz
 
 KEY = "fuzz-key"  # in api_keys and admin_keys: the fuzzer reaches every endpoint
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_every_answered_chat_is_logged(tmp_path: Path) -> None:
     (tmp_path / "adapters").mkdir()
     key = "fuzz-key"  # in api_keys and admin_keys: the fuzzer reaches every endpoint

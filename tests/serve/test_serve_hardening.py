@@ -22,7 +22,7 @@ import pytest
 from clawtune.serve.app import Gateway, Server
 from clawtune.serve.engine import GenRequest
 
-from .serve_fakes import AdapterEngine, ScriptedEngine, config, post, raw_exchange
+from ..serve_fakes import AdapterEngine, ScriptedEngine, config, post, raw_exchange
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 HELLO = {"model": "general", "messages": [{"role": "user", "content": "hello"}]}

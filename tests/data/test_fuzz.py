@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from clawtune.data.export import Exporter, ExportOptions, export_training_data
 from clawtune.problems import InputError
 
-from .conftest import HEADER, call, msg, result, text
+from ..conftest import HEADER, call, msg, result, text
 
 VALID = [
     json.dumps(entry)

@@ -1,7 +1,8 @@
 """The Go template interpreter and the model of Ollama's values, against Ollama's own test data and real Go.
 
 `tests/fixtures/ollama/` (see its README): Ollama's 20 shipped templates with their 60 expected outputs, and outputs
-recorded from Go 1.23 by `scripts/ollama_template_golden.go` with structs of the same shape as Ollama's.
+recorded from real Go (go1.27.3) by `scripts/ollama_template_golden.go` with structs of the same shape as Ollama's:
+values, functions and actions, and the 20 templates on tool-calling conversations. Needs no torch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from clawtune.export import gotemplate, ollama, parity
 
-FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "ollama"
 GOLDEN = json.loads((FIXTURES / "golden.json").read_text(encoding="utf-8"))
 CONVERSATIONS = {
     "user": [{"role": "user", "content": "Hello, how are you?"}],
@@ -54,6 +55,20 @@ def test_renders_as_go_renders(case: dict[str, Any]) -> None:
     assert gotemplate.render(case["template"], values) == case["output"]
 
 
+def test_each_shipped_template_has_goldens_on_tool_calling_conversations() -> None:
+    """The goldens were rendered from the templates as they are in the fixtures (a template changed since would be
+    tested against another template's output)."""
+    by_name = {c["name"]: c for c in GOLDEN["cases"]}
+    templates = sorted((FIXTURES / "templates").glob("*.gotmpl"))
+    assert len(templates) == 20
+    for template in templates:
+        source = template.read_text(encoding="utf-8").replace("\r\n", "\n")
+        for suffix in ("sample", "sample-prompt", "conversation"):
+            case = by_name[f"ollama-{template.stem}-{suffix}"]
+            assert case["template"] == source and "error" not in case, case["name"]
+            assert any(m.get("tool_calls") for m in case["messages"]) and case["tools"], case["name"]
+
+
 def test_the_default_template_prints_tools_as_ollama_shows_them() -> None:
     """`{{ .Function }}` is a struct dump in Ollama since v0.14 (templateToolFunction has no String method): the
     default TEMPLATE prints the tools with `json`, and training's Jinja template writes the same bytes."""
@@ -84,3 +99,39 @@ def test_actions_go_rejects_are_rejected_with_their_line() -> None:
         gotemplate.render(
             "{{ range .Messages }}{{ .Nope }}{{ end }}", ollama.ollama_values(CONVERSATIONS["user"], None)
         )
+
+
+# ---- the interpreter on hand-written templates -----------------------------------------------------------------
+
+
+def test_go_template_subset() -> None:
+    source = (
+        "{{- /* a comment */ -}}\n"
+        "{{ range $i, $m := .Messages }}{{ if $i }}, {{ end }}{{ $m.Role }}={{ .Content }}{{ end }}\n"
+        '{{- if eq .Mode "a" }} A{{ else if eq .Mode "b" "c" }} BC{{ else }} other{{ end }}\n'
+        "{{ range $k, $v := .Map }}{{ $k }}:{{ $v }};{{ end }}"
+        "{{ $last := eq (len (slice .Messages 1)) 1 }}{{ if $last }} last{{ end }}"
+        "{{ with .Missing }}never{{ else }} none{{ end }}"
+        ' {{ json .Text }} {{ and 1 0 }} {{ or 0 "x" }} {{ not .Text }} {{ index .Map "b" }}'
+        "{{ $n := 1 }}{{ range .Messages }}{{ $n = 2 }}{{ end }} n={{ $n }}"
+    )
+    data = {
+        "Messages": [{"Role": "user", "Content": "hi"}, {"Role": "assistant", "Content": "yo"}],
+        "Mode": "c",
+        "Map": {"b": 2, "a": 1},
+        "Text": "<a & b>",
+    }
+    assert gotemplate.render(source, data) == (
+        'user=hi, assistant=yo BC\na:1;b:2; last none "\\u003ca \\u0026 b\\u003e" 0 x false 2 n=2'
+    )
+
+
+def test_go_template_errors_name_the_line() -> None:
+    with pytest.raises(gotemplate.GoTemplateError, match=r"line 2: .*has no"):
+        gotemplate.render("ok\n{{ if .A }}never closed", {})
+    with pytest.raises(gotemplate.GoTemplateError, match='line 1: function "nope" not defined'):
+        gotemplate.render("{{ nope 1 }}", {})
+
+
+def test_go_json_matches_go() -> None:
+    assert gotemplate.go_json({"b": [1, 2.0, 2.5], "a": "é<\u2028"}) == '{"a":"é\\u003c\\u2028","b":[1,2,2.5]}'

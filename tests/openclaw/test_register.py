@@ -7,15 +7,14 @@ import socket
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from clawtune.cli import main
 from clawtune.openclaw import json5
 from clawtune.openclaw.register import Registration, apply, base_url
 from clawtune.serve.app import Gateway, Server
 
-from .test_serve import ScriptedEngine, _config
+from ..serve_fakes import ScriptedEngine
+from ..serve_fakes import config as _config
 
 CONFIG = """// OpenClaw config, edited by hand
 {
@@ -39,33 +38,6 @@ CONFIG = """// OpenClaw config, edited by hand
   gateway: { mode: "local", port: 18789, },
 }
 """
-
-
-def test_json5_reads_what_openclaw_writes() -> None:
-    assert json5.loads(CONFIG)["channels"]["telegram"]["token"] == "${TELEGRAM_TOKEN}"
-    assert json5.loads("{a: +1, b: .5, c: 0x1F, d: [1, 2,], e: 'it\\'s', f: Infinity, // c\n}") == {
-        "a": 1,
-        "b": 0.5,
-        "c": 31,
-        "d": [1, 2],
-        "e": "it's",
-        "f": float("inf"),
-    }
-    with pytest.raises(json5.JSON5Error, match=r"cfg: line 3, column 3: expected ',' or '}'"):
-        json5.loads("{\n  a: 1\n  b: 2\n}", "cfg")
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.recursive(
-        st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-        max_leaves=10,
-    )
-)
-def test_json5_round_trips_json(value: object) -> None:
-    assert json5.loads(json.dumps(value, indent=2)) == value
-    assert json5.loads(json5.dumps(value)) == value
 
 
 def test_register_keeps_everything_else_and_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,7 +184,7 @@ def test_register_without_a_reachable_endpoint_says_what_it_wrote(
 
 
 def test_register_reads_vllms_max_model_len(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from .integration.fake_openai import FakeOpenAI
+    from ..integration.fake_openai import FakeOpenAI
 
     path = tmp_path / "openclaw.json"
     with FakeOpenAI(card={"max_model_len": 16384}) as vllm:

@@ -15,9 +15,9 @@ import pytest
 from clawtune.cli import main
 from clawtune.data.validate import validate_files
 
-from .conftest import read_jsonl
+from ..conftest import read_jsonl
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 RELEASES = ["openclaw-2026.7.35", "openclaw-2026.8.2", "openclaw-2026.9.6", "openclaw-upgraded-2026.7.35-2026.9.6"]
 STORE = Path("agents/main/agent/openclaw-agent.sqlite")
 ARCHIVE = Path("agents/main/session-sqlite-import-archive")

@@ -10,9 +10,9 @@ from clawtune.data.scrub import Scrubber, luhn_ok
 from clawtune.data.split import assign_splits
 from clawtune.data.validate import validate_files
 
-from .conftest import read_jsonl, tool_call, write_jsonl
+from ..conftest import read_jsonl, tool_call, write_jsonl
 
-SEED_EXAMPLE = str(Path(__file__).parent / "seed" / "tool-call-example.jsonl")  # verbatim from shared/seed/
+SEED_EXAMPLE = str(Path(__file__).parent.parent / "seed" / "tool-call-example.jsonl")  # verbatim from shared/seed/
 
 
 @pytest.mark.parametrize(

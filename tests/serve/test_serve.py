@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,12 +27,12 @@ from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
 from clawtune.serve.log import RequestLog
 
-from .conftest import export_sample, read_jsonl, write_jsonl
-from .integration.fake_openai import FakeOpenAI
-from .serve_fakes import ScriptedEngine
-from .serve_fakes import config as _config
+from ..conftest import copy_run, read_jsonl, write_jsonl
+from ..integration.fake_openai import FakeOpenAI
+from ..serve_fakes import ScriptedEngine
+from ..serve_fakes import config as _config
 
-SEED_MODELS = Path(__file__).parent / "seed" / "models.yaml"
+SEED_MODELS = Path(__file__).parent.parent / "seed" / "models.yaml"
 
 
 @pytest.fixture
@@ -232,7 +234,7 @@ def test_system_prompt_policy_replaces_the_agents_long_prompt(scripted: tuple[Se
     messages = [{"role": "system", "content": long_prompt}, {"role": "user", "content": "hi"}]
     reply = client.chat.completions.create(model="finance-v2", messages=messages)
     engine = server.gateway.engine
-    assert engine.seen[-1].prompt_ids and json.dumps(engine._last).count("Short.") == 1  # type: ignore[union-attr]
+    assert json.dumps(engine.messages_of(engine.seen[-1])).count("Short.") == 1  # type: ignore[union-attr]
     used = reply.usage.model_extra
     assert used["prompt_tokens_before_policy"] > 20 * reply.usage.prompt_tokens
     row = (
@@ -296,9 +298,38 @@ def test_chat_interactive_commands(scripted: tuple[Server, openai.OpenAI]) -> No
 # ---- load: every request answered or refused, every answered one logged ---------------------------------------
 
 
+class GatedEngine(ScriptedEngine):
+    """The scripted engine, holding every reply until `gate` opens: the requests it was given stay in flight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def submit(self, request: GenRequest) -> None:
+        self.record(request)
+
+        def later() -> None:
+            self.gate.wait(60)
+            self.answer(request)
+
+        threading.Thread(target=later, daemon=True).start()
+
+
+def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    """Wait for a state (not for a moment): fails only if it never comes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
 def test_bounded_load(tmp_path: Path) -> None:
+    """max_concurrency requests held in flight by the engine; 24 more at once are all refused (429, logged, counted),
+    the held ones all answered once the engine lets them go, and the freed slots serve again. No timing: the test
+    waits for states (the engine holding 4 requests, the slots freed), never for a moment."""
     config = _config(tmp_path, server={"max_concurrency": 4})
-    server = Server(Gateway(config, engine=ScriptedEngine(delay=0.2))).start()  # type: ignore[arg-type]
+    engine = GatedEngine()
+    server = Server(Gateway(config, engine=engine)).start()  # type: ignore[arg-type]
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="k", max_retries=0)
 
     def one(i: int) -> tuple[int, str | None]:
@@ -307,20 +338,29 @@ def test_bounded_load(tmp_path: Path) -> None:
                 model="general", messages=[{"role": "user", "content": f"n{i}"}]
             )
             return 200, raw.headers["x-request-id"]
-        except openai.RateLimitError:
-            return 429, None
+        except openai.RateLimitError as exc:
+            return 429, exc.response.headers["x-request-id"]
 
-    with ThreadPoolExecutor(24) as pool:
-        results = list(pool.map(one, range(48)))
-    server.close()  # finishes in-flight requests and flushes the log
-    statuses = [s for s, _ in results]
-    assert set(statuses) == {200, 429} and statuses.count(200) >= 4
+    try:
+        with ThreadPoolExecutor(24) as pool:
+            held = [pool.submit(one, i) for i in range(4)]
+            wait_for(lambda: len(engine.seen) == 4, "the engine to hold 4 requests")
+            refused = list(pool.map(one, range(4, 28)))
+            assert [s for s, _ in refused] == [429] * 24
+            assert not any(f.done() for f in held)
+            engine.gate.set()
+            answered = [f.result() for f in held]
+            assert [s for s, _ in answered] == [200] * 4
+            wait_for(lambda: server.gateway.in_flight == 0, "the slots to be freed")
+            again = [one(i) for i in range(28, 32)]  # one at a time: a freed slot serves again
+            assert [s for s, _ in again] == [200] * 4
+    finally:
+        server.close()  # finishes in-flight requests and flushes the log
     conn = sqlite3.connect(server.gateway.log.path)
     logged = dict(conn.execute("select id, status from requests").fetchall())
-    answered = {rid for s, rid in results if s == 200}
-    assert answered <= set(logged) and all(logged[r] == 200 for r in answered)
-    assert sorted(logged.values()).count(429) == statuses.count(429)
-    assert f"clawtune_rejected_total {statuses.count(429)}.0" in server.gateway.metrics.render().decode()
+    assert len(logged) == 32
+    assert all(logged[rid] == status for status, rid in answered + refused + again)
+    assert "clawtune_rejected_total 24.0" in server.gateway.metrics.render().decode()
 
 
 # ---- forwarding to remote engines ------------------------------------------------------------------------------
@@ -530,27 +570,29 @@ def test_a_log_written_before_the_clamp_columns_gets_them(tmp_path: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def adapters(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> dict[str, Path]:
-    """Two LoRA adapters of the tiny model (different data and seeds), exported as openclaw-lora."""
+def adapters(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, tiny_lora: Path) -> dict[str, Path]:
+    """Two LoRA adapters of the tiny model (different data and seeds), exported as openclaw-lora: alpha is the
+    session's tiny LoRA run, beta is trained here."""
     folder = tmp_path_factory.mktemp("serve-adapters")
-    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    rows = read_jsonl(folder / "raw.jsonl")
+    rows = read_jsonl(sample_data / "raw.jsonl")
+    runs = {"alpha": copy_run(tiny_lora, folder / "alpha-out").parent}
+    write_jsonl(folder / "beta.jsonl", rows[12:22])
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(folder / "beta.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": 2},
+        "output_dir": str(folder / "beta-out"),
+        "tracking": {"tensorboard": False},
+    }
+    (folder / "beta.yaml").write_text(yaml.safe_dump(config))
+    assert main(["ft", "train", "--config", str(folder / "beta.yaml"), "--max-steps", "3"]) == 0
+    runs["beta"] = folder / "beta-out"
     out = {}
-    for name, part, seed in (("alpha", rows[:10], 1), ("beta", rows[10:20], 2)):
-        write_jsonl(folder / f"{name}.jsonl", part)
-        config = {
-            "base_model": "clawtune/tiny-agent",
-            "method": "lora",
-            "data": {"train": str(folder / f"{name}.jsonl")},
-            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-            "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": seed},
-            "output_dir": str(folder / f"{name}-out"),
-            "tracking": {"tensorboard": False},
-        }
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(config))
-        assert main(["ft", "train", "--config", str(folder / f"{name}.yaml"), "--max-steps", "3"]) == 0
+    for name, run in runs.items():
         target = folder / "exports" / name
-        assert main(["ft", "export", "--model-dir", str(folder / f"{name}-out"), "--output", str(target)]) == 0
+        assert main(["ft", "export", "--model-dir", str(run), "--output", str(target)]) == 0
         out[name] = target
     return out
 
@@ -582,6 +624,7 @@ def _generate(engine: Engine, requests: list[GenRequest]) -> list[tuple[str, str
     return out
 
 
+@pytest.mark.slow
 def test_mixed_adapter_batches_equal_one_at_a_time(engine: Engine) -> None:
     prompts = [
         [{"role": "user", "content": "What was revenue in Q3 for EMEA?"}],
@@ -598,6 +641,7 @@ def test_mixed_adapter_batches_equal_one_at_a_time(engine: Engine) -> None:
     assert len({text for text, _, _ in single}) >= 3, "base and adapters answer differently"
 
 
+@pytest.mark.slow
 def test_stacked_adapters_equal_peft_and_weights_scale(
     engine: Engine, adapters: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -649,6 +693,7 @@ def test_stacked_adapters_equal_peft_and_weights_scale(
         engine.add_adapter("tampered", str(tampered))
 
 
+@pytest.mark.slow
 def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path], tmp_path: Path) -> None:
     config = parse(
         {

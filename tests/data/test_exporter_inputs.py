@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HEADER, export_sample, msg, read_jsonl, text, write_jsonl
+from ..conftest import HEADER, export_sample, msg, read_jsonl, text, write_jsonl
 
 
 def session(sid: str, question: str = "What were sales in May?", answer: str = "They were $5.") -> list[dict]:

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
 from clawtune.cli import main
-from clawtune.export import gotemplate, ollama, parity
+from clawtune.export import parity
 from clawtune.export.gguf import (
     QWEN2_SPLIT,
     GGUFExportError,
@@ -26,103 +25,18 @@ from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
 from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
 
-from .conftest import export_sample, read_jsonl, write_jsonl
+from ..conftest import copy_run
 
 torch = pytest.importorskip("torch")
-
-
-# ---- the Go template interpreter ----------------------------------------------------------------------------
-
-
-def test_go_template_subset() -> None:
-    source = (
-        "{{- /* a comment */ -}}\n"
-        "{{ range $i, $m := .Messages }}{{ if $i }}, {{ end }}{{ $m.Role }}={{ .Content }}{{ end }}\n"
-        '{{- if eq .Mode "a" }} A{{ else if eq .Mode "b" "c" }} BC{{ else }} other{{ end }}\n'
-        "{{ range $k, $v := .Map }}{{ $k }}:{{ $v }};{{ end }}"
-        "{{ $last := eq (len (slice .Messages 1)) 1 }}{{ if $last }} last{{ end }}"
-        "{{ with .Missing }}never{{ else }} none{{ end }}"
-        ' {{ json .Text }} {{ and 1 0 }} {{ or 0 "x" }} {{ not .Text }} {{ index .Map "b" }}'
-        "{{ $n := 1 }}{{ range .Messages }}{{ $n = 2 }}{{ end }} n={{ $n }}"
-    )
-    data = {
-        "Messages": [{"Role": "user", "Content": "hi"}, {"Role": "assistant", "Content": "yo"}],
-        "Mode": "c",
-        "Map": {"b": 2, "a": 1},
-        "Text": "<a & b>",
-    }
-    assert gotemplate.render(source, data) == (
-        'user=hi, assistant=yo BC\na:1;b:2; last none "\\u003ca \\u0026 b\\u003e" 0 x false 2 n=2'
-    )
-
-
-def test_go_template_errors_name_the_line() -> None:
-    with pytest.raises(gotemplate.GoTemplateError, match=r"line 2: .*has no"):
-        gotemplate.render("ok\n{{ if .A }}never closed", {})
-    with pytest.raises(gotemplate.GoTemplateError, match='line 1: function "nope" not defined'):
-        gotemplate.render("{{ nope 1 }}", {})
-
-
-def test_go_json_matches_go() -> None:
-    assert gotemplate.go_json({"b": [1, 2.0, 2.5], "a": "é<\u2028"}) == '{"a":"é\\u003c\\u2028","b":[1,2,2.5]}'
-
-
-# ---- parity --------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    return load_tokenizer("clawtune/tiny-agent")[0]
-
-
-def _ollama_renderer(template: str) -> parity.Renderer:
-    return lambda messages, tools: gotemplate.render(template, ollama.ollama_values(messages, tools))
-
-
-def test_ollama_template_renders_training_tokens(tokenizer: Any) -> None:
-    go, stops = ollama.known_go_template(tokenizer.chat_template) or ("", [])
-    report = parity.check(
-        "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(go), [parity.SAMPLE]
-    )
-    assert report.prompts == 3 and report.tokens > 1000 and stops == ["<|im_end|>", "<|im_start|>"]
-
-
-def test_parity_catches_a_different_template(tokenizer: Any) -> None:
-    go, _ = ollama.known_go_template(tokenizer.chat_template) or ("", [])
-    # The most common drift: tool-call arguments written with spaces (json.dumps) instead of the trained form.
-    drifted = go.replace("{{ .Function.Arguments }}", "{{ json .Function.Name | print }}")
-    with pytest.raises(parity.ParityError, match=r"prompt before message 5.*\n  training: .*arguments"):
-        parity.check(
-            "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(drifted), [parity.SAMPLE]
-        )
-    missing_newline = go.replace("</tools>\n\nFor each", "</tools>\nFor each")
-    with pytest.raises(parity.ParityError, match="prompt before message 2"):
-        parity.check(
-            "ollama", tokenizer, parity.training_renderer(tokenizer), _ollama_renderer(missing_newline), [parity.SAMPLE]
-        )
 
 
 # ---- exports from a trained checkpoint ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Path:
-    """Four LoRA steps on every linear layer of the tiny model, with a large step so the adapter matters."""
-    folder = tmp_path_factory.mktemp("export-ckpt")
-    export_sample(folder, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    write_jsonl(folder / "small.jsonl", read_jsonl(folder / "raw.jsonl")[:12])
-    config = {
-        "base_model": "clawtune/tiny-agent",
-        "method": "lora",
-        "data": {"train": str(folder / "small.jsonl")},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "save_steps": 100},
-        "output_dir": str(folder / "out"),
-        "tracking": {"tensorboard": False},
-    }
-    (folder / "ft-config.yaml").write_text(yaml.safe_dump(config))
-    assert main(["ft", "train", "--config", str(folder / "ft-config.yaml"), "--max-steps", "4"]) == 0
-    return folder / "out" / "checkpoint-4"
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_lora: Path) -> Path:
+    """The session's tiny LoRA run (four steps on every linear layer, a large step so the adapter matters), copied."""
+    return copy_run(tiny_lora, tmp_path_factory.mktemp("export-ckpt") / "out")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -25,12 +24,14 @@ from clawtune.serve.log import RequestLog, iter_requests, log_files
 from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
-from .conftest import export_sample
-from .serve_fakes import ScriptedEngine, config
+from ..conftest import chromium, copy_sample, missing
+from ..serve_fakes import ScriptedEngine, config
 
 KEY = "admin-secret-key"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-sync_api = pytest.importorskip("playwright.sync_api")
+try:
+    from playwright import sync_api
+except ImportError:  # a dev dependency: missing only where `make install` was not run
+    missing("playwright is not installed")
 
 
 # ---- the outputs the commands write, made small -------------------------------------------------------------------
@@ -173,14 +174,14 @@ def write_archive(data: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Iterator[dict[str, Any]]:
+def world(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Iterator[dict[str, Any]]:
     from clawtune.cli import main
 
     root = tmp_path_factory.mktemp("ui")
     write_run(root / "runs" / "finished", [2.0, 1.5, 1.2, 0.9], [1.8, 1.1], finished=True)
     write_run(root / "runs" / "going", [2.2, 1.9, 1.7], [], finished=False)
     data = root / "ft-data"
-    assert export_sample(data, sample_state, "--date-range", "2026-04-01:2026-05-20") == 0
+    copy_sample(data, sample_data)
     augmented = ["ft", "augment-data", "--input", str(data / "raw.jsonl"), "--output", str(data / "augmented.jsonl")]
     assert main([*augmented, "--factor", "2", "--balance"]) == 0
     evaluation = write_evaluation(root / "runs" / "finished" / "checkpoint-8" / "eval")
@@ -225,10 +226,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, sample_state: Path) -> Itera
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
+    executable = chromium()
     with sync_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        launched = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-gpu"])
         yield launched
         launched.close()
 
@@ -841,7 +841,7 @@ def test_a_correction_saved_on_the_page_is_taken_by_collect_failures(page: Any, 
     corrects it on the page, and the next collect-failures run trains on that correction."""
     from clawtune.cli import main
 
-    from .conftest import read_jsonl
+    from ..conftest import read_jsonl
 
     root = world["root"]
     common = ["agent", "collect-failures", "--agent-id", "my-agent", "--source", "gateway"]

@@ -8,7 +8,7 @@ from clawtune.cli import main
 from clawtune.data.validate import validate_files
 from clawtune.sample.agent import CARDS, PHONES, SECRETS
 
-from .conftest import HEADER, export_sample, msg, read_jsonl
+from ..conftest import HEADER, export_sample, msg, read_jsonl
 
 SEED_ARGS = [
     "agent",

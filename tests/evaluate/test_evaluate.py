@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 import pytest
 
 from clawtune.evaluate.metrics import calls_mismatch, hallucinations, normalize, score, token_f1
-from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile, wilson
 from clawtune.models.toolcalls import parse_reply
 
-from .conftest import tool_call
+from ..conftest import tool_call
 
 SCHEMA = {
     "type": "object",
@@ -123,20 +121,6 @@ def test_score_text_tool_and_refusal_items() -> None:
     assert near.kind == "tool_call" and near.tool_name_correct and not near.tool_args_correct and 0 < near.f1 < 1
 
 
-def test_statistics() -> None:
-    assert mcnemar_exact(0, 0) == 1.0
-    assert mcnemar_exact(6, 0) == pytest.approx(2 / 64)  # exact binomial, two-sided
-    assert mcnemar_exact(5, 5) == 1.0
-    assert mcnemar_exact(20, 3) < 0.001
-    low, high = bootstrap_ci([1.0] * 30 + [0.0] * 70)
-    assert 0.2 < low < 0.3 < high < 0.4
-    assert bootstrap_ci([1.0] * 30 + [0.0] * 70) == (low, high)  # seeded
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
-    wl, wh = wilson(30, 100)
-    assert wl == pytest.approx(0.2189, abs=1e-3) and wh == pytest.approx(0.3958, abs=1e-3)
-    assert percentile([1, 2, 3, 4], 50) == 2.5 and percentile([5], 95) == 5
-
-
 @pytest.mark.parametrize(
     ("text", "content", "calls", "invalid"),
     [
@@ -164,7 +148,7 @@ def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_pat
     from clawtune.evaluate.backends import example_items
     from clawtune.evaluate.run import Side, overlap
 
-    from .conftest import tool_call
+    from ..conftest import tool_call
 
     question = {"role": "user", "content": "Convert 100 EUR to USD."}
     answer = tool_call("call_a", "get_exchange_rate", '{"base": "EUR", "quote": "USD"}')
@@ -192,30 +176,24 @@ def test_overlap_finds_turns_asked_in_training_and_judges_the_rest_alone(tmp_pat
     assert not overlap(items, base, tuned, train)["unseen"]["comparison"]["significant"]
 
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
-
-
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> dict[str, Any]:
-    """A few LoRA steps on the tiny model, then the seed's evaluate command on held-out turns."""
+def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_data: Any, tiny_lora: Any) -> dict[str, Any]:
+    """The session's tiny LoRA run (a few steps on the tiny model), then the seed's evaluate command on held-out
+    turns."""
     from pathlib import Path
 
     from clawtune.cli import main
 
-    from .conftest import export_sample
-    from .test_train import write_config
+    from ..conftest import copy_run, copy_sample
 
-    root = Path(tmp_path_factory.mktemp("evaluate"))
-    export_sample(root, sample_state, "--date-range", "2026-04-01:2026-05-20")
-    (root / "small.jsonl").write_text("".join((root / "raw.jsonl").read_text().splitlines(keepends=True)[:24]))
-    config = write_config(root, root)
-    assert main(["ft", "train", "--config", str(config), "--max-steps", "3"]) == 0
+    root = copy_sample(Path(tmp_path_factory.mktemp("evaluate")), sample_data)
+    copy_run(tiny_lora, root / "out")  # evaluate writes its report into the model folder
     code = main(
         [
             "ft",
             "evaluate",
             "--model-dir",
-            str(root / "out" / "checkpoint-3"),
+            str(root / "out" / "checkpoint-4"),
             "--test-set",
             str(root / "test.jsonl"),
             "--limit",
@@ -229,7 +207,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory, sample_state: Any) -> di
         ]
     )
     assert code == 0
-    report = json.loads((root / "out" / "checkpoint-3" / "eval" / "eval-report.json").read_text())
+    report = json.loads((root / "out" / "checkpoint-4" / "eval" / "eval-report.json").read_text())
     return {"root": root, "report": report}
 
 
@@ -252,21 +230,20 @@ def test_evaluate_end_to_end_on_the_tiny_model(evaluated: dict[str, Any]) -> Non
     assert verdicts.count("baseline only") == report["comparison"]["baseline_only_correct"]
     overlap = report["overlap"]  # checked against the training file named in the checkpoint's manifest
     assert overlap["items_seen"] + overlap["items_unseen"] == 12
-    items = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-items.jsonl").read_text().splitlines()
+    items = (evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-items.jsonl").read_text().splitlines()
     sets = [json.loads(line)["set"] for line in items]  # every item, not only the ten worst
     assert sets.count("test") == 12 and sets.count("general") == report["forgetting"]["general_items"]
-    md = (evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.md").read_text()
+    md = (evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-report.md").read_text()
     assert "| metric | baseline | fine-tuned | change |" in md and "| accuracy |" in md
 
 
 def test_html_report_renders_its_charts_in_a_headless_browser(evaluated: dict[str, Any], tmp_path: Any) -> None:
-    import shutil
     import subprocess
 
-    browser = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
-    if browser is None:
-        pytest.skip("no Chromium on this machine (.ci/run installs Debian's chromium)")
-    page = evaluated["root"] / "out" / "checkpoint-3" / "eval" / "eval-report.html"
+    from ..conftest import chromium
+
+    browser = chromium()
+    page = evaluated["root"] / "out" / "checkpoint-4" / "eval" / "eval-report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
     flags += ["--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run(
@@ -298,7 +275,7 @@ def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[s
     from clawtune.evaluate.run import EvalOptions, run_evaluation
     from clawtune.problems import Problems
 
-    from .conftest import chat_server
+    from ..conftest import chat_server
 
     root = evaluated["root"]
     test_set = root / "test.jsonl"
@@ -316,7 +293,7 @@ def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[s
         report = run_evaluation(
             EvalOptions(
                 test_set=test_set,
-                model_dir=str(root / "out" / "checkpoint-3"),
+                model_dir=str(root / "out" / "checkpoint-4"),
                 baseline_endpoint=f"{url}/v1",
                 baseline_model="big-general-model",
                 baseline_system_prompt=prompt,
@@ -351,7 +328,7 @@ def test_checkpoint_manifest_refuses_a_changed_file_or_another_base(evaluated: d
     from clawtune.models import ModelLoadError
     from clawtune.models.checkpoint import load_for_inference
 
-    source = evaluated["root"] / "out" / "checkpoint-3"
+    source = evaluated["root"] / "out" / "checkpoint-4"
     other_base = tmp_path / "other-base"
     shutil.copytree(source, other_base)
     manifest = json.loads((other_base / "clawtune-manifest.json").read_text())

@@ -22,7 +22,7 @@ from clawtune.data.augment import (
 from clawtune.data.recipe import TARGET, category, traits
 from clawtune.data.validate import validate_files
 
-from .conftest import chat_server, export_sample, read_jsonl, tool_call, write_jsonl
+from ..conftest import chat_server, export_sample, read_jsonl, tool_call, write_jsonl
 
 TOOLS = [
     {
