@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from clawtune.artifacts.manifest import MANIFEST, read_manifest, write_manifest
 from clawtune.cli import main
 from clawtune.export import gotemplate, ollama, parity
 from clawtune.export.gguf import (
@@ -24,7 +25,6 @@ from clawtune.export.gguf import (
 from clawtune.export.run import ExportError, ExportOptions, check_finite, export, vllm_check
 from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
-from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
 
 from .conftest import export_sample, read_jsonl, write_jsonl
 

@@ -19,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from clawtune.artifacts.files import write_json_atomic
+from clawtune.artifacts.manifest import write_manifest
 from clawtune.evaluate.report import write_reports
 from clawtune.serve.app import Gateway, Server
 from clawtune.serve.log import RequestLog, iter_requests, log_files
-from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
 from .conftest import export_sample

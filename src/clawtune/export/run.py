@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.chat_templates import without_markers
+from clawtune.data.provenance import training_examples, training_system_prompt
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
-from clawtune.models.chat_templates import without_markers
 from clawtune.problems import InputError
 
 FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
@@ -82,7 +83,7 @@ def parse_formats(text: str) -> list[str]:
 
 def source_folder(model_dir: Path) -> Path:
     """The checkpoint or final training output to export: a folder holding a clawtune manifest."""
-    from clawtune.train.manifest import MANIFEST, find_checkpoint
+    from clawtune.artifacts.manifest import MANIFEST, find_checkpoint
 
     if (model_dir / MANIFEST).is_file():
         return model_dir
@@ -115,42 +116,6 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
     return found.get("value") if isinstance(found, dict) else found
 
 
-def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The conversations the checkpoint was trained on, if the training file is still where the config says."""
-    from clawtune.train.manifest import training_file
-
-    train = training_file(manifest)
-    if train is None:
-        return []
-    from clawtune.data.validate import iter_examples
-    from clawtune.problems import Problems
-
-    return [e for _, e in iter_examples(train, Problems())]
-
-
-def training_system_prompt(
-    manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None
-) -> dict[str, Any] | None:
-    """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
-    per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
-    from collections import Counter
-
-    policies: Counter[str] = Counter()
-    prompts: Counter[str] = Counter()
-    for example in training_examples(manifest) if examples is None else examples:
-        policy = (example.get("metadata") or {}).get("system_prompt")
-        if policy in ("keep", "drop", "replace"):
-            policies[policy] += 1
-            first = (example.get("messages") or [{}])[0]
-            if policy == "replace" and first.get("role") == "system" and isinstance(first.get("content"), str):
-                prompts[first["content"]] += 1
-    if not policies:
-        return None
-    policy = policies.most_common(1)[0][0]
-    prompt = prompts.most_common(1)[0][0] if prompts else None
-    return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
-
-
 def _parity_examples(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The built-in sample plus a few training conversations (those with tools first)."""
     found = sorted(trained, key=lambda e: not e.get("tools"))
@@ -179,9 +144,9 @@ def export(options: ExportOptions) -> dict[str, Any]:
     """Write the export; return a summary (what was written where, parity results, commands to run next)."""
     from rich.console import Console
 
+    from clawtune.artifacts.manifest import read_manifest
     from clawtune.models import load_tokenizer
     from clawtune.models.checkpoint import verify_base, verify_files
-    from clawtune.train.manifest import read_manifest
 
     console = Console(stderr=True)
     custom_template = read_chat_template(options.chat_template) if options.chat_template is not None else None
@@ -348,7 +313,7 @@ def _base_config(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _export_manifest(ctx: _Context, target: Path, fmt: str, kind: str, extra: dict[str, Any] | None = None) -> None:
-    from clawtune.train.manifest import write_manifest
+    from clawtune.artifacts.manifest import write_manifest
 
     trained = ctx.manifest
     info = {

@@ -132,8 +132,8 @@ class Engine:
         return loaded
 
     def _check(self, folder: Path) -> dict[str, Any]:
+        from clawtune.artifacts.manifest import MANIFEST, read_manifest
         from clawtune.models.checkpoint import verify_base, verify_files
-        from clawtune.train.manifest import MANIFEST, read_manifest
 
         if not (folder / MANIFEST).is_file():
             raise EngineError(f"{folder}: not a clawtune adapter (no {MANIFEST}); export one with clawtune ft export")
@@ -164,7 +164,7 @@ class Engine:
 
     def render(self, adapter: str | None, messages: list[dict[str, Any]], tools: Any) -> list[int]:
         """The prompt ids, rendered with the template this adapter was trained with (the training renderer)."""
-        from clawtune.train.render import render_text, template_messages
+        from clawtune.artifacts.render import render_text, template_messages
 
         tokenizer = self.tokenizer
         template = self.template(adapter)

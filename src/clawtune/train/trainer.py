@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.manifest import rotate, write_manifest
+from clawtune.artifacts.render import IGNORE
 from clawtune.train.data import document_mask
-from clawtune.train.manifest import rotate, write_manifest
-from clawtune.train.render import IGNORE
 
 
 def selective_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:

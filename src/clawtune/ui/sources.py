@@ -1,6 +1,6 @@
 """What the dashboard shows, read from the files and the database the commands write (never a copy of them).
 
-Each reader goes through the module that owns the format: the checkpoint manifest (`train.manifest`), the data mix
+Each reader goes through the module that owns the format: the checkpoint manifest (`artifacts.manifest`), the data mix
 (`data.recipe`), the evaluation report (`evaluate/report.py` writes `eval-report.json`), the request log and the
 experiments (`serve.log`), the review file (`loop.failures.collect`). The one file written here is a review.jsonl.
 """
@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
 from clawtune.data.holdout import REPORT as EXPORT_REPORT
 from clawtune.evaluate.report import ROWS as EVAL_ROWS
 from clawtune.loop.failures.collect import FILES as FAILURE_FILES
 from clawtune.loop.failures.collect import check_correction
 from clawtune.problems import InputError
-from clawtune.train.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
 from clawtune.train.run import LOSS_PLOT, SUMMARY
 
 # Folders never worth walking into when looking for runs and reports (hidden ones neither: .git, .venv, a

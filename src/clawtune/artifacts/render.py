@@ -2,7 +2,7 @@
 
 Two ways to find each trained assistant message's characters:
 
-- **generation markers**, where the template has them (clawtune's training templates, `models/templates/`): the
+- **generation markers**, where the template has them (clawtune's training templates, `artifacts/templates/`): the
   conversation is rendered once and the template reports where each `{% generation %}` block starts and ends (the
   same spans transformers turns into `return_assistant_tokens_mask`). Blocks map one to one, in order, onto the
   assistant messages, so a `weight: 0` turn's block stays untrained;
@@ -28,8 +28,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from clawtune.artifacts.template_profile import TemplateError, TemplateProfile, profile, raw_render
 from clawtune.chat import Example, Message, content_text, is_trained
-from clawtune.train.templates import TemplateError, TemplateProfile, profile, raw_render
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
