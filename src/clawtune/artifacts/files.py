@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +67,19 @@ def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:
     with atomic_write(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A fresh staging folder beside `target` to build the new `target` in; when the block ends without an exception
+    it replaces `target` whole (`replace_folder`), else it is removed and `target` is left as it was."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+        replace_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_folder(staging: Path, target: Path) -> None:
