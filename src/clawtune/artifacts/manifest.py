@@ -21,6 +21,9 @@ from clawtune.problems import InputError
 MANIFEST = "clawtune-manifest.json"
 FORMAT = "clawtune-checkpoint/1"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# What a finished training run leaves beside its checkpoints (written by train.run, read by the dashboard).
+SUMMARY = "training-summary.json"
+LOSS_PLOT = "loss-curve.png"
 # Trainer state needed only to resume, not to evaluate or serve: not hashed.
 _RESUME_ONLY = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json)$")
 

@@ -26,7 +26,9 @@ from clawtune import __version__
 from clawtune.artifacts.files import write_json_atomic
 from clawtune.artifacts.manifest import (
     CHECKPOINT,
+    LOSS_PLOT,
     MANIFEST,
+    SUMMARY,
     checkpoint_step,
     checkpoints,
     find_checkpoint,
@@ -41,9 +43,6 @@ from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_
 from clawtune.train.plan import Plan, TrainError, TrainOptions, lora_config, plan_run
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
-
-SUMMARY = "training-summary.json"
-LOSS_PLOT = "loss-curve.png"
 
 
 def is_main_process() -> bool:

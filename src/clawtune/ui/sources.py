@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from clawtune.artifacts.files import atomic_write
-from clawtune.artifacts.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
+from clawtune.artifacts.manifest import LOSS_PLOT, MANIFEST, SUMMARY, checkpoint_step, checkpoints, read_manifest
 from clawtune.data.holdout import REPORT as EXPORT_REPORT
 from clawtune.evaluate.report import ROWS as EVAL_ROWS
 from clawtune.loop.failures.collect import FILES as FAILURE_FILES
 from clawtune.loop.failures.collect import check_correction
 from clawtune.problems import InputError
-from clawtune.train.run import LOSS_PLOT, SUMMARY
 
 # Folders never worth walking into when looking for runs and reports (hidden ones neither: .git, .venv, a
 # checkpoint's .staging, a collect-failures swap in progress).
