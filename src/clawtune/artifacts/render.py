@@ -13,7 +13,7 @@ Either way each trained turn is then checked: the text before it must be exactly
 that turn (a template that rewrites earlier turns depending on what follows cannot be trained on, and is refused with
 the rule `history-dependent`), and its tool calls and text must be in what is trained (a template that drops them
 is refused rather than training an empty turn). Messages are adapted to the template's rules first (see
-`templates.py`), the same way in training, in the parity check and in serving.
+`template_profile.py`), the same way in training, in the parity check and in serving.
 
 Tokens overlapping a trained span are supervised; every other token (system, user, tool results, scaffolding such as
 the generation prompt, `weight: 0` turns, whitespace after a turn's end token) gets the label -100. A token that

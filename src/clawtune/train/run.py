@@ -1,9 +1,9 @@
 """`clawtune ft train`: LoRA, QLoRA or full fine-tuning with transformers' Trainer and PEFT.
 
 What clawtune adds to the stock Trainer: assistant-only labels rendered with the model's own chat template
-(`render.py`), isolated packing (`data.py`), checkpoints that are complete or absent (`manifest.py`), a progress bar
-with tokens/s, a `training-summary.json` and a loss plot, and one clear line whenever the machine cannot do what the
-config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
+(`artifacts/render.py`), isolated packing (`data.py`), checkpoints that are complete or absent (`trainer.py`, with
+`artifacts/manifest.py`), a progress bar with tokens/s, a `training-summary.json` and a loss plot, and one clear line
+whenever the machine cannot do what the config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
 """
 
 from __future__ import annotations
