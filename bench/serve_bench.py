@@ -56,8 +56,8 @@ def make_adapters(base: str, folder: Path, count: int, rank: int) -> list[Path]:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from clawtune.artifacts.manifest import write_manifest
     from clawtune.models import fingerprint, load_model, load_tokenizer, resolve
-    from clawtune.train.manifest import write_manifest
 
     tokenizer, _ = load_tokenizer(base)
     paths = []

@@ -56,7 +56,7 @@ def sample_agent_examples(n: int) -> list[Any]:
 
 def lognormal_examples(n: int, vocab: int, seed: int = 0) -> list[Any]:
     """Token sequences with agent-like lengths; the last turns of each are trained, the share of the sample agent."""
-    from clawtune.train.render import IGNORE, Rendered
+    from clawtune.artifacts.render import IGNORE, Rendered
 
     rng = random.Random(seed)
     out = []

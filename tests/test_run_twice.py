@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import yaml
 
+from clawtune.artifacts.manifest import checkpoints, read_manifest
 from clawtune.cli import main
 from clawtune.train.config import load_config
-from clawtune.train.manifest import checkpoints, read_manifest
-from clawtune.train.run import TrainError, TrainOptions, train
+from clawtune.train.plan import TrainError, TrainOptions
+from clawtune.train.run import train
 
 from .conftest import copy_sample, export_sample, read_jsonl, write_jsonl
 

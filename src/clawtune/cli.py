@@ -520,7 +520,8 @@ def ft_train(
     import os
 
     from clawtune.train.config import load_config
-    from clawtune.train.run import TrainOptions, launch_processes, run_training
+    from clawtune.train.plan import TrainOptions
+    from clawtune.train.run import launch_processes, run_training
 
     try:
         loaded = load_config(config, check_files=data is None)

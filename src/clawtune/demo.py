@@ -95,7 +95,8 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
 
     console.rule("[bold]5. clawtune ft train (LoRA on the bundled tiny model, on this machine's CPU or GPU)")
     from clawtune.train.config import load_config
-    from clawtune.train.run import TrainOptions, run_training
+    from clawtune.train.plan import TrainOptions
+    from clawtune.train.run import run_training
 
     config_path = write_demo_config(output)
     console.print(
@@ -373,7 +374,8 @@ def improve_demo(
     from clawtune.evaluate.run import EvalOptions, run_evaluation
     from clawtune.loop.failures.collect import CollectOptions, collect_failures, print_summary
     from clawtune.train.config import load_config
-    from clawtune.train.run import TrainOptions, run_training
+    from clawtune.train.plan import TrainOptions
+    from clawtune.train.run import run_training
 
     failures = output / "failure-cases"
     criteria = "user_feedback=negative OR tool_call_error=true"

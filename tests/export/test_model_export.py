@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from clawtune.artifacts.adapter import Adapter
+from clawtune.artifacts.manifest import MANIFEST, read_manifest, write_manifest
 from clawtune.cli import main
 from clawtune.export import parity
 from clawtune.export.gguf import (
@@ -23,7 +25,6 @@ from clawtune.export.gguf import (
 from clawtune.export.run import ExportError, ExportOptions, check_finite, export, vllm_check
 from clawtune.models import load_tokenizer
 from clawtune.models.checkpoint import load_for_inference
-from clawtune.train.manifest import MANIFEST, read_manifest, write_manifest
 
 from ..conftest import copy_run
 
@@ -154,9 +155,10 @@ def test_ollama_modelfiles_and_whole_model_gguf(exported: Path, checkpoint: Path
         and fields["tokenizer.chat_template"] == tokenizer.chat_template
     )
     assert "output.weight" in tensors and "token_embd.weight" in tensors  # the tiny model's output layer is untied
+    lm_head = Adapter.from_config({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "lm_head"]})
     with pytest.raises(GGUFExportError, match="ties to its embeddings"):
-        check_output_lora({"target_modules": ["q_proj", "lm_head"]}, {"tie_word_embeddings": True})
-    check_output_lora({"target_modules": ["q_proj", "lm_head"]}, {"tie_word_embeddings": False})
+        check_output_lora(lm_head, {"tie_word_embeddings": True})
+    check_output_lora(lm_head, {"tie_word_embeddings": False})
     merged = load_for_inference(str(exported / "merged"), device="cpu", dtype=torch.float32).model.state_dict()
     np.testing.assert_array_equal(
         tensors["blk.2.attn_k.weight"], permute_rows(merged["model.layers.2.self_attn.k_proj.weight"].numpy(), 2)
@@ -167,13 +169,19 @@ def test_vllm_command_and_checks(exported: Path) -> None:
     command = (exported / "vllm" / "serve.sh").read_text()
     assert "--enable-lora --lora-modules finance-agent=" in command and "--max-lora-rank 8" in command
     assert "--tool-call-parser hermes" in command
-    assert vllm_check({"r": 12, "target_modules": ["q_proj", "v_proj"]}) == 16
-    assert vllm_check({"r": 16, "target_modules": ["q_proj", "lm_head"]}) == 16  # vLLM's LoRA covers lm_head
+
+    def adapter(**config: Any) -> Adapter:
+        return Adapter.from_config({"lora_alpha": 16, **config})
+
+    assert vllm_check(adapter(r=12, target_modules=["q_proj", "v_proj"])) == 16
+    assert vllm_check(adapter(r=16, target_modules=["q_proj", "lm_head"])) == 16  # vLLM's LoRA covers lm_head
+    assert vllm_check(adapter(r=8, rank_pattern={"q_proj": 64})) == 64  # the largest rank of any module
     for bad, message in (
-        ({"r": 1024}, "largest"),
-        ({"r": 8, "use_dora": True}, "DoRA"),
-        ({"r": 8, "modules_to_save": ["lm_head"]}, "modules_to_save"),
-        ({"r": 8, "target_modules": ["q_proj", "input_layernorm"]}, "input_layernorm"),
+        (adapter(r=1024), "largest"),
+        (adapter(r=8, use_dora=True), "DoRA"),
+        (adapter(r=8, modules_to_save=["lm_head"]), "modules_to_save"),
+        (adapter(r=8, bias="lora_only"), "bias"),
+        (adapter(r=8, target_modules=["q_proj", "input_layernorm"]), "input_layernorm"),
     ):
         with pytest.raises(ExportError, match=message):
             vllm_check(bad)

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
+from clawtune.artifacts.manifest import checkpoints, read_manifest, sha256_file, training_file
 from clawtune.cli import main
 from clawtune.models.general import forgetting_set
 from clawtune.train.config import ConfigError, load_config
-from clawtune.train.manifest import checkpoints, read_manifest, sha256_file, training_file
+from clawtune.train.plan import TrainError, TrainOptions
 from clawtune.train.replay import MIX_FILE, replay_counts
-from clawtune.train.run import TrainError, TrainOptions, train
+from clawtune.train.run import train
 
 from ..conftest import copy_sample, read_jsonl, write_jsonl
 

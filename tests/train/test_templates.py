@@ -19,12 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
+from clawtune.artifacts import chat_templates
+from clawtune.artifacts.render import IGNORE, TemplateError, render_example, template_messages
+from clawtune.artifacts.template_profile import profile, raw_render
 from clawtune.chat import is_trained
 from clawtune.cli import main
-from clawtune.models import chat_templates, load_tokenizer
+from clawtune.models import load_tokenizer
 from clawtune.models.toolcalls import parse_reply
-from clawtune.train.render import IGNORE, TemplateError, render_example, template_messages
-from clawtune.train.templates import profile, raw_render
 
 from ..conftest import export_sample, read_jsonl, write_jsonl
 

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from clawtune.artifacts.manifest import MANIFEST, checkpoints, read_manifest
+from clawtune.artifacts.render import IGNORE, TemplateError, render_example
 from clawtune.cli import main
 from clawtune.models import load_model, load_tokenizer
 from clawtune.train.config import load_config
 from clawtune.train.data import Collator, document_mask, pack
-from clawtune.train.manifest import MANIFEST, checkpoints, read_manifest
-from clawtune.train.render import IGNORE, TemplateError, render_example
-from clawtune.train.run import TrainError, TrainOptions, train
+from clawtune.train.plan import TrainError, TrainOptions
+from clawtune.train.run import train
 from clawtune.train.trainer import CRASH_AT_STEP, selective_loss
 
 from ..conftest import copy_sample, read_jsonl, tool_call, write_jsonl

@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from clawtune.artifacts.files import write_json_atomic
+from clawtune.artifacts.manifest import write_manifest
 from clawtune.evaluate.report import write_reports
 from clawtune.serve.app import Gateway, Server
 from clawtune.serve.log import RequestLog, iter_requests, log_files
-from clawtune.train.manifest import write_json_atomic, write_manifest
 from clawtune.ui.app import UISettings, mount
 
 from ..conftest import chromium, copy_sample, missing
@@ -810,8 +811,8 @@ def test_a_review_rewritten_meanwhile_is_not_overwritten(tmp_path: Path) -> None
     rewritten = []
 
     def stat_then_rewrite(self: Path, *args: Any, **kwargs: Any) -> Any:
-        staged = review.with_name(".review.jsonl.tmp")
-        if self == review and not rewritten and staged.exists():  # the new text is staged, not yet in place:
+        staged = any(n.startswith(".review.jsonl.") and n.endswith(".tmp") for n in os.listdir(review.parent))
+        if self == review and not rewritten and staged:  # the new text is staged, not yet in place:
             rewritten.append(True)  # now collect-failures writes a new review
             review.write_text(review.read_text() + "\n")
         return real_stat(self, *args, **kwargs)

@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from clawtune.artifacts.files import atomic_write
 from clawtune.chat import Example, Message, content_text
 from clawtune.data.examples import duplicate_keys
 from clawtune.data.holdout import HeldOut, Holdouts, export_ids, find_holdouts, leakage_message, leaks
@@ -729,8 +730,6 @@ def join_with_another(
 def write_jsonl(path: Path, examples: list[Example]) -> None:
     """Write examples atomically (a temp file renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as fh:
+    with atomic_write(path, binary=True) as fh:
         for example in examples:
             fh.write(orjson.dumps(example) + b"\n")
-    temp.replace(path)

@@ -11,7 +11,6 @@ import contextlib
 import fnmatch
 import hashlib
 import json
-import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from clawtune.artifacts.files import atomic_write, write_json_atomic
 from clawtune.chat import Example, is_trained
 from clawtune.data.examples import (
     approx_tokens,
@@ -381,13 +381,13 @@ class Exporter:
         return True
 
     def write_splits(self, spool: Path, splits: dict[str, str]) -> dict[str, int]:
-        """Stream the spool into the three split files, each written to a temp name and renamed when complete."""
+        """Stream the spool into the three split files, each written to a temp name and renamed when all are
+        complete."""
         out = self.options.output
-        temps = {s: out / f".{SPLIT_FILES[s]}.tmp" for s in SPLITS}
         tail = ID_TAIL.replace(ID_PLACEHOLDER.encode(), self.export_id.encode())
         counts = dict.fromkeys(SPLITS, 0)
-        handles = {s: open(p, "wb") for s, p in temps.items()}  # noqa: SIM115 - closed below
-        try:
+        with contextlib.ExitStack() as stack:
+            handles = {s: stack.enter_context(atomic_write(out / SPLIT_FILES[s], binary=True)) for s in SPLITS}
             with open(spool, "rb") as fh:
                 for line in read_lines(fh, limit=1 << 62):
                     assert not isinstance(line, int) and line.endswith(ID_TAIL)
@@ -398,11 +398,6 @@ class Exporter:
                     handles[split].write(tail)
                     counts[split] += 1
                     del line
-        finally:
-            for handle in handles.values():
-                handle.close()
-        for split, temp in temps.items():
-            os.replace(temp, out / SPLIT_FILES[split])
         return counts
 
     def too_few_message(self, written: int) -> str:
@@ -496,9 +491,7 @@ def stale_files(folder: Path, export_id: str) -> list[dict[str, Any]]:
 
 def write_report(folder: Path, report: dict[str, Any], name: str = REPORT) -> None:
     """The report, written to a temporary name and renamed into place."""
-    temp = folder / f".{name}.tmp"
-    temp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temp, folder / name)
+    write_json_atomic(folder / name, report)
 
 
 class _NoProgress:

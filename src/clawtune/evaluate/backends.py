@@ -88,7 +88,7 @@ class LocalBackend:
         self.kind = "local"
 
     def prompt_text(self, item: Item) -> str:
-        from clawtune.train.render import render_text, template_messages
+        from clawtune.artifacts.render import render_text, template_messages
 
         messages = template_messages(_with_system(item.prompt, self.system_prompt))
         return render_text(self.loaded.tokenizer, messages, item.tools, True)

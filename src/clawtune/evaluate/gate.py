@@ -127,7 +127,7 @@ def item_rows(
 
 
 def write_items(rows: list[dict[str, Any]], folder: Path) -> Path:
-    from clawtune.train.manifest import write_jsonl_atomic
+    from clawtune.artifacts.files import write_jsonl_atomic
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ITEMS_FILE

@@ -105,7 +105,7 @@ def _backend(options: EvalOptions, which: str) -> Any:
         return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, system)
     name = options.baseline
     if name is None:
-        from clawtune.train.manifest import MANIFEST, read_manifest
+        from clawtune.artifacts.manifest import MANIFEST, read_manifest
 
         folder = Path(options.model_dir or "")
         if not options.model_dir or not (folder / MANIFEST).is_file():
@@ -159,7 +159,7 @@ def check_inputs(options: EvalOptions) -> None:
 
 def parent_checkpoint(options: EvalOptions) -> str:
     """The gate's default baseline: the checkpoint the evaluated one was retrained from (its manifest's parent)."""
-    from clawtune.train.manifest import MANIFEST, read_manifest
+    from clawtune.artifacts.manifest import MANIFEST, read_manifest
 
     folder = Path(options.model_dir or "")
     parent = (read_manifest(folder).get("parent") or {}) if (folder / MANIFEST).is_file() else {}
@@ -173,9 +173,9 @@ def parent_checkpoint(options: EvalOptions) -> str:
 
 def _check_model(name: str, flag: str, allow_base_mismatch: bool) -> None:
     """A checkpoint (its manifest, its files, its base model) or any model: a local folder, a bundled or hub id."""
+    from clawtune.artifacts.manifest import MANIFEST, checkpoints, read_manifest
     from clawtune.models import ModelLoadError, check_base_model
     from clawtune.models.checkpoint import verify_base
-    from clawtune.train.manifest import MANIFEST, checkpoints, read_manifest
 
     folder = Path(name).expanduser()
     try:
@@ -376,7 +376,7 @@ def training_set(options: EvalOptions) -> Path | None:
         return options.train_set
     if not options.model_dir:
         return None
-    from clawtune.train.manifest import MANIFEST, read_manifest, training_file
+    from clawtune.artifacts.manifest import MANIFEST, read_manifest, training_file
 
     folder = Path(options.model_dir)
     return training_file(read_manifest(folder)) if (folder / MANIFEST).is_file() else None

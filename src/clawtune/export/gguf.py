@@ -10,13 +10,12 @@ tokenizer (byte-level BPE only) and the chat template, so `llama-server --jinja`
 from __future__ import annotations
 
 import json
-import math
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clawtune.artifacts.adapter import Adapter, read_adapter
 from clawtune.extras import require
 from clawtune.problems import InputError
 
@@ -73,34 +72,25 @@ def _gguf_name(name_map: Any, hf_name: str) -> str:
 
 # ---- LoRA adapter --------------------------------------------------------------------------------------------
 
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
+# What one GGUF LoRA cannot carry: a DoRA magnitude, whole modules, per-module ranks or alphas (one alpha per
+# file), biases (llama.cpp's LoRA has A and B only).
+REFUSED = ("dora", "modules_to_save", "rank_pattern", "bias")
 
 
-def lora_alpha_for_gguf(adapter_config: dict[str, Any]) -> float:
-    """llama.cpp scales a LoRA by alpha / r; rsLoRA trains with alpha / sqrt(r), so the stored alpha is rescaled."""
-    alpha, rank = float(adapter_config["lora_alpha"]), int(adapter_config["r"])
-    if adapter_config.get("use_rslora"):
-        return alpha * math.sqrt(rank)
-    return alpha
+def lora_alpha_for_gguf(adapter: Adapter) -> float:
+    """The alpha llama.cpp needs: it scales a LoRA by alpha / r, so the alpha that gives the adapter's own scale (an
+    rsLoRA adapter trains with alpha / sqrt(r))."""
+    return adapter.scale * adapter.rank
 
 
-def check_adapter_for_gguf(adapter_config: dict[str, Any]) -> None:
-    if adapter_config.get("use_dora"):
-        raise GGUFExportError("a DoRA adapter cannot be written as a GGUF LoRA; export the merged model instead")
-    if adapter_config.get("modules_to_save"):
-        raise GGUFExportError(
-            f"the adapter also trains whole modules ({adapter_config['modules_to_save']}), which a GGUF LoRA cannot "
-            "carry; export the merged model instead"
-        )
-    if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
-        raise GGUFExportError("per-module ranks or alphas cannot be written as one GGUF LoRA alpha")
+def check_adapter_for_gguf(adapter: Adapter) -> None:
+    adapter.refuse(REFUSED, "a GGUF LoRA", "export the merged model instead", GGUFExportError)
 
 
-def check_output_lora(adapter_config: dict[str, Any], base_config: dict[str, Any]) -> None:
+def check_output_lora(adapter: Adapter, base_config: dict[str, Any]) -> None:
     """llama.cpp has no output tensor for a base that ties it to the embeddings, so a LoRA on lm_head has nothing to
     apply to there."""
-    targets = adapter_config.get("target_modules") or []
-    targets = [targets] if isinstance(targets, str) else targets
+    targets = [adapter.target_modules] if isinstance(adapter.target_modules, str) else adapter.target_modules
     if base_config.get("tie_word_embeddings", False) and any(t.rsplit(".", 1)[-1] == "lm_head" for t in targets):
         raise GGUFExportError(
             "the adapter trains lm_head, which this base ties to its embeddings: llama.cpp has no separate output "
@@ -110,22 +100,20 @@ def check_output_lora(adapter_config: dict[str, Any], base_config: dict[str, Any
 
 def lora_tensors(adapter_dir: Path, base_config: dict[str, Any]) -> tuple[dict[str, np.ndarray], str]:
     """The adapter's tensors under their GGUF names (`<base tensor>.lora_a` / `.lora_b`), and the architecture."""
-    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    check_adapter_for_gguf(adapter_config)
-    check_output_lora(adapter_config, base_config)
+    adapter = read_adapter(adapter_dir)
+    check_adapter_for_gguf(adapter)
+    check_output_lora(adapter, base_config)
     arch, permute = gguf_architecture(base_config)
     name_map = _name_map(arch, int(base_config["num_hidden_layers"]))
     tensors: dict[str, np.ndarray] = {}
-    for key, array in _load_float32(adapter_dir / "adapter_model.safetensors").items():
-        match = _LORA_KEY.match(key)
-        if not match:
-            raise GGUFExportError(f"{adapter_dir}: unexpected tensor {key} in the adapter")
-        module = match.group("module")
+    for module, (a, b) in adapter.tensors().items():
         heads = _heads(base_config, module.rsplit(".", 1)[-1]) if permute else None
-        if match.group("ab") == "B" and heads is not None:
-            array = permute_rows(array, heads)
-        suffix = ".lora_a" if match.group("ab") == "A" else ".lora_b"
-        tensors[_gguf_name(name_map, module + ".weight") + suffix] = np.ascontiguousarray(array)
+        b_rows = b.float().numpy()  # numpy has no bfloat16: torch converts
+        if heads is not None:
+            b_rows = permute_rows(b_rows, heads)
+        name = _gguf_name(name_map, module + ".weight")
+        tensors[name + ".lora_a"] = np.ascontiguousarray(a.float().numpy())
+        tensors[name + ".lora_b"] = np.ascontiguousarray(b_rows)
     return tensors, arch
 
 
@@ -133,18 +121,18 @@ def write_lora_gguf(adapter_dir: Path, base_config: dict[str, Any], path: Path, 
     """`adapter.gguf`: what `llama-server --lora` and Ollama's ADAPTER read."""
     gguf = require("gguf", "export", "GGUF export")
 
-    adapter_config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter = read_adapter(adapter_dir)
     tensors, arch = lora_tensors(adapter_dir, base_config)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
     writer.add_name(name)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    alpha = lora_alpha_for_gguf(adapter_config)
+    alpha = lora_alpha_for_gguf(adapter)
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
     for tensor_name in sorted(tensors):
         writer.add_tensor(tensor_name, tensors[tensor_name])
     _finish(writer)
-    return {"architecture": arch, "tensors": len(tensors), "alpha": alpha, "rank": int(adapter_config["r"])}
+    return {"architecture": arch, "tensors": len(tensors), "alpha": alpha, "rank": adapter.rank}
 
 
 def _finish(writer: Any) -> None:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clawtune.artifacts.render import render_text, template_messages
 from clawtune.chat import Example, Message
 from clawtune.problems import InputError
-from clawtune.train.render import render_text, template_messages
 
 
 class ParityError(InputError):

@@ -18,23 +18,25 @@ export ships is rendered against the training renderer (`parity.py`).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.adapter import FILES as ADAPTER_FILES
+from clawtune.artifacts.adapter import Adapter, read_adapter
+from clawtune.artifacts.chat_templates import without_markers
+from clawtune.artifacts.files import staged_folder
+from clawtune.data.provenance import training_examples, training_system_prompt
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
-from clawtune.models.chat_templates import without_markers
 from clawtune.problems import InputError
 
 FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
 ADAPTER_FORMATS = {"openclaw-lora", "gguf", "vllm"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
 VLLM_MODULES = {
     "q_proj",
@@ -48,6 +50,7 @@ VLLM_MODULES = {
     "gate_up_proj",
     "lm_head",
 }
+VLLM_REFUSED = ("dora", "modules_to_save", "bias")
 
 
 class ExportError(InputError):
@@ -82,7 +85,7 @@ def parse_formats(text: str) -> list[str]:
 
 def source_folder(model_dir: Path) -> Path:
     """The checkpoint or final training output to export: a folder holding a clawtune manifest."""
-    from clawtune.train.manifest import MANIFEST, find_checkpoint
+    from clawtune.artifacts.manifest import MANIFEST, find_checkpoint
 
     if (model_dir / MANIFEST).is_file():
         return model_dir
@@ -115,42 +118,6 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
     return found.get("value") if isinstance(found, dict) else found
 
 
-def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The conversations the checkpoint was trained on, if the training file is still where the config says."""
-    from clawtune.train.manifest import training_file
-
-    train = training_file(manifest)
-    if train is None:
-        return []
-    from clawtune.data.validate import iter_examples
-    from clawtune.problems import Problems
-
-    return [e for _, e in iter_examples(train, Problems())]
-
-
-def training_system_prompt(
-    manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None
-) -> dict[str, Any] | None:
-    """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
-    per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
-    from collections import Counter
-
-    policies: Counter[str] = Counter()
-    prompts: Counter[str] = Counter()
-    for example in training_examples(manifest) if examples is None else examples:
-        policy = (example.get("metadata") or {}).get("system_prompt")
-        if policy in ("keep", "drop", "replace"):
-            policies[policy] += 1
-            first = (example.get("messages") or [{}])[0]
-            if policy == "replace" and first.get("role") == "system" and isinstance(first.get("content"), str):
-                prompts[first["content"]] += 1
-    if not policies:
-        return None
-    policy = policies.most_common(1)[0][0]
-    prompt = prompts.most_common(1)[0][0] if prompts else None
-    return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
-
-
 def _parity_examples(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The built-in sample plus a few training conversations (those with tools first)."""
     found = sorted(trained, key=lambda e: not e.get("tools"))
@@ -179,9 +146,9 @@ def export(options: ExportOptions) -> dict[str, Any]:
     """Write the export; return a summary (what was written where, parity results, commands to run next)."""
     from rich.console import Console
 
+    from clawtune.artifacts.manifest import read_manifest
     from clawtune.models import load_tokenizer
     from clawtune.models.checkpoint import verify_base, verify_files
-    from clawtune.train.manifest import read_manifest
 
     console = Console(stderr=True)
     custom_template = read_chat_template(options.chat_template) if options.chat_template is not None else None
@@ -217,29 +184,25 @@ def export(options: ExportOptions) -> dict[str, Any]:
     if output.exists() and not options.force:
         raise ExportError(f"{output} already exists; pass --force to replace it")
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     ctx.work = Path(tempfile.mkdtemp(prefix=f".{output.name}.work-", dir=output.parent))
     written: dict[str, Any] = {}
     try:
-        for fmt in options.formats:
-            target = staging if len(options.formats) == 1 else staging / fmt
-            target.mkdir(parents=True, exist_ok=True)
-            console.print(f"[bold]export[/] {fmt} -> {output if len(options.formats) == 1 else output / fmt}")
-            written[fmt] = WRITERS[fmt](ctx, target)
-        summary = {
-            "source": str(folder),
-            "output": str(output),
-            "name": name,
-            "formats": written,
-            "parity": ctx.parity,
-            "base_model": manifest.get("base_model"),
-            "agent_id": _agent_of(trained),
-        }
-        (staging / "export-summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        _swap(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_folder(output) as staging:
+            for fmt in options.formats:
+                target = staging if len(options.formats) == 1 else staging / fmt
+                target.mkdir(parents=True, exist_ok=True)
+                console.print(f"[bold]export[/] {fmt} -> {output if len(options.formats) == 1 else output / fmt}")
+                written[fmt] = WRITERS[fmt](ctx, target)
+            summary = {
+                "source": str(folder),
+                "output": str(output),
+                "name": name,
+                "formats": written,
+                "parity": ctx.parity,
+                "base_model": manifest.get("base_model"),
+                "agent_id": _agent_of(trained),
+            }
+            (staging / "export-summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     finally:
         shutil.rmtree(ctx.work, ignore_errors=True)
     return summary
@@ -251,17 +214,6 @@ def _agent_of(examples: list[dict[str, Any]]) -> str | None:
 
     agents = Counter(str(a) for e in examples if (a := (e.get("metadata") or {}).get("agent_id")))
     return agents.most_common(1)[0][0] if agents else None
-
-
-def _swap(staging: Path, output: Path) -> None:
-    """Put the staged export in place: the old one (if any) is moved aside first and removed only afterwards."""
-    old = None
-    if output.exists():
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-    os.replace(staging, output)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- checks -------------------------------------------------------------------------------------------------
@@ -348,7 +300,7 @@ def _base_config(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _export_manifest(ctx: _Context, target: Path, fmt: str, kind: str, extra: dict[str, Any] | None = None) -> None:
-    from clawtune.train.manifest import write_manifest
+    from clawtune.artifacts.manifest import write_manifest
 
     trained = ctx.manifest
     info = {
@@ -532,19 +484,13 @@ def _base_dir(ctx: _Context) -> Path:
     return Path(snapshot_download(ctx.manifest["base_model"], allow_patterns=["*.json", "*.safetensors"]))
 
 
-def vllm_check(adapter_config: dict[str, Any]) -> int:
-    """The `--max-lora-rank` vLLM needs for this adapter; raises for what vLLM refuses."""
-    rank = int(adapter_config["r"])
-    if adapter_config.get("use_dora"):
-        raise ExportError("vLLM does not serve DoRA adapters; train with use_dora off or export merged")
-    if adapter_config.get("modules_to_save"):
-        raise ExportError(f"vLLM does not load modules_to_save ({adapter_config['modules_to_save']}); export merged")
-    if adapter_config.get("bias", "none") != "none":
-        raise ExportError("vLLM does not load LoRA biases (bias must be 'none'); export merged")
-    targets = adapter_config.get("target_modules") or []
-    if isinstance(targets, str):
-        targets = []  # a regex ("all-linear" is expanded by PEFT when saving)
-    unknown = sorted({t.rsplit(".", 1)[-1] for t in targets} - VLLM_MODULES)
+def vllm_check(adapter: Adapter) -> int:
+    """The `--max-lora-rank` vLLM needs for this adapter; raises for what vLLM refuses (its PEFTHelper refuses DoRA,
+    modules_to_save and biases)."""
+    adapter.refuse(VLLM_REFUSED, "vLLM", "export the merged model instead", ExportError)
+    rank = max([adapter.rank, *(int(r) for r in adapter.rank_pattern.values())])
+    # a regex target ("all-linear" is expanded by PEFT when saving) names no module to check
+    unknown = sorted({t.rsplit(".", 1)[-1] for t in adapter.targets} - VLLM_MODULES)
     if unknown:
         raise ExportError(
             f"vLLM applies LoRA only to attention and MLP projections and lm_head; this adapter also targets {unknown}"
@@ -567,8 +513,7 @@ def tool_call_parser(template: str) -> str:
 
 
 def write_vllm(ctx: _Context, target: Path) -> dict[str, Any]:
-    adapter_config = json.loads((ctx.folder / "adapter_config.json").read_text(encoding="utf-8"))
-    max_rank = vllm_check(adapter_config)
+    max_rank = vllm_check(read_adapter(ctx.folder))
     for name in ADAPTER_FILES:
         shutil.copy2(ctx.folder / name, target / name)
     _copy_tokenizer(ctx, target)

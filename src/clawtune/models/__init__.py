@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clawtune.models.chat_templates import DEFAULT_NAME
+from clawtune.artifacts.chat_templates import DEFAULT_NAME
 from clawtune.problems import InputError
 
 if TYPE_CHECKING:
@@ -159,11 +159,11 @@ def load_tokenizer(
 
     `chat_template`: a Jinja file, `clawtune:NAME` (a shipped training template) or `model` (the model's own as is).
     With `training`, a recognised stock template that cannot be trained on as it is gets clawtune's training template
-    for its family (see chat_templates.py); the checkpoint then carries that template, and so does every export.
+    for its family (see artifacts/chat_templates.py); the checkpoint then carries that template, and so does every export.
     """
     from transformers import AutoTokenizer
 
-    from clawtune.models import chat_templates
+    from clawtune.artifacts import chat_templates
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve(name, "tokenizer_config.json"))
@@ -193,7 +193,7 @@ def load_tokenizer(
         source = DEFAULT_TEMPLATE_NAME
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    tokenizer.clawtune_template_source = source  # names the template in messages (train/templates.py)
+    tokenizer.clawtune_template_source = source  # names the template in messages (artifacts/template_profile.py)
     return tokenizer, source
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.manifest import MANIFEST, read_manifest, sha256_file
 from clawtune.models import ModelLoadError, fingerprint, load_model, load_tokenizer, resolve
-from clawtune.train.manifest import MANIFEST, read_manifest, sha256_file
 
 
 @dataclass

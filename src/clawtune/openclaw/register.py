@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import write_text_atomic
 from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models, models_url
 from clawtune.openclaw import json5
 from clawtune.problems import InputError
@@ -343,9 +344,5 @@ def register(reg: Registration, path: Path | None = None, dry_run: bool = False)
         backup = target.with_name(f"{target.name}.clawtune-{stamp}.bak")
         shutil.copy2(target, backup)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.clawtune.tmp")
-    tmp.write_text(new, encoding="utf-8")
-    if target.exists():
-        shutil.copymode(target, tmp)
-    os.replace(tmp, target)
+    write_text_atomic(target, new)  # keeps the file's mode: it holds API keys
     return Result(target, True, diff, backup, limits)

@@ -105,7 +105,7 @@ class Engine:
     ) -> LoadedAdapter:
         """Load a clawtune adapter folder (checkpoint or export) under `name`, its manifest checked first; `extra`
         adapters (path, weight) are served together with it as one model (concatenated along the rank)."""
-        from clawtune.serve.lora import LoRAError, read_adapter
+        from clawtune.serve.lora import LoRAError, adapter_matrices
 
         if name in self.adapters:
             raise EngineError(f"an adapter named {name!r} is already loaded")
@@ -114,7 +114,9 @@ class Engine:
             folder = Path(source).expanduser()
             manifests.append(self._check(folder))
             try:
-                parts.append(read_adapter(folder, source_weight))
+                parts.append(adapter_matrices(folder, source_weight))
+            except InputError as exc:  # a refused feature or a broken adapter: the message names the file
+                raise EngineError(str(exc)) from None
             except (OSError, KeyError, ValueError) as exc:
                 raise EngineError(f"{folder}: cannot read the adapter: {exc}") from None
         folder = Path(path).expanduser()
@@ -132,8 +134,8 @@ class Engine:
         return loaded
 
     def _check(self, folder: Path) -> dict[str, Any]:
+        from clawtune.artifacts.manifest import MANIFEST, read_manifest
         from clawtune.models.checkpoint import verify_base, verify_files
-        from clawtune.train.manifest import MANIFEST, read_manifest
 
         if not (folder / MANIFEST).is_file():
             raise EngineError(f"{folder}: not a clawtune adapter (no {MANIFEST}); export one with clawtune ft export")
@@ -164,7 +166,7 @@ class Engine:
 
     def render(self, adapter: str | None, messages: list[dict[str, Any]], tools: Any) -> list[int]:
         """The prompt ids, rendered with the template this adapter was trained with (the training renderer)."""
-        from clawtune.train.render import render_text, template_messages
+        from clawtune.artifacts.render import render_text, template_messages
 
         tokenizer = self.tokenizer
         template = self.template(adapter)

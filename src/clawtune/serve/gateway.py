@@ -213,7 +213,7 @@ class Gateway:
         """(keep|drop|replace, the short prompt): the config's choice, else what the adapter's training data did."""
         recorded: dict[str, Any] = {}
         if self.engine is not None and entry.id in self.engine.adapters:
-            from clawtune.export.run import training_system_prompt
+            from clawtune.data.provenance import training_system_prompt
 
             manifest = self.engine.adapters[entry.id].manifest
             recorded = manifest.get("system_prompt") or training_system_prompt(manifest) or {}

@@ -3,8 +3,9 @@
 PEFT can mix adapters in a batch, but it splits the batch per adapter in every layer, so a batch spread over four
 adapters costs four small passes per layer. Serving engines (S-LoRA, Punica, vLLM) instead stack every adapter's A
 and B matrices and gather them per row: the LoRA term of a mixed batch is two batched matmuls, whatever the mix.
-This module does that for `torch.nn.Linear` layers: `MultiLoRA.add` reads a PEFT adapter folder into slots of the
-stacks, `rows(...)` tells the wrapped layers which slot each row uses for the next forward.
+This module does that for `torch.nn.Linear` layers: `adapter_matrices` reads a PEFT adapter folder (through
+`artifacts.adapter`, the one reader), `MultiLoRA.add` puts it into slots of the stacks, `rows(...)` tells the wrapped
+layers which slot each row uses for the next forward.
 
 Slot 0 is all zeros (the base model). Ranks are padded with zeros to the largest loaded rank, which changes nothing
 numerically. An adapter's scale (alpha / r, or alpha / sqrt(r) for rsLoRA, times the configured weight) is folded
@@ -14,50 +15,34 @@ into its A rows; several adapters served as one model are concatenated along the
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.adapter import read_adapter
 from clawtune.problems import InputError
 
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.default)?\.weight$")
+# What the stacked slots cannot hold: a DoRA magnitude, whole modules, per-module ranks (one rank per adapter here),
+# biases.
+REFUSED = ("dora", "modules_to_save", "rank_pattern", "bias")
 
 
 class LoRAError(InputError):
     """An adapter cannot be served this way; says why."""
 
 
-def read_adapter(folder: Path, weight: float = 1.0) -> dict[str, tuple[Any, Any]]:
-    """{module path: (A scaled, B)} from a PEFT adapter folder, the scale folded into A."""
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    if config.get("use_dora"):
-        raise LoRAError(f"{folder}: DoRA adapters are not served by clawtune's multi-adapter engine")
-    if config.get("modules_to_save"):
-        raise LoRAError(
-            f"{folder}: adapters that also train whole modules ({config['modules_to_save']}) cannot share a base"
-        )
-    if config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise LoRAError(f"{folder}: per-module ranks or alphas are not supported by the serving engine")
-    rank, alpha = int(config["r"]), float(config["lora_alpha"])
-    scale = weight * (alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank)
-    parts: dict[str, dict[str, Any]] = {}
-    for key, tensor in load_file(str(folder / "adapter_model.safetensors")).items():
-        match = _KEY.match(key)
-        if not match:
-            raise LoRAError(f"{folder}: unexpected tensor {key}")
-        parts.setdefault(match.group("module"), {})[match.group("ab")] = tensor.float()
-    out = {}
-    for module, ab in parts.items():
-        if set(ab) != {"A", "B"}:
-            raise LoRAError(f"{folder}: {module} lacks its A or B matrix")
-        out[module] = (ab["A"] * scale, ab["B"])
-    return out
+def adapter_matrices(folder: Path, weight: float = 1.0) -> dict[str, tuple[Any, Any]]:
+    """{module path: (A scaled, B)} in float32 from a PEFT adapter folder, the scale (times `weight`) folded into A."""
+    adapter = read_adapter(folder)
+    adapter.refuse(
+        REFUSED,
+        "clawtune's multi-adapter engine",
+        "export the merged model and serve that, or serve the adapter with vLLM",
+        LoRAError,
+    )
+    scale = weight * adapter.scale
+    return {module: (a.float() * scale, b.float()) for module, (a, b) in adapter.tensors().items()}
 
 
 class _State(threading.local):

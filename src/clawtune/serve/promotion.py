@@ -11,12 +11,12 @@ the new text replaces the old in one rename.
 
 from __future__ import annotations
 
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import write_text_atomic
 from clawtune.problems import InputError
 
 
@@ -64,17 +64,13 @@ def _write(path: Path, data: Any, backup: bool) -> str | None:
     copy = None
     out = io.StringIO()
     _yaml().dump(data, out)
-    tmp = path.with_name(f".{path.name}.clawtune.tmp")
     try:
         if backup:
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
             copy = path.with_name(f"{path.name}.clawtune-{stamp}.bak")
             shutil.copy2(path, copy)
-        tmp.write_text(out.getvalue(), encoding="utf-8")
-        shutil.copymode(path, tmp)
-        os.replace(tmp, path)
+        write_text_atomic(path, out.getvalue())  # keeps the file's mode: a gateway config may hold keys
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise PromotionError(f"{path}: cannot write it ({exc.strerror or exc}); nothing was changed") from None
     return str(copy) if copy else None
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts import chat_templates
+from clawtune.artifacts.render import TemplateError, render_example, template_messages
+from clawtune.artifacts.template_profile import profile, raw_render
 from clawtune.chat import Example, is_trained
-from clawtune.models import TINY_AGENT, chat_templates, load_tokenizer
+from clawtune.models import TINY_AGENT, load_tokenizer
 from clawtune.problems import InputError, Problems
-from clawtune.train.render import TemplateError, render_example, template_messages
-from clawtune.train.templates import profile, raw_render
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clawtune.artifacts.render import IGNORE, Rendered, TemplateError, render_example
+from clawtune.artifacts.template_profile import describe, profile
 from clawtune.problems import InputError, Problems
-from clawtune.train.render import IGNORE, Rendered, TemplateError, render_example
-from clawtune.train.templates import describe, profile
 
 if TYPE_CHECKING:
     import torch

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from clawtune.train.data import TokenizedData
-    from clawtune.train.run import Plan, TrainOptions
+    from clawtune.train.plan import Plan, TrainOptions
 
 UTILISATION = 0.4
 
@@ -41,7 +41,7 @@ def skeleton(options: TrainOptions, plan: Plan) -> Any:
         return model
     from peft import get_peft_model
 
-    from clawtune.train.run import lora_config
+    from clawtune.train.plan import lora_config
 
     return get_peft_model(model, lora_config(config))
 

@@ -19,11 +19,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import write_jsonl_atomic
+from clawtune.artifacts.manifest import sha256_file, training_file
 from clawtune.chat import Example
 from clawtune.data.validate import iter_examples
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
-from clawtune.train.manifest import sha256_file, training_file, write_jsonl_atomic
 
 MIX_FILE = "data/training-mix.jsonl"  # in a folder: the manifest hashes the output folder's files, not its folders
 

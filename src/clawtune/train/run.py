@@ -1,9 +1,9 @@
 """`clawtune ft train`: LoRA, QLoRA or full fine-tuning with transformers' Trainer and PEFT.
 
 What clawtune adds to the stock Trainer: assistant-only labels rendered with the model's own chat template
-(`render.py`), isolated packing (`data.py`), checkpoints that are complete or absent (`manifest.py`), a progress bar
-with tokens/s, a `training-summary.json` and a loss plot, and one clear line whenever the machine cannot do what the
-config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
+(`artifacts/render.py`), isolated packing (`data.py`), checkpoints that are complete or absent (`trainer.py`, with
+`artifacts/manifest.py`), a progress bar with tokens/s, a `training-summary.json` and a loss plot, and one clear line
+whenever the machine cannot do what the config asks (no GPU, no bf16, no Unsloth) saying what runs instead.
 """
 
 from __future__ import annotations
@@ -17,118 +17,36 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from clawtune import __version__
-from clawtune.models import TINY_AGENT, fingerprint, load_model, load_tokenizer, resolve
-from clawtune.problems import InputError, Problems
-from clawtune.train.config import FTConfig
-from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
-from clawtune.train.manifest import (
+from clawtune.artifacts.files import write_json_atomic
+from clawtune.artifacts.manifest import (
     CHECKPOINT,
+    LOSS_PLOT,
     MANIFEST,
+    SUMMARY,
     checkpoint_step,
     checkpoints,
     find_checkpoint,
     read_manifest,
     sha256_file,
-    write_json_atomic,
     write_manifest,
 )
+from clawtune.models import TINY_AGENT, fingerprint, load_model, load_tokenizer, resolve
+from clawtune.problems import Problems
+from clawtune.train.config import FTConfig
+from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
+from clawtune.train.plan import Plan, TrainError, TrainOptions, lora_config, plan_run
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
-
-SUMMARY = "training-summary.json"
-LOSS_PLOT = "loss-curve.png"
-
-
-class TrainError(InputError):
-    """The run cannot start as configured; the message says why and what to change."""
-
-
-@dataclass
-class TrainOptions:
-    config: FTConfig
-    gpus: int | None = None
-    resume: Path | None = None
-    data: Path | None = None
-    dry_run: bool = False
-    wandb: bool = False
-    project_name: str | None = None
-    max_steps: int | None = None
-    strict: bool = False
-    quiet: bool = False
-    force: bool = False  # replace an earlier run's checkpoints in output_dir (or those after the one resumed from)
-
-
-@dataclass
-class Plan:
-    """What the machine will actually run, and the lines that say where that differs from the config."""
-
-    device: str
-    bf16: bool
-    attention: str
-    world_size: int
-    notes: list[str] = field(default_factory=list)
-    fsdp: bool = False
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def plan_run(options: TrainOptions) -> Plan:
-    """Match the config and flags to this machine, with one line for each substitution."""
-    import torch
-
-    config = options.config
-    cuda = torch.cuda.is_available()
-    mps = not cuda and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    notes = []
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cuda:
-        device = "cuda"
-        if options.gpus and options.gpus > torch.cuda.device_count():
-            raise TrainError(f"--gpus {options.gpus}: only {torch.cuda.device_count()} CUDA GPU(s) here")
-    elif mps:
-        device = "mps"
-    else:
-        device = "cpu"
-    if options.gpus and not cuda:
-        what = f"{options.gpus} CPU processes (over gloo)" if options.gpus > 1 else "the CPU"
-        notes.append(f"--gpus {options.gpus}: no CUDA GPU on this machine; training on {what} instead")
-    bf16 = False
-    if config.bfloat16:
-        if cuda and torch.cuda.is_bf16_supported():
-            bf16 = True
-        else:
-            notes.append(f"bfloat16: not supported well on {device}; training in float32 instead")
-    if config.method == "qlora":
-        if not cuda:
-            raise TrainError(
-                "method qlora quantises the base model to 4 bits with bitsandbytes, which needs a CUDA GPU; "
-                "this machine has none. Use method: lora (same adapter, full-precision base) or run on a GPU."
-            )
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise TrainError("method qlora needs bitsandbytes: pip install bitsandbytes (or use method: lora)")
-    if config.use_unsloth:
-        if not cuda:
-            why = "no CUDA GPU on this machine"
-        elif importlib.util.find_spec("unsloth") is None:
-            why = "Unsloth is not installed (pip install unsloth)"
-        else:
-            why = "clawtune's isolated packing and masks are not wired into Unsloth's patched model yet"
-        notes.append(f"use_unsloth: {why}; training with transformers + PEFT instead")
-    attention = config.training.attention
-    if attention == "auto":
-        attention = "sdpa"
-    strategy = config.training.distributed
-    fsdp = world > 1 and (strategy == "fsdp" or (strategy == "auto" and config.method == "full"))
-    return Plan(device=device, bf16=bf16, attention=attention, world_size=world, notes=notes, fsdp=fsdp)
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -221,20 +139,6 @@ def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> An
         peft_model.save_pretrained, save_embedding_layers=False
     )
     return peft_model
-
-
-def lora_config(config: FTConfig) -> Any:
-    """PEFT's LoraConfig for the config's `lora` section."""
-    from peft import LoraConfig
-
-    lora = config.lora
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
 
 
 def count_parameters(model: Any) -> tuple[int, int]:

@@ -13,15 +13,15 @@ have nothing else of clawtune's dependencies.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import replace_folder
+from clawtune.artifacts.manifest import rotate, write_manifest
+from clawtune.artifacts.render import IGNORE
 from clawtune.train.data import document_mask
-from clawtune.train.manifest import rotate, write_manifest
-from clawtune.train.render import IGNORE
 
 
 def selective_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
@@ -136,9 +136,7 @@ def make_trainer_class() -> type:
                 protect = self.clawtune_protect
                 if protect is not None and final.resolve() == protect.resolve():
                     raise RuntimeError(f"refusing to write over {protect}, the checkpoint this run resumed from")
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(written, final)
+                replace_folder(written, final)
                 shutil.rmtree(staging, ignore_errors=True)
                 rotate(run_dir, self.clawtune_keep, protect)
             self.accelerator.wait_for_everyone()

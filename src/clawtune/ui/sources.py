@@ -1,6 +1,6 @@
 """What the dashboard shows, read from the files and the database the commands write (never a copy of them).
 
-Each reader goes through the module that owns the format: the checkpoint manifest (`train.manifest`), the data mix
+Each reader goes through the module that owns the format: the checkpoint manifest (`artifacts.manifest`), the data mix
 (`data.recipe`), the evaluation report (`evaluate/report.py` writes `eval-report.json`), the request log and the
 experiments (`serve.log`), the review file (`loop.failures.collect`). The one file written here is a review.jsonl.
 """
@@ -16,13 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import atomic_write
+from clawtune.artifacts.manifest import LOSS_PLOT, MANIFEST, SUMMARY, checkpoint_step, checkpoints, read_manifest
 from clawtune.data.holdout import REPORT as EXPORT_REPORT
 from clawtune.evaluate.report import ROWS as EVAL_ROWS
 from clawtune.loop.failures.collect import FILES as FAILURE_FILES
 from clawtune.loop.failures.collect import check_correction
 from clawtune.problems import InputError
-from clawtune.train.manifest import MANIFEST, checkpoint_step, checkpoints, read_manifest
-from clawtune.train.run import LOSS_PLOT, SUMMARY
 
 # Folders never worth walking into when looking for runs and reports (hidden ones neither: .git, .venv, a
 # checkpoint's .staging, a collect-failures swap in progress).
@@ -432,20 +432,16 @@ def save_correction(root: Path, folder_id: str, failure_id: str, correction: Any
 def _write_atomic(path: Path, text: str, seen: os.stat_result) -> None:
     """Replace the file whole (a reader never sees half of it), with its mode kept; refused when the file changed
     since it was read (collect-failures wrote a new review meanwhile: that one is not overwritten)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, seen.st_mode & 0o777)
-    try:
-        now = path.stat()
-    except OSError:
-        now = None
-    if now is None or (now.st_ino, now.st_mtime_ns, now.st_size) != (seen.st_ino, seen.st_mtime_ns, seen.st_size):
-        tmp.unlink(missing_ok=True)
-        raise UIError(f"{path} changed while the correction was being saved (collect-failures ran?): reload the page")
-    os.replace(tmp, path)
+        try:
+            now = path.stat()
+        except OSError:
+            now = None
+        if now is None or (now.st_ino, now.st_mtime_ns, now.st_size) != (seen.st_ino, seen.st_mtime_ns, seen.st_size):
+            raise UIError(
+                f"{path} changed while the correction was being saved (collect-failures ran?): reload the page"
+            )
 
 
 __all__ = [

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import staged_folder
 from clawtune.chat import Example, Message
 from clawtune.data.export import Exporter, ExportOptions
 from clawtune.data.holdout import HeldOut
@@ -422,13 +421,8 @@ class Collector:
     # -- writing --
     def write(self, failures: list[Failure], held: set[str]) -> dict[str, Any]:
         """Every file into a staging folder beside the output, then swapped into place (a crash leaves the old run)."""
-        out = self.options.output
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
         counts: Counter[str] = Counter()
-        try:
+        with staged_folder(self.options.output) as staging:
             handles = {
                 k: open(staging / name, "w", encoding="utf-8")  # noqa: SIM115 - closed below
                 for k, name in FILES.items()
@@ -450,9 +444,6 @@ class Collector:
             (staging / FILES["report"]).write_text(
                 json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
             )
-            _swap(staging, out)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return report
 
     def same_as_held_out(self, example: dict[str, Any]) -> bool:
@@ -579,15 +570,6 @@ class Collector:
             "date_range": [d.isoformat() for d in self.options.date_range] if self.options.date_range else None,
             "run": {"fingerprint": self.options.fingerprint()},
         }
-
-
-def _swap(staging: Path, out: Path) -> None:
-    """Put the staging folder where the output is; the old output is removed only once the new one is in place."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _plain(message: Message) -> Message:

@@ -2,7 +2,7 @@
 
 Two ways to find each trained assistant message's characters:
 
-- **generation markers**, where the template has them (clawtune's training templates, `models/templates/`): the
+- **generation markers**, where the template has them (clawtune's training templates, `artifacts/templates/`): the
   conversation is rendered once and the template reports where each `{% generation %}` block starts and ends (the
   same spans transformers turns into `return_assistant_tokens_mask`). Blocks map one to one, in order, onto the
   assistant messages, so a `weight: 0` turn's block stays untrained;
@@ -13,7 +13,7 @@ Either way each trained turn is then checked: the text before it must be exactly
 that turn (a template that rewrites earlier turns depending on what follows cannot be trained on, and is refused with
 the rule `history-dependent`), and its tool calls and text must be in what is trained (a template that drops them
 is refused rather than training an empty turn). Messages are adapted to the template's rules first (see
-`templates.py`), the same way in training, in the parity check and in serving.
+`template_profile.py`), the same way in training, in the parity check and in serving.
 
 Tokens overlapping a trained span are supervised; every other token (system, user, tool results, scaffolding such as
 the generation prompt, `weight: 0` turns, whitespace after a turn's end token) gets the label -100. A token that
@@ -28,8 +28,8 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from clawtune.artifacts.template_profile import TemplateError, TemplateProfile, profile, raw_render
 from clawtune.chat import Example, Message, content_text, is_trained
-from clawtune.train.templates import TemplateError, TemplateProfile, profile, raw_render
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

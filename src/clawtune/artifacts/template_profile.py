@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from clawtune.artifacts import chat_templates
 from clawtune.chat import Example, Message, content_text, is_trained
-from clawtune.models import chat_templates
 from clawtune.problems import InputError
 
 if TYPE_CHECKING:

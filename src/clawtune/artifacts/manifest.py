@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from clawtune.artifacts.files import write_json_atomic
 from clawtune.problems import InputError
 
 MANIFEST = "clawtune-manifest.json"
 FORMAT = "clawtune-checkpoint/1"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# What a finished training run leaves beside its checkpoints (written by train.run, read by the dashboard).
+SUMMARY = "training-summary.json"
+LOSS_PLOT = "loss-curve.png"
 # Trainer state needed only to resume, not to evaluate or serve: not hashed.
 _RESUME_ONLY = re.compile(r"^(optimizer\.pt|scheduler\.pt|scaler\.pt|rng_state.*\.pth|trainer_state\.json)$")
 
@@ -35,28 +38,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Any) -> None:
-    """One JSON object per line, written to a temporary file beside `path` (named per process: several processes
-    of one run may write the same file) and renamed into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_manifest(folder: Path, info: dict[str, Any]) -> dict[str, Any]:
