@@ -13,6 +13,7 @@ have nothing else of clawtune's dependencies.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
