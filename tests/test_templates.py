@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from clawtune.chat import is_trained
 from clawtune.cli import main
+from clawtune.messages import is_trained
 from clawtune.models import chat_templates, load_tokenizer
 from clawtune.models.toolcalls import parse_reply
 from clawtune.train.render import IGNORE, TemplateError, render_example, template_messages

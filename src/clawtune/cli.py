@@ -120,7 +120,7 @@ def export_training_data(
     ] = "not-negative",
 ) -> None:
     """Export an agent's sessions as scrubbed OpenAI chat JSONL, split by session into train/validation/test."""
-    from clawtune.data.export import ExportOptions, export_training_data, parse_date_range
+    from clawtune.data.build import TrainingDataOptions, export_training_data, parse_date_range
     from clawtune.data.report import print_export_summary
 
     if format != "jsonl":
@@ -132,7 +132,7 @@ def export_training_data(
     except ValueError:
         _fail(f"--split {split!r}: expected three non-negative ratios like 80:10:10")
     try:
-        options = ExportOptions(
+        options = TrainingDataOptions(
             agent_id=agent_id,
             output=output,
             state_dirs=list(state_dir or []),
@@ -255,7 +255,7 @@ def collect_failures(
 ) -> None:
     import os
 
-    from clawtune.data.export import parse_date_range
+    from clawtune.data.build import parse_date_range
     from clawtune.loop.failures.collect import CollectOptions, collect_failures, parse_holdout, print_summary
     from clawtune.loop.failures.criteria import DEFAULT_CRITERIA
     from clawtune.loop.failures.signals import NEGATIVE_REACTIONS, parse_emoji_list
@@ -1033,7 +1033,7 @@ def chat(
     """Talk to a served model: `--message` once, or interactively with streaming and /model, /reset, /feedback."""
     import json
 
-    from clawtune.serve.chat import interactive, once
+    from clawtune.serve.chat_client import interactive, once
 
     try:
         if message is None:

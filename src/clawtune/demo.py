@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 
 from clawtune.data.augment import AugmentOptions, augment
-from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.build import TrainingDataOptions, export_training_data
 from clawtune.data.recipe import data_stats, print_data_stats
 from clawtune.data.report import print_export_summary
 from clawtune.data.validate import iter_examples, validate_files
@@ -60,7 +60,7 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
     )
     data = output / "ft-data"
     report = export_training_data(
-        ExportOptions(
+        TrainingDataOptions(
             agent_id="my-agent",
             output=data,
             state_dirs=[state],
@@ -132,15 +132,14 @@ def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | Non
         )
 
     console.rule("[bold]7. clawtune ft export (every format, each parity-checked) and clawtune openclaw register")
-    from clawtune.export.run import FORMATS, export, print_summary
-    from clawtune.export.run import ExportOptions as ModelExportOptions
+    from clawtune.export.run import FORMATS, ExportOptions, export, print_summary
     from clawtune.openclaw.register import Registration, register
 
     exports = output / "exports" / "demo-agent"
     console.print(
         f"clawtune ft export --model-dir {checkpoint} --format all --output {exports} --force", highlight=False
     )
-    print_summary(export(ModelExportOptions(model_dir=checkpoint, output=exports, formats=list(FORMATS), force=True)))
+    print_summary(export(ExportOptions(model_dir=checkpoint, output=exports, formats=list(FORMATS), force=True)))
     config = state / "openclaw.json"
     console.print(
         f"clawtune openclaw register --model-id demo-agent --endpoint http://127.0.0.1:8000/v1 --agent my-agent "
@@ -314,7 +313,7 @@ def production_scripts(output: Path, state: Path, console: Console, turns: int) 
 
     folder = output / "ft-data-production"
     report = export_training_data(
-        ExportOptions(
+        TrainingDataOptions(
             agent_id="my-agent",
             output=folder,
             state_dirs=[state],

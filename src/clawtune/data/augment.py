@@ -37,11 +37,11 @@ from typing import Any
 
 import orjson
 
-from clawtune.chat import Example, Message, content_text
 from clawtune.data.examples import duplicate_keys
 from clawtune.data.holdout import HeldOut, Holdouts, export_ids, find_holdouts, leakage_message, leaks
 from clawtune.data.recipe import CATEGORIES, TARGET, category, data_stats, traits
 from clawtune.data.validate import check_example, iter_examples
+from clawtune.messages import Example, Message, content_text
 from clawtune.problems import InputError, Problems
 
 PARAPHRASES_EN = [

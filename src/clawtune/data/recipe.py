@@ -24,8 +24,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from clawtune.chat import Example, content_text
 from clawtune.data.examples import approx_tokens, duplicate_keys, message_tokens
+from clawtune.messages import Example, content_text
 
 CATEGORIES = ("normal", "edge", "refusal", "multi-turn", "tool-call")
 PRECEDENCE = ("refusal", "edge", "multi-turn", "tool-call")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example, normalize_example
 from clawtune.logs.lines import iter_json_lines
+from clawtune.messages import Example, normalize_example
 from clawtune.problems import Problems
 
 ROLES = {"system", "user", "assistant", "tool"}

@@ -348,7 +348,7 @@ def prompt_key(prompt: list[dict[str, Any]]) -> str:
     """A conversation's words and calls, without the system prompt and the call ids (which differ per session)."""
     import json
 
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     parts = []
     for message in prompt:
@@ -416,7 +416,7 @@ def forgetting_items(size: int) -> list[Item]:
 
 def worst_failures(items: list[Item], base: Side, tuned: Side, n: int = 10) -> list[dict[str, Any]]:
     """The fine-tuned model's failures, the ones the baseline got right first, then the lowest F1."""
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     rows = []
     for i, (item, b, t) in enumerate(zip(items, base.scores, tuned.scores, strict=True)):
@@ -454,7 +454,7 @@ VERDICTS = {
 def per_item(items: list[Item], base: Side, tuned: Side, limit: int = 500) -> list[dict[str, Any]]:
     """Every held-out turn's outcome on both sides (what the dashboard filters by category, verdict and tool); texts
     are cut at `limit` characters so a large test set keeps a readable report."""
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     def cut(text: str) -> str:
         return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -483,7 +483,7 @@ def per_item(items: list[Item], base: Side, tuned: Side, limit: int = 500) -> li
 
 
 def _show(message: dict[str, Any]) -> str:
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     parts = [content_text(message.get("content"))] if message.get("content") else []
     for call in message.get("tool_calls") or []:

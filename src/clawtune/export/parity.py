@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clawtune.chat import Example, Message
+from clawtune.messages import Example, Message
 from clawtune.problems import InputError
 from clawtune.train.render import render_text, template_messages
 

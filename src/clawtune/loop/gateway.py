@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Message, content_text, normalize_example
 from clawtune.logs.sessions import RawSession
+from clawtune.messages import Message, content_text, normalize_example
 
 DEFAULT_LOG = Path("clawtune-data") / "requests.sqlite"
 _RUNTIME_AGENT = re.compile(r"Runtime:[^\n]*\bagent=([A-Za-z0-9_.\-]+)")

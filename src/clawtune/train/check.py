@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example, is_trained
+from clawtune.messages import Example, is_trained
 from clawtune.models import TINY_AGENT, chat_templates, load_tokenizer
 from clawtune.problems import InputError, Problems
 from clawtune.train.render import TemplateError, render_example, template_messages

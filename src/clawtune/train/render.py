@@ -28,7 +28,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from clawtune.chat import Example, Message, content_text, is_trained
+from clawtune.messages import Example, Message, content_text, is_trained
 from clawtune.train.templates import TemplateError, TemplateProfile, profile, raw_render
 
 if TYPE_CHECKING:

@@ -19,8 +19,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example
 from clawtune.data.validate import iter_examples
+from clawtune.messages import Example
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
 from clawtune.train.manifest import sha256_file, training_file, write_jsonl_atomic

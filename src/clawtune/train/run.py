@@ -270,7 +270,9 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
         def state(self) -> dict[str, Any]:
             return {"args": {}, "attributes": {"tokens": meter.tokens, "trained": meter.trained}}
 
-    class Progress(TrainerCallback):  # type: ignore[misc]
+    class ProgressBarCallback(TrainerCallback):  # type: ignore[misc]
+        """The rich bar (or, off a terminal, a line per log step); also makes the last step save a checkpoint."""
+
         def __init__(self) -> None:
             self.progress: Any = None
             self.task: Any = None
@@ -330,7 +332,7 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
             if self.progress is not None:
                 self.progress.stop()
 
-    return [MeterState(), Progress()]
+    return [MeterState(), ProgressBarCallback()]
 
 
 def report_to(options: TrainOptions) -> list[str]:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from clawtune.chat import Example, Message, content_text, is_trained
+from clawtune.messages import Example, Message, content_text, is_trained
 from clawtune.models import chat_templates
 from clawtune.problems import InputError
 

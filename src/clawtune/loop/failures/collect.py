@@ -21,8 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example, Message
-from clawtune.data.export import Exporter, ExportOptions
+from clawtune.data.build import Exporter, TrainingDataOptions
 from clawtune.data.holdout import HeldOut
 from clawtune.data.scrub import Scrubber
 from clawtune.data.teacher import tool_call_problems
@@ -30,6 +29,7 @@ from clawtune.logs.lines import iter_json_lines
 from clawtune.loop.failures.criteria import DEFAULT_CRITERIA, Criteria, parse_criteria
 from clawtune.loop.failures.model import Failure
 from clawtune.loop.failures.signals import NEGATIVE_REACTIONS, POSITIVE_REACTIONS
+from clawtune.messages import Example, Message
 from clawtune.problems import InputError, Problems
 
 FILES = {
@@ -123,7 +123,7 @@ class Collector:
         self.sources_used: dict[str, Any] = {}
         # The export's own shaping: the same system-prompt policy and tool catalog as `export-training-data`.
         self.shaper = Exporter(
-            ExportOptions(
+            TrainingDataOptions(
                 agent_id=options.agent_id,
                 output=options.output,
                 state_dirs=options.state_dirs,
@@ -400,7 +400,7 @@ class Collector:
         if not reply.get("tool_calls") and not str(reply.get("content") or "").strip():
             return "empty_answer"
         if reply.get("tool_calls"):
-            from clawtune.chat import normalize_tool_call
+            from clawtune.messages import normalize_tool_call
 
             reply["tool_calls"] = [
                 normalize_tool_call(c, f"call_teacher_{i}") for i, c in enumerate(reply["tool_calls"])
@@ -456,8 +456,8 @@ class Collector:
         return report
 
     def same_as_held_out(self, example: dict[str, Any]) -> bool:
-        from clawtune.chat import normalize_example
         from clawtune.data.examples import duplicate_keys
+        from clawtune.messages import normalize_example
 
         held: dict[bytes, str] = getattr(self, "held_contents", None) or {}
         return bool(held) and duplicate_keys(normalize_example(example))[0] in held
@@ -605,7 +605,7 @@ def _same_answer(a: Message, b: Message) -> bool:
 
 def _person_messages(correction: Any) -> list[Message] | None:
     """A person's correction as messages: a string is the assistant's reply; messages are taken as written."""
-    from clawtune.chat import normalize_example
+    from clawtune.messages import normalize_example
 
     if isinstance(correction, str):
         return [{"role": "assistant", "content": correction}]

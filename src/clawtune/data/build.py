@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 
-from clawtune.chat import Example, is_trained
 from clawtune.data.examples import (
     approx_tokens,
     as_context,
@@ -44,6 +43,7 @@ from clawtune.logs.sessions import (
     load_index,
 )
 from clawtune.logs.tree import active_branch, segments
+from clawtune.messages import Example, is_trained
 from clawtune.problems import InputError, Problems
 
 FAILED_REPORT = "export-report.failed.json"  # a failed export's report, beside an earlier export's own
@@ -56,7 +56,7 @@ ID_TAIL = b'"export_id":"' + ID_PLACEHOLDER.encode() + b'"}}\n'
 
 
 @dataclass
-class ExportOptions:
+class TrainingDataOptions:
     """Everything `export-training-data` takes; defaults follow the seed."""
 
     agent_id: str
@@ -105,7 +105,7 @@ def short_system_prompt(agent_id: str) -> str:
     )
 
 
-def resolve_system_prompt(options: ExportOptions) -> tuple[str, str | None]:
+def resolve_system_prompt(options: TrainingDataOptions) -> tuple[str, str | None]:
     """(policy, replacement text) from `--system-prompt keep|drop|short|FILE`."""
     choice = options.system_prompt
     if choice in ("keep", "drop"):
@@ -121,7 +121,7 @@ def resolve_system_prompt(options: ExportOptions) -> tuple[str, str | None]:
 class Exporter:
     """Holds the counters of one export run; `run()` is the whole command."""
 
-    def __init__(self, options: ExportOptions) -> None:
+    def __init__(self, options: TrainingDataOptions) -> None:
         self.options = options
         self.problems = Problems(strict=options.strict)
         self.stats: Counter[str] = Counter()
@@ -511,6 +511,6 @@ class _NoProgress:
         pass
 
 
-def export_training_data(options: ExportOptions) -> dict[str, Any]:
+def export_training_data(options: TrainingDataOptions) -> dict[str, Any]:
     """Run one export; raises `InputError` (printed without a traceback) when it cannot produce enough data."""
     return Exporter(options).run()
