@@ -642,13 +642,26 @@ def model_card(ctx: _Context, fmt: str, info: dict[str, Any]) -> str:
         "erratically; retrain after a base upgrade. clawtune refuses a mismatched base unless told otherwise.",
         "",
         "```sh",
-        f"clawtune ft evaluate --model-dir {ctx.options.output} --test-set test.jsonl"
-        if fmt in ("openclaw-lora", "merged")
-        else "",
+        *_use_commands(ctx, fmt, info),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _use_commands(ctx: _Context, fmt: str, info: dict[str, Any]) -> list[str]:
+    """The commands that put this format to work, as the export's summary prints them (never an empty block)."""
+    folder = ctx.options.output if len(ctx.options.formats) == 1 else ctx.options.output / fmt
+    if fmt == "gguf":
+        return [
+            f"# base.gguf: {info.get('base_model')} as a GGUF (the ollama export writes one)",
+            f"llama-server -m base.gguf --lora {folder / 'adapter.gguf'} --jinja",
+        ]
+    if fmt == "ollama":
+        return [f"cd {folder}", *((info.get("ollama") or {}).get("commands") or [])]
+    if fmt == "vllm":
+        return [f"cd {folder}", (info.get("vllm") or {}).get("command") or "./serve.sh"]
+    return [f"clawtune ft evaluate --model-dir {folder} --test-set test.jsonl"]
 
 
 def print_summary(summary: dict[str, Any], register_endpoint: str | None = None) -> None:
