@@ -354,7 +354,7 @@ def test_export_of_a_rewritten_manifest_still_checks_files(checkpoint: Path, tmp
     shutil.copytree(checkpoint, copy)
     info = {k: v for k, v in read_manifest(copy).items() if k not in ("files", "format", "created")}
     write_manifest(copy, info)
-    summary = export(ExportOptions(model_dir=copy, output=tmp_path / "out", formats=["gguf"]))
+    summary = export(ExportOptions(model_dir=copy, output=tmp_path / "out", format="gguf"))
     assert summary["formats"]["gguf"]["tensors"] == 56
 
 

@@ -28,10 +28,9 @@ from typing import Any
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
+from clawtune.export.options import ExportError, ExportOptions
 from clawtune.models.chat_templates import without_markers
-from clawtune.problems import InputError
 
-FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
 ADAPTER_FORMATS = {"openclaw-lora", "gguf", "vllm"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -48,36 +47,6 @@ VLLM_MODULES = {
     "gate_up_proj",
     "lm_head",
 }
-
-
-class ExportError(InputError):
-    """The export cannot be made as asked; says why and what to do."""
-
-
-@dataclass
-class ExportOptions:
-    model_dir: Path
-    output: Path
-    formats: list[str] = field(default_factory=lambda: ["openclaw-lora"])
-    name: str | None = None
-    force: bool = False
-    allow_base_mismatch: bool = False
-    chat_template: Path | None = None  # ship this template instead of the trained one (parity-checked)
-    ollama_template: Path | None = None  # a Go TEMPLATE for a chat template clawtune has no twin for
-    ollama_base: str | None = None  # an Ollama model to use as FROM instead of writing base.gguf
-    gguf_f16: bool = False
-    merged_dtype: str | None = None  # the merged model's dtype (default: the base's)
-    parity_examples: int = 20
-
-
-def parse_formats(text: str) -> list[str]:
-    formats = [f.strip() for f in text.split(",") if f.strip()]
-    if formats == ["all"]:
-        return list(FORMATS)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)} or all")
-    return formats
 
 
 def source_folder(model_dir: Path) -> Path:

@@ -39,6 +39,7 @@ from clawtune.train.manifest import (
     write_json_atomic,
     write_manifest,
 )
+from clawtune.train.options import TrainOptions
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
 
@@ -48,21 +49,6 @@ LOSS_PLOT = "loss-curve.png"
 
 class TrainError(InputError):
     """The run cannot start as configured; the message says why and what to change."""
-
-
-@dataclass
-class TrainOptions:
-    config: FTConfig
-    gpus: int | None = None
-    resume: Path | None = None
-    data: Path | None = None
-    dry_run: bool = False
-    wandb: bool = False
-    project_name: str | None = None
-    max_steps: int | None = None
-    strict: bool = False
-    quiet: bool = False
-    force: bool = False  # replace an earlier run's checkpoints in output_dir (or those after the one resumed from)
 
 
 @dataclass
@@ -781,14 +767,37 @@ def warmup_note(config: FTConfig, max_steps: int | None, rows: int, world: int) 
     )
 
 
-def launch_processes(options: TrainOptions, argv: list[str]) -> int:
-    """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status."""
+def train_command(options: TrainOptions) -> int:
+    """`ft train`: with --gpus N > 1, launch one process per GPU (each runs this again, as a rank); else train here."""
+    if options.gpus and options.gpus > 1 and "LOCAL_RANK" not in os.environ and not options.dry_run:
+        return launch_processes(options)
+    try:
+        run_training(options)
+    finally:
+        end_process_group()
+    return 0
+
+
+def end_process_group() -> None:
+    """Tear down torch.distributed before exit: gloo's threads abort the process if left running."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def launch_processes(options: TrainOptions) -> int:
+    """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status. Each process
+    gets this run's own command line (`command_words`), so it trains exactly what this one was asked to."""
     import subprocess
 
+    from clawtune.options import command_words
+
+    if options.config_file is None:
+        raise InputError("--gpus: each process reads the config file; give --config FILE")
     checkpoint = find_checkpoint(options.resume) if options.resume is not None else None
     prepare_output(options.config.output_dir, checkpoint, options.force)
     n = options.gpus or 1
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    command += ["-m", "clawtune", *argv]
+    command += ["-m", *command_words("ft train", options)]
     env = {**os.environ, "CLAWTUNE_LAUNCHED": "1"}
     return subprocess.call(command, env=env)
