@@ -25,7 +25,7 @@ from clawtune.loop.failures.options import CollectOptions
 from clawtune.loop.options import ABTestOptions, PromoteOptions, ResumeOptions, RollbackOptions, StatusOptions
 from clawtune.options import declared, default_of
 from clawtune.problems import InputError
-from clawtune.train.options import TrainOptions
+from clawtune.train.options import InitOptions, TrainOptions
 
 app = typer.Typer(
     help="Fine-tune a specialist model on an OpenClaw agent's own logs, prove it is better, and serve it.",
@@ -139,25 +139,9 @@ def validate(
     strict: Annotated[bool, typer.Option("--strict", help="Stop at the first problem.")] = False,
 ) -> None:
     """Check chat JSONL: roles, tool-call ids answered, JSON arguments, a trained turn, tool schemas; all at once."""
-    from clawtune.data.validate import validate_files
+    from clawtune.data.validate import validate_command
 
-    result = validate_files(files, output, strict)
-    for problem in result.problems.items:
-        typer.echo(str(problem), err=True)
-    hidden = len(result.problems) - len(result.problems.items)
-    if hidden:
-        typer.echo(f"... and {hidden} more", err=True)
-    for warning in result.warnings:
-        typer.secho(f"warning: {warning}", fg="yellow", err=True)
-    if result.ok:
-        typer.secho(
-            f"OK: {result.examples} examples, all valid" + (f"; normalised into {output}" if output else ""), fg="green"
-        )
-        return
-    typer.secho(
-        f"{len(result.problems)} problems; {result.valid} of {result.examples} examples valid", fg="red", err=True
-    )
-    raise typer.Exit(1)
+    raise typer.Exit(validate_command(files, output, strict))
 
 
 @ft_app.command("data-stats")
@@ -167,27 +151,9 @@ def data_stats_command(
 ) -> None:
     """The mix against the seed's recipe (30% normal, 20% edge, 20% refusal, 15% multi-turn, 15% tool call), token
     lengths, tool usage, duplicates, and what to add."""
-    import json
+    from clawtune.data.recipe import data_stats_command
 
-    from clawtune.data.recipe import data_stats, print_data_stats
-    from clawtune.data.validate import iter_examples
-    from clawtune.problems import Problems
-
-    missing = [str(path) for path in files if not path.is_file()]
-    if missing:
-        raise InputError(f"no such file: {', '.join(missing)}")
-    problems = Problems()
-    examples = [e for path in files for _, e in iter_examples(path, problems)]
-    for problem in problems.items:
-        typer.echo(f"skipped {problem}", err=True)
-    if not examples:
-        why = f"{len(problems)} unreadable lines" if problems else "empty"
-        raise InputError(f"{', '.join(map(str, files))}: no examples ({why}); nothing to compare with the recipe")
-    stats = data_stats(examples)
-    if as_json:
-        typer.echo(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
-    else:
-        print_data_stats(stats, ", ".join(str(f) for f in files))
+    data_stats_command(files, as_json)
 
 
 @options_command(ft_app, "augment-data", AugmentOptions)
@@ -198,43 +164,12 @@ def augment_data(options: AugmentOptions) -> None:
     run_augment(options)
 
 
-@ft_app.command("init")
-def ft_init(
-    base_model: Annotated[
-        str, typer.Option("--base-model", help="A Hugging Face id, a local folder, or clawtune/tiny-agent.")
-    ],
-    method: Annotated[str, typer.Option("--method", help="lora | qlora | full.")] = "lora",
-    output_dir: Annotated[
-        Path, typer.Option("--output-dir", help="Where training writes checkpoints and the adapter.")
-    ] = Path("./fine-tuned-model/"),
-    config: Annotated[Path, typer.Option("--config", help="The config file to write.")] = Path("ft-config.yaml"),
-    train: Annotated[
-        str, typer.Option("--train", help="Training data path, as written into the config.")
-    ] = "./ft-data/augmented.jsonl",
-    validation: Annotated[
-        str, typer.Option("--validation", help="Validation data path, as written into the config.")
-    ] = "./ft-data/validation.jsonl",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing config.")] = False,
-    preset: Annotated[
-        str,
-        typer.Option(
-            "--preset",
-            help="seed (the founding document's values, for a 7-8B base), tiny-agent (what trains the bundled "
-            "model), or auto: tiny-agent for clawtune/tiny-agent, else seed.",
-        ),
-    ] = "auto",
-) -> None:
+@options_command(ft_app, "init", InitOptions)
+def ft_init(options: InitOptions) -> None:
     """Write a commented ft-config.yaml with the seed's values (LoRA r=16, alpha=32, lr 2e-4, ...)."""
-    from clawtune.models import check_base_model
-    from clawtune.train.config import init_config, preset_for, warmup_warning
+    from clawtune.train.config import init_command
 
-    note = check_base_model(base_model)
-    chosen = preset_for(base_model, preset)
-    init_config(config, base_model, method, output_dir, train, validation, force, chosen)
-    typer.echo(f"wrote {config} (base_model {base_model}, method {method}, output_dir {output_dir}, preset {chosen})")
-    for line in (note, warmup_warning(config)):
-        if line:
-            typer.secho(f"note: {line}", fg="yellow", err=True)
+    init_command(options)
 
 
 @options_command(ft_app, "train", TrainOptions)
@@ -264,27 +199,9 @@ def check_template_command(
 ) -> None:
     """How each chat template trains on your data: masks, refusals by rule with the fix, adaptations, and how far a
     clawtune training template's prompts differ from the stock template's. Exit 1 if training would stop."""
-    import json
+    from clawtune.train.check import check_template_command
 
-    from rich.console import Console
-
-    from clawtune.train.check import check_template, print_reports, read_examples
-
-    examples = read_examples(data)
-    reports = [report for name in base for report in check_template(name, examples, tokenizer)]
-    if any(name.endswith(".jinja") for name in base) and tokenizer is None:
-        typer.echo(
-            "note: .jinja templates are rendered with the tiny model's tokenizer (--tokenizer MODEL for yours)",
-            err=True,
-        )
-    if as_json:
-        typer.echo(json.dumps([r.to_json() for r in reports], indent=2, ensure_ascii=False))
-        ok = all(r.refused_share <= max_refused for r in reports if r.used_for_training)
-    else:
-        console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-        ok = print_reports(reports, data, max_refused, console)
-    if not ok:
-        raise typer.Exit(1)
+    raise typer.Exit(check_template_command(base, data, tokenizer, max_refused, as_json))
 
 
 @options_command(ft_app, "evaluate", EvalOptions)
@@ -530,22 +447,9 @@ def chat(
     json_output: Annotated[bool, typer.Option("--json", help="Print the whole reply as JSON.")] = False,
 ) -> None:
     """Talk to a served model: `--message` once, or interactively with streaming and /model, /reset, /feedback."""
-    import json
+    from clawtune.serve.chat_client import chat_command
 
-    from clawtune.serve.chat_client import interactive, once
-
-    if message is None:
-        interactive(endpoint, model, api_key)
-        return
-    reply = once(endpoint, model, message, api_key, system)
-    if json_output:
-        typer.echo(json.dumps(reply, ensure_ascii=False, indent=2))
-        return
-    content = reply["message"].get("content")
-    if content:
-        typer.echo(content)
-    for call in reply["message"].get("tool_calls") or []:
-        typer.echo(f"[tool call] {call['function']['name']}({call['function']['arguments']})")
+    chat_command(model, message, endpoint, api_key, system, json_output)
 
 
 @app.command("demo")

@@ -30,23 +30,27 @@ def show(console: Console, command: str, options: Any) -> None:
     console.print(command_line(command, options), highlight=False, markup=False)
 
 
-def write_demo_config(output: Path, path: Path | None = None, output_dir: str = "fine-tuned-model") -> Path:
-    """`clawtune ft init --base-model clawtune/tiny-agent`: the tiny-agent preset (the seed's values, changed where
-    a 3M-parameter model on a CPU needs it; each line of the file says so)."""
-    from clawtune.train.config import init_config
+def write_demo_config(
+    output: Path, path: Path | None = None, output_dir: str = "fine-tuned-model", console: Console | None = None
+) -> Path:
+    """`clawtune ft init --base-model clawtune/tiny-agent --preset tiny-agent`: the seed's values, changed where a
+    3M-parameter model on a CPU needs it; each line of the file says so."""
+    from clawtune.train.config import init_command
+    from clawtune.train.options import InitOptions
 
-    path = path or output / "ft-config.yaml"
-    init_config(
-        path,
-        TINY_AGENT,
-        "lora",
-        Path(output_dir),
-        "ft-data/augmented.jsonl",
-        "ft-data/validation.jsonl",
+    options = InitOptions(
+        base_model=TINY_AGENT,
+        output_dir=Path(output_dir),
+        config=path or output / "ft-config.yaml",
+        train="ft-data/augmented.jsonl",
+        validation="ft-data/validation.jsonl",
         force=True,
         preset="tiny-agent",
     )
-    return path
+    if console is not None:
+        show(console, "ft init", options)
+    init_command(options)
+    return options.config
 
 
 def run_demo(output: Path, train_steps: int | None = None, eval_limit: int | None = None) -> None:
@@ -143,13 +147,7 @@ def train_model(output: Path, console: Console, train_steps: int | None) -> Path
     from clawtune.train.run import run_training
 
     console.rule("[bold]5. clawtune ft train (LoRA on the bundled tiny model, on this machine's CPU or GPU)")
-    config_path = write_demo_config(output)
-    console.print(
-        f"clawtune ft init --base-model {TINY_AGENT} --method lora --output-dir fine-tuned-model --config "
-        f"{config_path} --train ft-data/augmented.jsonl --validation ft-data/validation.jsonl --preset tiny-agent "
-        "--force",
-        highlight=False,
-    )
+    config_path = write_demo_config(output, console=console)
     options = TrainOptions(config_file=config_path, max_steps=train_steps, force=True)
     show(console, "ft train", options)
     summary = run_training(options)
@@ -230,14 +228,31 @@ def serve_demo(
     against the fine-tune on simulated traffic (when a held-out set is given), stop it."""
     import secrets
 
-    import openai
-    import yaml
-
-    from clawtune.export.parity import SAMPLE
     from clawtune.serve.app import Gateway, Server
     from clawtune.serve.config import load
 
-    config_path = output / "models.yaml"
+    config_path = write_models_file(output, adapter)
+    console.print(f"clawtune serve --config {config_path}", highlight=False)
+    config = load(config_path)
+    admin_key = secrets.token_urlsafe(24)  # for this run only: never written to the file
+    config.server.admin_keys = [admin_key]
+    with Server(Gateway(config)) as server:
+        console.print(f"serving demo-agent and tiny-base on {server.url}/v1", highlight=False)
+        chat_with_a_tool(server.url, console)
+        if test_set is not None:
+            console.rule("[bold]9. clawtune ft ab-test: the base against the fine-tune, on simulated traffic")
+            ab_test_demo(output, server.url, admin_key, test_set, console)
+        if production:
+            console.rule("[bold]10. The fine-tune at work: simulated traffic, rated by simulated users")
+            traffic_demo(server.url, production, console)
+    console.print(f"stopped; every request is in {server.gateway.log.path}", highlight=False)
+
+
+def write_models_file(output: Path, adapter: Path) -> Path:
+    """models.yaml: demo-agent (the base with the demo's adapter) and tiny-base, on a free port."""
+    import yaml
+
+    path = output / "models.yaml"
     models = {
         "models": [
             {
@@ -252,56 +267,50 @@ def serve_demo(
         "default_model": "tiny-base",
         "server": {"port": 0, "data_dir": str((output / "serve-data").resolve())},
     }
-    config_path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
-    console.print(f"clawtune serve --config {config_path}", highlight=False)
-    config = load(config_path)
-    admin_key = secrets.token_urlsafe(24)  # for this run only: never written to the file
-    config.server.admin_keys = [admin_key]
-    with Server(Gateway(config)) as server:
-        console.print(f"serving demo-agent and tiny-base on {server.url}/v1", highlight=False)
-        client: Any = openai.OpenAI(base_url=server.url + "/v1", api_key="clawtune-local", max_retries=0)
-        long_prompt = ("You are OpenClaw. Workspace files, skills and the tool catalog follow. " * 700)[:48000]
-        messages = [
-            {"role": "system", "content": long_prompt},
-            {"role": "user", "content": "What was the revenue in EMEA last quarter?"},
-        ]
-        raw = client.chat.completions.with_raw_response.create(
-            model="demo-agent", messages=messages, tools=SAMPLE["tools"], max_tokens=64
-        )
-        reply = raw.parse()
-        message = reply.choices[0].message
-        console.print(
-            f"POST /v1/chat/completions model=demo-agent, with a tool and a {len(long_prompt):,}-character system "
-            f"prompt -> finish_reason {reply.choices[0].finish_reason}, request id {raw.headers['x-request-id']}",
-            highlight=False,
-        )
-        if message.content:
-            console.print(f"  content: {message.content!r}", highlight=False, markup=False)
-            if "<tool_call>" in message.content:
-                console.print(
-                    "  (the model wrote a tool call the server could not read as JSON for an offered tool, so it comes "
-                    "back as text, logged as an invalid call, instead of being handed to the agent to run)",
-                    highlight=False,
-                    markup=False,
-                )
-        for call in message.tool_calls or []:
+    path.write_text(yaml.safe_dump(models, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def chat_with_a_tool(url: str, console: Console) -> None:
+    """One request as OpenClaw sends it (its long system prompt, a tool), through the official openai client."""
+    import openai
+
+    from clawtune.export.parity import SAMPLE
+
+    client: Any = openai.OpenAI(base_url=url + "/v1", api_key="clawtune-local", max_retries=0)
+    long_prompt = ("You are OpenClaw. Workspace files, skills and the tool catalog follow. " * 700)[:48000]
+    messages = [
+        {"role": "system", "content": long_prompt},
+        {"role": "user", "content": "What was the revenue in EMEA last quarter?"},
+    ]
+    raw = client.chat.completions.with_raw_response.create(
+        model="demo-agent", messages=messages, tools=SAMPLE["tools"], max_tokens=64
+    )
+    reply = raw.parse()
+    message = reply.choices[0].message
+    console.print(
+        f"POST /v1/chat/completions model=demo-agent, with a tool and a {len(long_prompt):,}-character system "
+        f"prompt -> finish_reason {reply.choices[0].finish_reason}, request id {raw.headers['x-request-id']}",
+        highlight=False,
+    )
+    if message.content:
+        console.print(f"  content: {message.content!r}", highlight=False, markup=False)
+        if "<tool_call>" in message.content:
             console.print(
-                f"  tool call: {call.function.name}({call.function.arguments})", highlight=False, markup=False
+                "  (the model wrote a tool call the server could not read as JSON for an offered tool, so it comes "
+                "back as text, logged as an invalid call, instead of being handed to the agent to run)",
+                highlight=False,
+                markup=False,
             )
-        used = reply.usage.model_extra or {}
-        console.print(
-            f"  prompt tokens {reply.usage.prompt_tokens:,} (the agent's own prompt would have been "
-            f"{used.get('prompt_tokens_before_policy', 0):,}: the adapter's training replaced it with a short one), "
-            f"completion tokens {reply.usage.completion_tokens}",
-            highlight=False,
-        )
-        if test_set is not None:
-            console.rule("[bold]9. clawtune ft ab-test: the base against the fine-tune, on simulated traffic")
-            ab_test_demo(output, server.url, admin_key, test_set, console)
-        if production:
-            console.rule("[bold]10. The fine-tune at work: simulated traffic, rated by simulated users")
-            traffic_demo(server.url, production, console)
-    console.print(f"stopped; every request is in {server.gateway.log.path}", highlight=False)
+    for call in message.tool_calls or []:
+        console.print(f"  tool call: {call.function.name}({call.function.arguments})", highlight=False, markup=False)
+    used = reply.usage.model_extra or {}
+    console.print(
+        f"  prompt tokens {reply.usage.prompt_tokens:,} (the agent's own prompt would have been "
+        f"{used.get('prompt_tokens_before_policy', 0):,}: the adapter's training replaced it with a short one), "
+        f"completion tokens {reply.usage.completion_tokens}",
+        highlight=False,
+    )
 
 
 AB_DEMO_SECONDS = 20
@@ -452,7 +461,7 @@ def retrain(output: Path, failures: Path, checkpoint: Path, console: Console, tr
     from clawtune.train.run import run_training
 
     config_path = output / "ft-config-v2.yaml"
-    write_demo_config(output, config_path, "fine-tuned-model-v2")
+    write_demo_config(output, config_path, "fine-tuned-model-v2", console)
     # A retrain continues a trained adapter: the first run's 5e-3 step undoes what it learned (measured: 12 test items
     # broken, none fixed); a fifth of it.
     text = re.sub(

@@ -61,3 +61,32 @@ class TrainOptions:
 
         # --data replaces the config's training file, which then need not exist.
         self.config = load_config(self.config_file, check_files=self.data is None)
+
+
+@dataclass
+class InitOptions:
+    """Everything `ft init` takes."""
+
+    base_model: str = field(metadata=flag("--base-model", "A Hugging Face id, a local folder, or clawtune/tiny-agent."))
+    method: str = field(default="lora", metadata=flag("--method", "lora | qlora | full."))
+    output_dir: Path = field(
+        default=Path("./fine-tuned-model/"),
+        metadata=flag("--output-dir", "Where training writes checkpoints and the adapter."),
+    )
+    config: Path = field(default=Path("ft-config.yaml"), metadata=flag("--config", "The config file to write."))
+    train: str = field(
+        default="./ft-data/augmented.jsonl", metadata=flag("--train", "Training data path, as written into the config.")
+    )
+    validation: str = field(
+        default="./ft-data/validation.jsonl",
+        metadata=flag("--validation", "Validation data path, as written into the config."),
+    )
+    force: bool = field(default=False, metadata=flag("--force", "Overwrite an existing config."))
+    preset: str = field(
+        default="auto",
+        metadata=flag(
+            "--preset",
+            "seed (the founding document's values, for a 7-8B base), tiny-agent (what trains the bundled "
+            "model), or auto: tiny-agent for clawtune/tiny-agent, else seed.",
+        ),
+    )
