@@ -34,9 +34,9 @@ print(n)
 CLAWTUNE = """
 import sys
 from pathlib import Path
-from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.build import TrainingDataOptions, export_training_data
 report = export_training_data(
-    ExportOptions(agent_id="bench-agent", output=Path(sys.argv[2]), sessions=[Path(sys.argv[1])], force=True)
+    TrainingDataOptions(agent_id="bench-agent", output=Path(sys.argv[2]), sessions=[Path(sys.argv[1])], force=True)
 )
 assert "torch" not in sys.modules, "the export path must not import torch"
 print(report["examples_written"])

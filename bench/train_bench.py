@@ -40,7 +40,7 @@ TRAINED_SHARE = 0.11  # the sample agent's share of trained tokens (19,373 of 17
 
 def sample_agent_examples(n: int) -> list[Any]:
     """The sample agent's exported conversations, rendered and labelled with the tiny model's template."""
-    from clawtune.data.export import ExportOptions, export_training_data
+    from clawtune.data.build import TrainingDataOptions, export_training_data
     from clawtune.models import load_tokenizer
     from clawtune.problems import Problems
     from clawtune.sample import make_state_dir
@@ -48,7 +48,7 @@ def sample_agent_examples(n: int) -> list[Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         state = make_state_dir(Path(tmp), n_sessions=600, seed=11)
-        export_training_data(ExportOptions(agent_id="my-agent", output=Path(tmp) / "d", state_dirs=[state]))
+        export_training_data(TrainingDataOptions(agent_id="my-agent", output=Path(tmp) / "d", state_dirs=[state]))
         tokenizer = load_tokenizer("clawtune/tiny-agent")[0]
         data = tokenize_file(Path(tmp) / "d" / "raw.jsonl", tokenizer, 4096, "truncate", Problems())
     return data.examples[:n]

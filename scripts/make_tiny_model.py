@@ -167,7 +167,7 @@ def pretrain_general(folder: Path, n: int, epochs: float) -> None:
 
     from clawtune.models.general import conversations
     from clawtune.train.config import FTConfig
-    from clawtune.train.plan import TrainOptions
+    from clawtune.train.options import TrainOptions
     from clawtune.train.run import run_training
 
     with tempfile.TemporaryDirectory() as tmp:

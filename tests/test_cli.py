@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from clawtune.cli import main
-from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.build import TrainingDataOptions, export_training_data
 from clawtune.logs import sessions as sessions_module
 from clawtune.sample.agent import STORE_SCHEMA
 
@@ -61,7 +61,7 @@ def test_near_duplicates_are_dropped(tmp_path):
     write_jsonl(folder / "s2.jsonl", session("s2", "what were sales in may"))
     write_jsonl(folder / "s3.jsonl", session("s3", "What were sales in June?"))
     report = export_training_data(
-        ExportOptions(agent_id="a", output=tmp_path / "o", sessions=[folder], ratios=(1, 0, 0))
+        TrainingDataOptions(agent_id="a", output=tmp_path / "o", sessions=[folder], split="1:0:0")
     )
     assert report["dropped"] == {"near_duplicate": 1}
     assert len(read_jsonl(tmp_path / "o" / "raw.jsonl")) == 2
@@ -76,7 +76,7 @@ def test_locked_store_is_reported_and_the_rest_exported(tmp_path, monkeypatch):
     good = write_jsonl(tmp_path / "s1.jsonl", [HEADER, msg("a", None, "user", "hi"), text("b", "a", "hello")])
     try:
         report = export_training_data(
-            ExportOptions(agent_id="a", output=tmp_path / "o", sessions=[store, good], ratios=(1, 0, 0))
+            TrainingDataOptions(agent_id="a", output=tmp_path / "o", sessions=[store, good], split="1:0:0")
         )
     finally:
         writer.close()

@@ -21,7 +21,8 @@ import yaml
 from clawtune.artifacts.manifest import checkpoints, read_manifest
 from clawtune.cli import main
 from clawtune.train.config import load_config
-from clawtune.train.plan import TrainError, TrainOptions
+from clawtune.train.options import TrainOptions
+from clawtune.train.plan import TrainError
 from clawtune.train.run import train
 
 from .conftest import copy_sample, export_sample, read_jsonl, write_jsonl

@@ -6,7 +6,7 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clawtune.data.export import Exporter, ExportOptions, export_training_data
+from clawtune.data.build import Exporter, TrainingDataOptions, export_training_data
 from clawtune.problems import InputError
 
 from ..conftest import HEADER, call, msg, result, text
@@ -41,7 +41,7 @@ mangle = st.one_of(
 
 
 def run_export(tmp_path, sources):
-    exporter = Exporter(ExportOptions(agent_id="a", output=tmp_path / "out", sessions=sources, force=True))
+    exporter = Exporter(TrainingDataOptions(agent_id="a", output=tmp_path / "out", sessions=sources, force=True))
     try:
         report = exporter.run()
     except InputError as exc:  # a clear, expected message: nothing usable was left
@@ -100,7 +100,7 @@ def test_strict_stops_at_the_first_bad_line(tmp_path):
     path.write_text("\n".join([VALID[0], "{broken", *VALID[1:]]))
     assert run_export(tmp_path, [path])["skipped_input"]["by_reason"] == {"malformed-json": 1}
     try:
-        export_training_data(ExportOptions(agent_id="a", output=tmp_path / "o2", sessions=[path], strict=True))
+        export_training_data(TrainingDataOptions(agent_id="a", output=tmp_path / "o2", sessions=[path], strict=True))
     except InputError as exc:
         assert f"{path}:2" in str(exc)
     else:

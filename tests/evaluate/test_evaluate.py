@@ -297,7 +297,7 @@ def test_endpoint_baseline_with_prices_system_prompt_and_judge(evaluated: dict[s
                 baseline_endpoint=f"{url}/v1",
                 baseline_model="big-general-model",
                 baseline_system_prompt=prompt,
-                metrics=("accuracy", "f1", "tool_calls", "latency", "tokens", "cost"),
+                metrics="accuracy,f1,tool_calls,latency,tokens,cost",
                 limit=12,
                 max_new_tokens=24,
                 price_in_per_1k=0.0025,

@@ -69,7 +69,13 @@ def test_every_format_is_written_with_a_manifest_and_card(exported: Path) -> Non
         manifest = read_manifest(exported / fmt)
         assert manifest["base_model"] == "clawtune/tiny-agent" and manifest["base_fingerprint"].startswith("sha256:")
         assert manifest["config"]["lora"]["r"] == 8 and "README.md" in manifest["files"]
-        assert "## Train/serve parity" in (exported / fmt / "README.md").read_text()
+        card = (exported / fmt / "README.md").read_text()
+        assert "## Train/serve parity" in card
+        use = card.split("```sh\n", 1)[1].split("```", 1)[0]
+        assert use.strip() and "\n\n" not in use, f"{fmt}: the card's command block is empty"
+    ollama_card = (exported / "ollama" / "README.md").read_text()
+    assert all(c in ollama_card for c in summary["formats"]["ollama"]["commands"])
+    assert summary["formats"]["vllm"]["command"] in (exported / "vllm" / "README.md").read_text()
     lora = exported / "openclaw-lora"
     assert {"adapter_config.json", "adapter_model.safetensors", "chat_template.jinja", "tokenizer.json"} <= {
         p.name for p in lora.iterdir()
@@ -270,7 +276,7 @@ def test_export_of_a_rewritten_manifest_still_checks_files(checkpoint: Path, tmp
     shutil.copytree(checkpoint, copy)
     info = {k: v for k, v in read_manifest(copy).items() if k not in ("files", "format", "created")}
     write_manifest(copy, info)
-    summary = export(ExportOptions(model_dir=copy, output=tmp_path / "out", formats=["gguf"]))
+    summary = export(ExportOptions(model_dir=copy, output=tmp_path / "out", format="gguf"))
     assert summary["formats"]["gguf"]["tensors"] == 56
 
 

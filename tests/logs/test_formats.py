@@ -7,7 +7,7 @@ from pathlib import Path
 
 import zstandard
 
-from clawtune.data.export import ExportOptions, export_training_data
+from clawtune.data.build import TrainingDataOptions, export_training_data
 from clawtune.logs.convert import ConvertOptions, convert_segment
 from clawtune.logs.sessions import iter_sessions
 from clawtune.logs.tree import COMPACTION_PREFIX, active_branch, segments
@@ -269,7 +269,7 @@ def test_trajectory_bundle_and_non_transcript_files(tmp_path):
     (sessions_dir / "s9.jsonl.deleted.123").write_text("garbage")
     out = tmp_path / "out"
     report = export_training_data(
-        ExportOptions(agent_id="a", output=out, sessions=[bundle, sessions_dir], system_prompt="keep")
+        TrainingDataOptions(agent_id="a", output=out, sessions=[bundle, sessions_dir], system_prompt="keep")
     )
     assert report["sessions_read"] == 2
     assert report["skipped_input"]["by_reason"] == {"truncated-by-openclaw": 1}

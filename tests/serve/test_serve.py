@@ -281,7 +281,7 @@ def test_feedback_round_trip_into_the_log(scripted: tuple[Server, openai.OpenAI]
 def test_chat_interactive_commands(scripted: tuple[Server, openai.OpenAI]) -> None:
     import io
 
-    from clawtune.serve.chat import interactive
+    from clawtune.serve.chat_client import interactive
 
     server, _ = scripted
     inputs = iter(["hello", "/feedback positive nice", "/model finance", "call lookup", "/reset", "/quit"])

@@ -13,7 +13,8 @@ from clawtune.artifacts.manifest import checkpoints, read_manifest, sha256_file,
 from clawtune.cli import main
 from clawtune.models.general import forgetting_set
 from clawtune.train.config import ConfigError, load_config
-from clawtune.train.plan import TrainError, TrainOptions
+from clawtune.train.options import TrainOptions
+from clawtune.train.plan import TrainError
 from clawtune.train.replay import MIX_FILE, replay_counts
 from clawtune.train.run import train
 

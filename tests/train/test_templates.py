@@ -22,8 +22,8 @@ import yaml
 from clawtune.artifacts import chat_templates
 from clawtune.artifacts.render import IGNORE, TemplateError, render_example, template_messages
 from clawtune.artifacts.template_profile import profile, raw_render
-from clawtune.chat import is_trained
 from clawtune.cli import main
+from clawtune.messages import is_trained
 from clawtune.models import load_tokenizer
 from clawtune.models.toolcalls import parse_reply
 

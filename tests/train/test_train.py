@@ -22,7 +22,8 @@ from clawtune.cli import main
 from clawtune.models import load_model, load_tokenizer
 from clawtune.train.config import load_config
 from clawtune.train.data import Collator, document_mask, pack
-from clawtune.train.plan import TrainError, TrainOptions
+from clawtune.train.options import TrainOptions
+from clawtune.train.plan import TrainError
 from clawtune.train.run import train
 from clawtune.train.trainer import CRASH_AT_STEP, selective_loss
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clawtune.artifacts.template_profile import TemplateError, TemplateProfile, profile, raw_render
-from clawtune.chat import Example, Message, content_text, is_trained
+from clawtune.messages import Example, Message, content_text, is_trained
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from clawtune.artifacts import chat_templates
-from clawtune.chat import Example, Message, content_text, is_trained
+from clawtune.messages import Example, Message, content_text, is_trained
 from clawtune.problems import InputError
 
 if TYPE_CHECKING:

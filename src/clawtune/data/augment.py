@@ -37,12 +37,13 @@ from typing import Any
 
 import orjson
 
-from clawtune.artifacts.files import atomic_write
-from clawtune.chat import Example, Message, content_text
+from clawtune.artifacts.files import atomic_write, write_json_atomic
 from clawtune.data.examples import duplicate_keys
 from clawtune.data.holdout import HeldOut, Holdouts, export_ids, find_holdouts, leakage_message, leaks
+from clawtune.data.options import AugmentOptions
 from clawtune.data.recipe import CATEGORIES, TARGET, category, data_stats, traits
 from clawtune.data.validate import check_example, iter_examples
+from clawtune.messages import Example, Message, content_text
 from clawtune.problems import InputError, Problems
 
 PARAPHRASES_EN = [
@@ -87,22 +88,6 @@ ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 MONTH_WORDS = re.compile(
     r"\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\b|\d{1,2}/\d{1,2}/\d{2,4}|\d+月", re.IGNORECASE
 )
-
-
-@dataclass
-class AugmentOptions:
-    """What `ft augment-data` takes."""
-
-    input: Path
-    output: Path
-    factor: float = 3.0
-    balance: bool = False
-    seed: int = 0
-    holdout: list[Path] = field(default_factory=list)
-    teacher_endpoint: str | None = None
-    teacher_model: str | None = None
-    teacher_api_key: str | None = None
-    force: bool = False
 
 
 # --- what the whole input teaches the transformations ------------------------------------------------------------
@@ -733,3 +718,39 @@ def write_jsonl(path: Path, examples: list[Example]) -> None:
     with atomic_write(path, binary=True) as fh:
         for example in examples:
             fh.write(orjson.dumps(example) + b"\n")
+
+
+def run_augment(options: AugmentOptions) -> dict[str, Any]:
+    """`ft augment-data`: augment, write the report beside the output, and say what was made."""
+    import typer
+
+    report = augment(options)
+    report_path = options.report_path
+    write_json_atomic(report_path, report)
+    typer.echo(
+        f"{report['examples_in']} examples -> {report['examples_out']} (target {report['target_out']}) in "
+        f"{options.output}"
+    )
+    if report["shortfall"]:
+        typer.secho(f"  {report['shortfall']} short of the target: the seeds ran out of distinct variants", fg="yellow")
+    for note in report["notes"]:
+        typer.secho(f"  note: {note}", fg="yellow")
+    teacher = report["teacher"]
+    if teacher and teacher["failures"]:
+        typer.secho(
+            f"  the teacher failed {teacher['failures']} of {teacher['requests']} requests (last: "
+            f"{teacher['last_error']}); those examples used the offline transformations",
+            fg="yellow",
+        )
+    typer.echo("  made by: " + (", ".join(f"{k} {v}" for k, v in report["made_by"].items()) or "nothing"))
+    typer.echo("  candidates discarded: " + (", ".join(f"{k} {v}" for k, v in report["discarded"].items()) or "none"))
+    before, after = report["mix_before"], report["mix_after"]
+    typer.echo(
+        "  mix:     "
+        + ", ".join(
+            f"{c} {before[c]['share']:.0%} -> {after[c]['share']:.0%} (target {after[c]['target']:.0%})"
+            for c in CATEGORIES
+        )
+    )
+    typer.echo(f"  report:  {report_path}")
+    return report

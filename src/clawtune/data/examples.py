@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from clawtune.chat import Example, Message, content_text
+from clawtune.messages import Example, Message, content_text
 
 _SLICE = 1 << 20  # long texts are measured and hashed a slice at a time, never copied whole
 

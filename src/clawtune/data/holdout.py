@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example
 from clawtune.data.examples import duplicate_keys
+from clawtune.messages import Example
 from clawtune.problems import Problems
 
 REPORT = "export-report.json"

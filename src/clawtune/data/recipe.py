@@ -22,10 +22,11 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example, content_text
 from clawtune.data.examples import approx_tokens, duplicate_keys, message_tokens
+from clawtune.messages import Example, content_text
 
 CATEGORIES = ("normal", "edge", "refusal", "multi-turn", "tool-call")
 PRECEDENCE = ("refusal", "edge", "multi-turn", "tool-call")
@@ -214,3 +215,27 @@ def print_data_stats(stats: DataStats, title: str) -> None:
         console.print("  to reach the recipe, add: " + ", ".join(f"{n} {c}" for c, n in to_add.items()))
     else:
         console.print("  the mix matches the recipe")
+
+
+def data_stats_command(files: list[Path], as_json: bool) -> None:
+    """`ft data-stats`: the statistics of the files together, as a table or JSON; unreadable lines are skipped."""
+    import typer
+
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import InputError, Problems
+
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise InputError(f"no such file: {', '.join(missing)}")
+    problems = Problems()
+    examples = [e for path in files for _, e in iter_examples(path, problems)]
+    for problem in problems.items:
+        typer.echo(f"skipped {problem}", err=True)
+    if not examples:
+        why = f"{len(problems)} unreadable lines" if problems else "empty"
+        raise InputError(f"{', '.join(map(str, files))}: no examples ({why}); nothing to compare with the recipe")
+    stats = data_stats(examples)
+    if as_json:
+        typer.echo(json.dumps(stats.to_json(), indent=2, ensure_ascii=False))
+    else:
+        print_data_stats(stats, ", ".join(str(f) for f in files))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from clawtune.chat import Example
+from clawtune.messages import Example
 
 
 def luhn_ok(digits: str) -> bool:

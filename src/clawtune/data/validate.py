@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Example, normalize_example
 from clawtune.logs.lines import iter_json_lines
+from clawtune.messages import Example, normalize_example
 from clawtune.problems import Problems
 
 ROLES = {"system", "user", "assistant", "tool"}
@@ -198,3 +198,26 @@ def validate_files(paths: list[Path], output: Path | None = None, strict: bool =
             f"{result.examples} examples: OpenAI's fine-tuning API refuses fewer than {OPENAI_MIN_EXAMPLES}"
         )
     return result
+
+
+def validate_command(files: list[Path], output: Path | None, strict: bool) -> int:
+    """`ft validate`: every problem on stderr, then OK (exit 0) or the count (exit 1)."""
+    import typer
+
+    result = validate_files(files, output, strict)
+    for problem in result.problems.items:
+        typer.echo(str(problem), err=True)
+    hidden = len(result.problems) - len(result.problems.items)
+    if hidden:
+        typer.echo(f"... and {hidden} more", err=True)
+    for warning in result.warnings:
+        typer.secho(f"warning: {warning}", fg="yellow", err=True)
+    if result.ok:
+        typer.secho(
+            f"OK: {result.examples} examples, all valid" + (f"; normalised into {output}" if output else ""), fg="green"
+        )
+        return 0
+    typer.secho(
+        f"{len(result.problems)} problems; {result.valid} of {result.examples} examples valid", fg="red", err=True
+    )
+    return 1

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Message, is_trained
 from clawtune.data.recipe import category
+from clawtune.messages import Message, is_trained
 from clawtune.models.toolcalls import parse_reply
 from clawtune.problems import Problems
 

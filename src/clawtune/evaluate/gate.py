@@ -89,8 +89,8 @@ def item_rows(
     set_name: str, items: list[Any], base: Any, tuned: Any, scores: tuple[list[Any], list[Any]]
 ) -> list[dict[str, Any]]:
     """One row per item: its id and set, the question, the reference, both answers with verdict and reason."""
-    from clawtune.chat import content_text
     from clawtune.evaluate.run import _show
+    from clawtune.messages import content_text
 
     rows = []
     for i, item in enumerate(items):

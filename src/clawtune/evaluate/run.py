@@ -13,47 +13,11 @@ from typing import Any
 from clawtune.data.recipe import CATEGORIES
 from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, example_items, load_items
 from clawtune.evaluate.metrics import Score, score
+from clawtune.evaluate.options import EvalError, EvalOptions
 from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile
-from clawtune.problems import InputError, Problems
+from clawtune.problems import Problems
 
-METRICS = ("accuracy", "f1", "tool_calls", "refusal", "hallucination", "latency", "tokens", "cost", "forgetting")
 ALPHA = 0.05
-
-
-class EvalError(InputError):
-    """The evaluation cannot run as asked."""
-
-
-@dataclass
-class EvalOptions:
-    test_set: Path
-    model_dir: str | None = None
-    endpoint: str | None = None
-    endpoint_model: str | None = None
-    baseline: str | None = None
-    baseline_endpoint: str | None = None
-    baseline_model: str | None = None
-    baseline_system_prompt: Path | None = None
-    metrics: tuple[str, ...] = METRICS
-    output: Path | None = None
-    batch_size: int = 8
-    max_new_tokens: int = 256
-    limit: int | None = None
-    price_in_per_1k: float | None = None
-    price_out_per_1k: float | None = None
-    gpu_hour_price: float = 2.5
-    forgetting_threshold: float = 0.05
-    forgetting_size: int = 60
-    allow_base_mismatch: bool = False
-    api_key_env: str = "OPENAI_API_KEY"
-    judge_endpoint: str | None = None
-    judge_model: str | None = None
-    strict: bool = False
-    quiet: bool = False
-    train_set: Path | None = None
-    held_out: Path | None = None  # the gate: a collect-failures folder (or file) the retrain never saw
-    benchmark: str | None = None  # bfcl:simple,multiple,irrelevance
-    benchmark_limit: int | None = 50  # cases per category
 
 
 @dataclass
@@ -72,16 +36,6 @@ class Side:
     benchmark: list[bool] = field(default_factory=list)
     benchmark_generations: list[Generation] = field(default_factory=list)
     benchmark_reasons: list[str | None] = field(default_factory=list)
-
-
-def parse_metrics(text: str | None) -> tuple[str, ...]:
-    if not text:
-        return METRICS
-    names = tuple(m.strip().lower().replace("-", "_") for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in METRICS]
-    if unknown:
-        raise EvalError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    return names
 
 
 def _backend(options: EvalOptions, which: str) -> Any:
@@ -348,7 +302,7 @@ def prompt_key(prompt: list[dict[str, Any]]) -> str:
     """A conversation's words and calls, without the system prompt and the call ids (which differ per session)."""
     import json
 
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     parts = []
     for message in prompt:
@@ -416,7 +370,7 @@ def forgetting_items(size: int) -> list[Item]:
 
 def worst_failures(items: list[Item], base: Side, tuned: Side, n: int = 10) -> list[dict[str, Any]]:
     """The fine-tuned model's failures, the ones the baseline got right first, then the lowest F1."""
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     rows = []
     for i, (item, b, t) in enumerate(zip(items, base.scores, tuned.scores, strict=True)):
@@ -454,7 +408,7 @@ VERDICTS = {
 def per_item(items: list[Item], base: Side, tuned: Side, limit: int = 500) -> list[dict[str, Any]]:
     """Every held-out turn's outcome on both sides (what the dashboard filters by category, verdict and tool); texts
     are cut at `limit` characters so a large test set keeps a readable report."""
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     def cut(text: str) -> str:
         return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -483,7 +437,7 @@ def per_item(items: list[Item], base: Side, tuned: Side, limit: int = 500) -> li
 
 
 def _show(message: dict[str, Any]) -> str:
-    from clawtune.chat import content_text
+    from clawtune.messages import content_text
 
     parts = [content_text(message.get("content"))] if message.get("content") else []
     for call in message.get("tool_calls") or []:
@@ -512,7 +466,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
             console.print(f"[yellow]skipped[/] {problem}", highlight=False)
 
     sides = {}
-    general = forgetting_items(options.forgetting_size) if "forgetting" in options.metrics else []
+    general = forgetting_items(options.forgetting_size) if "forgetting" in options.metric_names else []
     cases = benchmark_cases(options)
     bench_items = [
         Item(f"bfcl:{c.id}", f"bfcl:{c.category}", c.messages, c.tools, {"role": "assistant", "content": ""})
@@ -553,7 +507,7 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         "test_set": str(options.test_set),
         "items": len(items),
         "examples_skipped": len(problems),
-        "metrics": list(options.metrics),
+        "metrics": list(options.metric_names),
         "baseline": summarize(base, items, options),
         "fine_tuned": summarize(tuned, items, options),
         "comparison": compare(base.scores, tuned.scores),
@@ -696,3 +650,8 @@ def benchmark_rows(cases: list[Any], base: Side, tuned: Side) -> list[dict[str, 
 
 def _general_side(side: Side) -> Side:
     return Side(side.label, side.name, side.kind, generations=side.general_generations)
+
+
+def gate_exit_code(report: dict[str, Any]) -> int:
+    """`ft evaluate`'s exit code: 3 when a gate (`--held-out`) was run and did not pass, else 0."""
+    return 3 if report.get("gate", {}).get("verdict", "PASSED") != "PASSED" else 0

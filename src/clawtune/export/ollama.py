@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clawtune.chat import Message, content_text
 from clawtune.export.gotemplate import GoMap, GoSlice, GoStruct, OrderedMap, go_json
+from clawtune.messages import Message, content_text
 from clawtune.models import default_chat_template
 
 # The Go twin of models/chatml_tools.jinja. Keep the two in step: the parity check fails the export if they drift.

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clawtune.artifacts.render import render_text, template_messages
-from clawtune.chat import Example, Message
+from clawtune.messages import Example, Message
 from clawtune.problems import InputError
 
 

@@ -32,9 +32,8 @@ from clawtune.data.provenance import training_examples, training_system_prompt
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
-from clawtune.problems import InputError
+from clawtune.export.options import ExportError, ExportOptions
 
-FORMATS = ("openclaw-lora", "merged", "gguf", "ollama", "vllm")
 ADAPTER_FORMATS = {"openclaw-lora", "gguf", "vllm"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 VLLM_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's accepted --max-lora-rank values
@@ -51,36 +50,6 @@ VLLM_MODULES = {
     "lm_head",
 }
 VLLM_REFUSED = ("dora", "modules_to_save", "bias")
-
-
-class ExportError(InputError):
-    """The export cannot be made as asked; says why and what to do."""
-
-
-@dataclass
-class ExportOptions:
-    model_dir: Path
-    output: Path
-    formats: list[str] = field(default_factory=lambda: ["openclaw-lora"])
-    name: str | None = None
-    force: bool = False
-    allow_base_mismatch: bool = False
-    chat_template: Path | None = None  # ship this template instead of the trained one (parity-checked)
-    ollama_template: Path | None = None  # a Go TEMPLATE for a chat template clawtune has no twin for
-    ollama_base: str | None = None  # an Ollama model to use as FROM instead of writing base.gguf
-    gguf_f16: bool = False
-    merged_dtype: str | None = None  # the merged model's dtype (default: the base's)
-    parity_examples: int = 20
-
-
-def parse_formats(text: str) -> list[str]:
-    formats = [f.strip() for f in text.split(",") if f.strip()]
-    if formats == ["all"]:
-        return list(FORMATS)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ExportError(f"unknown format {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)} or all")
-    return formats
 
 
 def source_folder(model_dir: Path) -> Path:
@@ -587,13 +556,26 @@ def model_card(ctx: _Context, fmt: str, info: dict[str, Any]) -> str:
         "erratically; retrain after a base upgrade. clawtune refuses a mismatched base unless told otherwise.",
         "",
         "```sh",
-        f"clawtune ft evaluate --model-dir {ctx.options.output} --test-set test.jsonl"
-        if fmt in ("openclaw-lora", "merged")
-        else "",
+        *_use_commands(ctx, fmt, info),
         "```",
         "",
     ]
     return "\n".join(lines)
+
+
+def _use_commands(ctx: _Context, fmt: str, info: dict[str, Any]) -> list[str]:
+    """The commands that put this format to work, as the export's summary prints them (never an empty block)."""
+    folder = ctx.options.output if len(ctx.options.formats) == 1 else ctx.options.output / fmt
+    if fmt == "gguf":
+        return [
+            f"# base.gguf: {info.get('base_model')} as a GGUF (the ollama export writes one)",
+            f"llama-server -m base.gguf --lora {folder / 'adapter.gguf'} --jinja",
+        ]
+    if fmt == "ollama":
+        return [f"cd {folder}", *((info.get("ollama") or {}).get("commands") or [])]
+    if fmt == "vllm":
+        return [f"cd {folder}", (info.get("vllm") or {}).get("command") or "./serve.sh"]
+    return [f"clawtune ft evaluate --model-dir {folder} --test-set test.jsonl"]
 
 
 def print_summary(summary: dict[str, Any], register_endpoint: str | None = None) -> None:

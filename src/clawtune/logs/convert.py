@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from clawtune.chat import Message
 from clawtune.logs.sessions import Entry, RawSession
 from clawtune.logs.tree import COMPACTION_PREFIX, Segment
+from clawtune.messages import Message
 from clawtune.problems import Problems
 
 KNOWN_ENTRY_TYPES = {

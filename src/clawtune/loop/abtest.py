@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 
 from clawtune.loop import sequential
+from clawtune.loop.options import DEFAULT_ENDPOINT, GUARDRAILS, ABTestOptions, registration
 from clawtune.problems import InputError
-
-DEFAULT_ENDPOINT = "http://127.0.0.1:8000"
 
 
 class ABTestError(InputError):
@@ -70,8 +69,6 @@ METRICS: dict[str, Metric] = {
         Metric("slow_requests", "slow requests (over --slow-ms)", True, False, "share"),
     )
 }
-# The guardrails and the worsening of B against A each allows (in points of a share): beyond it, B is stopped.
-GUARDRAILS: dict[str, float] = {"error_rate": 0.01, "invalid_tool_calls": 0.02, "slow_requests": 0.05}
 VERDICTS = ("B better", "A better", "equivalent within margin", "not enough data")
 
 
@@ -113,20 +110,20 @@ class Settings:
     split: tuple[float, float] = (50.0, 50.0)
     metrics: list[str] = field(default_factory=lambda: ["user_satisfaction"])
     primary: str = "user_satisfaction"
-    duration_s: float = 7200.0
-    alpha: float = 0.05
+    duration_s: float = field(default_factory=lambda: parse_duration(ABTestOptions.duration))
+    alpha: float = ABTestOptions.alpha
     margin: float | None = None  # in the primary metric's units; default 0.02 for shares, 5% of A's mean otherwise
     mode: str = "sequential"  # sequential | fixed
     min_effect: float | None = None
-    power: float = 0.8
+    power: float = ABTestOptions.power
     price_a: float | None = None  # USD per 1M tokens
     price_b: float | None = None
     agent_model: str | None = None  # the id whose requests are split (default model A's)
     # guardrails: metric -> the worsening allowed; a breach (the always-valid lower bound of B - A above it) stops B
     guardrails: dict[str, float] = field(default_factory=lambda: dict(GUARDRAILS))
-    slow_ms: float = 10_000.0  # a request slower than this counts as slow (the slow_requests guardrail)
+    slow_ms: float = ABTestOptions.slow_ms  # a request slower than this counts as slow (the slow_requests guardrail)
     canary: list[float] | None = None  # B's share at each step, in percent (replaces split); 100 is the promotion
-    step_sessions: int = 100  # B's sessions each canary step needs before it may pass
+    step_sessions: int = ABTestOptions.step_sessions  # B's sessions each canary step needs before it may pass
     promote_if_better: bool = False  # promote B when the primary metric calls it better (after the last step)
     register: dict[str, Any] | None = None  # on promotion, make B OpenClaw's primary: {"config", "agent"}
 
@@ -773,7 +770,7 @@ class RunOptions:
     endpoint: str = DEFAULT_ENDPOINT
     admin_key: str | None = None
     experiment_id: str | None = None
-    refresh_s: float = 5.0
+    refresh_s: float = ABTestOptions.refresh
     output: Path | None = None
     live: bool = True
 
@@ -993,7 +990,7 @@ def offline(
             endpoint_model=model_b,
             baseline_endpoint=api,
             baseline_model=model_a,
-            metrics=("accuracy", "f1", "tool_calls", "latency", "tokens"),
+            metrics="accuracy,f1,tool_calls,latency,tokens",
             output=folder,
             limit=limit,
         )
@@ -1162,3 +1159,62 @@ def reference_rater() -> Rater:
         return "positive" if right else "negative"
 
     return rate
+
+
+def ab_test_command(options: ABTestOptions, live: bool = True) -> None:
+    """`ft ab-test`: check the options, then run the test live on the gateway (or, with --test-set, offline)."""
+    from clawtune.loop import canary
+
+    if not options.model_a or not options.model_b:
+        raise ABTestError(
+            "--model-a and --model-b are required (or: clawtune ft ab-test status|rollback|promote|resume ID)"
+        )
+    if options.test_set is not None:
+        offline(options.model_a, options.model_b, options.test_set, options.endpoint, options.output, options.limit)
+        return
+    names = parse_metrics(options.metrics)
+    chosen = options.primary or names[0]
+    if chosen not in METRICS:
+        raise ABTestError(f"--primary: unknown metric {chosen!r} (known: {', '.join(METRICS)})")
+    if not 0 < options.alpha < 1 or not 0 < options.power < 1:
+        raise ABTestError("--alpha and --power must lie between 0 and 1")
+    if options.model_a == options.model_b:
+        raise ABTestError("--model-a and --model-b must differ")
+    if options.canary_steps is not None and options.traffic_split is not None:
+        raise ABTestError("--canary replaces --traffic-split: give one of them")
+    steps = canary.parse_canary(options.canary_steps) if options.canary_steps is not None else None
+    if steps and steps[-1] >= 100 and not options.promote_if_better:
+        raise ABTestError(
+            "--canary: a last step of 100% is the promotion: add --promote-if-better (or end the ramp below 100)"
+        )
+    if (options.register or options.openclaw_config or options.agent) and not options.promote_if_better:
+        raise ABTestError("--register, --openclaw-config and --agent act on promotion: add --promote-if-better")
+    split = parse_split(options.traffic_split or "50:50")
+    if steps:
+        split = (100 - steps[0], steps[0])
+    settings = Settings(
+        model_a=options.model_a,
+        model_b=options.model_b,
+        split=split,
+        metrics=names if chosen in names else [chosen, *names],
+        primary=chosen,
+        duration_s=parse_duration(options.duration),
+        alpha=options.alpha,
+        margin=options.margin,
+        mode="fixed" if options.min_effect is not None else "sequential",
+        min_effect=options.min_effect,
+        power=options.power,
+        price_a=options.price_a,
+        price_b=options.price_b,
+        agent_model=options.agent_model,
+        guardrails=canary.parse_guardrails(options.guardrails),
+        slow_ms=options.slow_ms,
+        canary=steps,
+        step_sessions=options.step_sessions,
+        promote_if_better=options.promote_if_better,
+        register=registration(options.register, options.openclaw_config, options.agent),
+    )
+    run = RunOptions(
+        settings, options.endpoint, options.admin_key, options.experiment_id, options.refresh, options.output, live=live
+    )
+    run_ab_test(run)

@@ -24,11 +24,14 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Message, content_text, normalize_example
+from clawtune.data.options import TrainingDataOptions
 from clawtune.logs.sessions import RawSession
+from clawtune.messages import Message, content_text, normalize_example
+from clawtune.problems import InputError
 
 DEFAULT_LOG = Path("clawtune-data") / "requests.sqlite"
 _RUNTIME_AGENT = re.compile(r"Runtime:[^\n]*\bagent=([A-Za-z0-9_.\-]+)")
@@ -85,7 +88,6 @@ def iter_agent_requests(
     """The agent's logged requests, oldest first, each with its conversation key."""
     import sqlite3
 
-    from clawtune.problems import InputError
     from clawtune.serve.log import iter_requests
 
     rows = iter_requests(path, since=since)
@@ -300,3 +302,28 @@ def _unusable(request: Request, feedback: str) -> str | None:
     if feedback == "positive" and last != "positive":
         return "not_rated_positive_skipped"
     return None
+
+
+def add_gateway_source(options: TrainingDataOptions) -> TrainingDataOptions:
+    """`export-training-data --gateway-log`: the gateway's conversations as a source of the export (read here, shaped,
+    filtered and split by the export like OpenClaw's); without --state-dir/--sessions, the only source."""
+    if options.gateway_log is None:
+        return options
+    if options.gateway_feedback not in FEEDBACK_CHOICES:
+        raise InputError(
+            f"--gateway-feedback {options.gateway_feedback!r}: expected one of {', '.join(FEEDBACK_CHOICES)}"
+        )
+    path = resolve_log(options.gateway_log)
+    if not path.is_file():
+        raise InputError(
+            f"--gateway-log {options.gateway_log}: no request log there (clawtune serve writes DATA_DIR/requests.sqlite)"
+        )
+    since = None
+    if options.dates:
+        since = datetime.combine(options.dates[0], datetime.min.time(), UTC).timestamp()
+    stats: dict[str, Any] = {"log": str(path)}
+    gateway = GatewayExportOptions(path, options.agent_id, options.gateway_models, since, options.gateway_feedback)
+    options.extra_conversations = training_conversations(gateway, stats)
+    options.extra_stats = stats
+    options.read_openclaw = bool(options.state_dirs or options.sessions)
+    return options

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 Example = dict[str, Any]
 
@@ -194,114 +194,138 @@ def _call(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
     }
 
 
-def _tool_turn(
-    rng: random.Random, domain: str, n: int, family: str = "pretrain"
-) -> tuple[str, str, dict[str, Any], str, str, Callable[[], tuple[str, str, dict[str, Any], str, str]] | None]:
-    """(question, tool, arguments, result, answer, follow-up maker) for one domain."""
-    if domain == "weather":
-        city = _city(rng)
-        cond, temp = rng.choice(CONDITIONS), rng.randint(-10, 35)
+class ToolTurn(NamedTuple):
+    """One tool-using exchange: the question, the call it needs (tool, arguments), the tool's result, the answer."""
 
-        def again() -> tuple[str, str, dict[str, Any], str, str]:
-            other = _city(rng)
-            c2, t2 = rng.choice(CONDITIONS), rng.randint(-10, 35)
-            return (
-                _ask(rng, family, "weather_again", city=other),
-                "get_weather",
-                {"city": other},
-                json.dumps({"city": other, "condition": c2, "temp_c": t2}),
-                f"In {other} it is {c2} and {t2}°C.",
-            )
+    question: str
+    tool: str
+    arguments: dict[str, Any]
+    result: str
+    answer: str
 
-        return (
-            _ask(rng, family, "weather", city=city),
+
+FollowUp = Callable[[], ToolTurn] | None  # another turn of the same domain, asked next in the conversation
+Domain = Callable[[random.Random, str, int], tuple[ToolTurn, FollowUp]]  # (rng, phrasing family, conversation number)
+
+
+def _weather(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    def report(city: str, key: str) -> ToolTurn:
+        condition, temp = rng.choice(CONDITIONS), rng.randint(-10, 35)
+        return ToolTurn(
+            _ask(rng, family, key, city=city),
             "get_weather",
             {"city": city},
-            json.dumps({"city": city, "condition": cond, "temp_c": temp}),
-            f"In {city} it is {cond} and {temp}°C.",
-            again,
+            json.dumps({"city": city, "condition": condition, "temp_c": temp}),
+            f"In {city} it is {condition} and {temp}°C.",
         )
-    if domain == "calendar":
-        title, day, hour, month = rng.choice(EVENTS), rng.randint(1, 28), rng.randint(8, 19), rng.randint(1, 12)
-        date, time = f"2026-{month:02d}-{day:02d}", f"{hour:02d}:00"
-        when = date if rng.random() < 0.5 else f"{MONTH_NAMES[month - 1]} {day}"
-        return (
-            _ask(rng, family, "calendar", title=title, when=when, time=time),
-            "create_event",
-            {"title": title, "date": date, "time": time},
-            json.dumps({"status": "created", "id": f"evt_{n}"}),
-            f"Added {title} on {date} at {time}.",
-            None,
-        )
-    if domain == "calculator":
-        a, b = rng.randint(2, 999), rng.randint(2, 99)
-        op = rng.choice(["+", "-", "*"])
-        value = a + b if op == "+" else a - b if op == "-" else a * b
-        return (
-            _ask(rng, family, "calculator", a=a, op=op, b=b),
-            "calculate",
-            {"expression": f"{a} {op} {b}"},
-            json.dumps({"result": value}),
-            f"{a} {op} {b} = {value:,}.",
-            None,
-        )
-    if domain == "units":
-        src, dst, factor = rng.choice(UNITS)
-        value = rng.choice([1, 2, 5, 10, 12, 20, 42, 100])
-        result = round(value * factor, 2)
-        return (
-            _ask(rng, family, "units", dst=dst, value=value, src=src),
-            "convert_units",
-            {"value": value, "from_unit": src, "to_unit": dst},
-            json.dumps({"result": result}),
-            f"{value} {src} is {result} {dst}.",
-            None,
-        )
-    if domain == "contacts":
-        person = _person(rng)
-        email = person.lower().replace(" ", ".") + "@mail.example"
-        return (
-            _ask(rng, family, "contacts", person=person),
-            "find_contact",
-            {"name": person},
-            json.dumps({"name": person, "email": email}),
-            f"{person}'s email address is {email}.",
-            None,
-        )
-    if domain == "population":
-        city = _city(rng)
 
-        def lookup(city: str) -> tuple[str, str, dict[str, Any], str, str]:
-            people = rng.randint(2_000, 9_999_999)
-            return (
-                _ask(rng, family, "population", city=city),
-                "get_population",
-                {"city": city},
-                json.dumps({"city": city, "population": people}),
-                f"{city} has a population of {people:,}.",
-            )
+    return report(_city(rng), "weather"), lambda: report(_city(rng), "weather_again")
 
-        return (*lookup(city), lambda: lookup(_city(rng)))
-    if domain == "messages":
-        person, event = _person(rng), rng.choice(EVENTS)
-        text = rng.choice([f"I'm running late for {event}.", f"Can we move {event} to tomorrow?"])
-        return (
-            _ask(rng, family, "messages", person=person, text=text),
-            "send_message",
-            {"to": person, "text": text},
-            json.dumps({"status": "sent", "to": person}),
-            f"Sent to {person}: {text}",
-            None,
+
+def _calendar(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    title, day, hour, month = rng.choice(EVENTS), rng.randint(1, 28), rng.randint(8, 19), rng.randint(1, 12)
+    date, time = f"2026-{month:02d}-{day:02d}", f"{hour:02d}:00"
+    when = date if rng.random() < 0.5 else f"{MONTH_NAMES[month - 1]} {day}"
+    turn = ToolTurn(
+        _ask(rng, family, "calendar", title=title, when=when, time=time),
+        "create_event",
+        {"title": title, "date": date, "time": time},
+        json.dumps({"status": "created", "id": f"evt_{n}"}),
+        f"Added {title} on {date} at {time}.",
+    )
+    return turn, None
+
+
+def _calculator(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    a, b = rng.randint(2, 999), rng.randint(2, 99)
+    op = rng.choice(["+", "-", "*"])
+    value = a + b if op == "+" else a - b if op == "-" else a * b
+    turn = ToolTurn(
+        _ask(rng, family, "calculator", a=a, op=op, b=b),
+        "calculate",
+        {"expression": f"{a} {op} {b}"},
+        json.dumps({"result": value}),
+        f"{a} {op} {b} = {value:,}.",
+    )
+    return turn, None
+
+
+def _units(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    src, dst, factor = rng.choice(UNITS)
+    value = rng.choice([1, 2, 5, 10, 12, 20, 42, 100])
+    result = round(value * factor, 2)
+    turn = ToolTurn(
+        _ask(rng, family, "units", dst=dst, value=value, src=src),
+        "convert_units",
+        {"value": value, "from_unit": src, "to_unit": dst},
+        json.dumps({"result": result}),
+        f"{value} {src} is {result} {dst}.",
+    )
+    return turn, None
+
+
+def _contacts(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    person = _person(rng)
+    email = person.lower().replace(" ", ".") + "@mail.example"
+    turn = ToolTurn(
+        _ask(rng, family, "contacts", person=person),
+        "find_contact",
+        {"name": person},
+        json.dumps({"name": person, "email": email}),
+        f"{person}'s email address is {email}.",
+    )
+    return turn, None
+
+
+def _population(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    def lookup(city: str) -> ToolTurn:
+        people = rng.randint(2_000, 9_999_999)
+        return ToolTurn(
+            _ask(rng, family, "population", city=city),
+            "get_population",
+            {"city": city},
+            json.dumps({"city": city, "population": people}),
+            f"{city} has a population of {people:,}.",
         )
+
+    return lookup(_city(rng)), lambda: lookup(_city(rng))
+
+
+def _messages(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
+    person, event = _person(rng), rng.choice(EVENTS)
+    text = rng.choice([f"I'm running late for {event}.", f"Can we move {event} to tomorrow?"])
+    turn = ToolTurn(
+        _ask(rng, family, "messages", person=person, text=text),
+        "send_message",
+        {"to": person, "text": text},
+        json.dumps({"status": "sent", "to": person}),
+        f"Sent to {person}: {text}",
+    )
+    return turn, None
+
+
+def _files(rng: random.Random, family: str, n: int) -> tuple[ToolTurn, FollowUp]:
     path = rng.choice(sorted(FILES))
-    return (
+    turn = ToolTurn(
         _ask(rng, family, "files", path=path),
         "read_file",
         {"path": path},
         json.dumps({"path": path, "text": FILES[path]}),
         f"{path} says: {FILES[path]}",
-        None,
     )
+    return turn, None
+
+
+DOMAINS: dict[str, Domain] = {
+    "weather": _weather,
+    "calendar": _calendar,
+    "calculator": _calculator,
+    "units": _units,
+    "contacts": _contacts,
+    "population": _population,
+    "messages": _messages,
+    "files": _files,
+}
 
 
 def _exchange(question: str, name: str, arguments: dict[str, Any], result: str, answer: str, call_id: str) -> list[Any]:
@@ -331,8 +355,8 @@ def conversation(rng: random.Random, n: int, family: str = "pretrain") -> Exampl
         refuse = rng.choice(REFUSE_BY_FAMILY[family])
         messages += [{"role": "user", "content": refuse}, {"role": "assistant", "content": REFUSAL}]
     else:
-        question, name, arguments, result, answer, again = _tool_turn(rng, domains[0], n, family)
-        messages += _exchange(question, name, arguments, result, answer, f"call_{n}_0")
+        turn, again = DOMAINS[domains[0]](rng, family, n)
+        messages += _exchange(*turn, f"call_{n}_0")
         if again is not None and rng.random() < 0.5:
             messages += _exchange(*again(), f"call_{n}_1")
         elif rng.random() < 0.3:

@@ -1,7 +1,7 @@
 """Edit a JSON5 document (OpenClaw's `openclaw.json`) in place, keeping every comment, key order and layout.
 
 `parse` reads JSON5 (comments, trailing commas, unquoted keys, single quotes, hex, Infinity/NaN, leading `+` or `.`)
-into nodes that remember where each value sits in the text. `set_value`, `append_item` and friends rewrite only the
+into nodes that remember where each value sits in the text. `set_value`, `upsert_item` and friends rewrite only the
 span of what changes, indenting inserted members like their siblings, so a user's hand-written config keeps its
 comments and formatting, and applying the same change twice gives the same text.
 """

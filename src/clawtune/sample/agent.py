@@ -16,6 +16,7 @@ import json
 import random
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -182,6 +183,27 @@ class SessionBuilder:
         self.leaf = entry_id
         return entry_id
 
+    def rewind(self, to: str | None) -> None:
+        """The user rewinds to entry `to`: OpenClaw records a "rewind" label there and the branch grows from it."""
+        self.leaf = to
+        self.entries.append(
+            {
+                "type": "label",
+                "id": self._id(),
+                "parentId": to,
+                "timestamp": self.clock.isoformat().replace("+00:00", "Z"),
+                "targetId": to,
+                "label": "rewind",
+            }
+        )
+        self.leaf = self.entries[-1]["id"]
+
+    def compact(self, summary: str, first_kept: str | None, tokens_before: int) -> str:
+        """OpenClaw's compaction: what came before `first_kept` is replaced by `summary` in the model's context."""
+        return self.add(
+            {"type": "compaction", "summary": summary, "firstKeptEntryId": first_kept, "tokensBefore": tokens_before}
+        )
+
     def ms(self) -> int:
         return int(self.clock.timestamp() * 1000)
 
@@ -298,142 +320,157 @@ def _report_turn(b: SessionBuilder, region: str, month: str) -> None:
     b.assistant(f"Sent the {month} {region} sales total (${total:,}) to {to}.")
 
 
-def script(kind: str, b: SessionBuilder) -> None:
-    """Append the conversation of one session of the given kind."""
-    rng = b.rng
-    region, month = rng.choice(REGIONS), rng.choice(MONTHS)
-    if kind == "sales":
-        _sales_turn(b, region, month, zh=rng.random() < 0.15)
-    elif kind == "fx":
-        _fx_turn(b)
-    elif kind == "chart":
-        _chart_turn(b, region)
-    elif kind == "report":
-        _report_turn(b, region, month)
-    elif kind == "plain":
-        q, a = rng.choice(PLAIN_QA)
-        b.user(q)
-        b.assistant(a)
-    elif kind == "refusal":
-        if rng.random() < 0.35:
-            b.user(rng.choice(REFUSALS_ZH))
-            b.assistant(REFUSAL_ZH)
-        else:
-            b.user(rng.choice(REFUSALS_EN))
-            b.assistant(REFUSAL_EN)
-    elif kind == "multi":
-        _sales_turn(b, region, month)
-        other = rng.choice([r for r in REGIONS if r != region])
-        total = sales_figure(other, month)
-        b.user(f"And for {other}?")
-        query = f"SELECT SUM(amount) FROM sales WHERE region = '{other}' AND month = '{month}'"
-        (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
-        b.assistant(f"Total sales in the {other} region for {month} were ${total:,}.")
-        if rng.random() < 0.5:
-            b.user("Thanks!")
-            b.assistant("You're welcome. Anything else on the sales data?")
-    elif kind == "empty":
-        b.user(f"What were sales in the {region} region for December 2030?")
-        query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = 'December 2030'"
-        (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": []}))
-        b.assistant(
-            f"There are no sales recorded for the {region} region in December 2030; that period has no data yet."
-        )
-    elif kind == "invalid_date":
-        b.user("Show me sales for February 30th.")
-        b.assistant("February 30th is not a valid date. Did you mean February 28th, or the whole month of February?")
-    elif kind == "tool_error":
-        b.user(f"What were total sales in the {region} region for {month} 2025?")
-        bad = f"SELECT SUM(amount) FROM sales_2025 WHERE region = '{region}'"
-        (cid,) = b.assistant(None, [("query_database", {"query": bad, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", 'ERROR: relation "sales_2025" does not exist', is_error=True, exit_code=1)
-        total = sales_figure(region, month + " 2025")
-        good = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month} 2025'"
-        (cid,) = b.assistant(None, [("query_database", {"query": good, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
-        b.assistant(f"Total sales in the {region} region for {month} 2025 were ${total:,}.")
-    elif kind == "aborted":
-        b.user(f"Give me a full breakdown of {month} sales by region and product.")
-        b.assistant("Let me pull the breakdown by region and", stop="aborted", error="Request was aborted")
-        _sales_turn(b, region, month)
-    elif kind == "secrets":
-        plant = rng.choice(
-            [
-                f"My phone is {rng.choice(PHONES)}.",
-                f"Use key {rng.choice(SECRETS)} if needed.",
-                f"Charge card {rng.choice(CARDS)}.",
-                f"Reply to {rng.choice(CONTACTS)}.",
-            ]
-        )
-        _sales_turn(b, region, month, plant=plant)
-        b.user("Which database connection did you use?")
-        (cid,) = b.assistant(
-            None, [("query_database", {"query": "SELECT current_setting('app.dsn')", "database": "finance_dw"})]
-        )
-        b.tool_result(
-            cid,
-            "query_database",
-            json.dumps({"rows": [{"dsn": "postgres://analyst:Pa55w0rd!@dw.internal:5432/finance"}]}),
-        )
-        b.assistant("I used the finance_dw connection on dw.internal, port 5432, as the analyst user.")
-    elif kind == "image":
-        b.user(
-            [
-                {
-                    "type": "text",
-                    "text": f"Here is a screenshot of the {region} dashboard. What were total sales for {month}?",
-                },
-                {
-                    "type": "image",
-                    "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
-                    "mimeType": "image/png",
-                },
-            ]
-        )
-        total = sales_figure(region, month)
-        query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month}'"
-        (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
-        b.assistant(f"Total sales in the {region} region for {month} were ${total:,}.")
-    elif kind == "branch":
-        b.user(f"What were total sales in the {region} region for {month}?")
-        fork = b.leaf
-        b.assistant("I think it was about a million dollars.")  # abandoned: the user rewound and asked again
-        b.leaf = fork
-        b.entries.append(
-            {
-                "type": "label",
-                "id": b._id(),
-                "parentId": fork,
-                "timestamp": b.clock.isoformat().replace("+00:00", "Z"),
-                "targetId": fork,
-                "label": "rewind",
-            }
-        )
-        b.leaf = b.entries[-1]["id"]
-        total = sales_figure(region, month)
-        query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{month}'"
-        (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
-        b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
-        b.assistant(f"Total sales in the {region} region for {month} were ${total:,}.")
-    elif kind == "compaction":
-        for r in REGIONS[:3]:
-            _sales_turn(b, r, month)
-        first_kept = b.leaf
-        _fx_turn(b)
-        b.add(
-            {
-                "type": "compaction",
-                "summary": f"The user asked for {month} sales of North, South and East; all were answered.",
-                "firstKeptEntryId": first_kept,
-                "tokensBefore": 52_000,
-            }
-        )
-        _sales_turn(b, "West", month)
+def _answer_sales(b: SessionBuilder, region: str, period: str) -> None:
+    """The query_database call for a region's total, its result, and the answer."""
+    total = sales_figure(region, period)
+    query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = '{period}'"
+    (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
+    b.tool_result(cid, "query_database", json.dumps({"rows": [{"sum": total}]}))
+    b.assistant(f"Total sales in the {region} region for {period} were ${total:,}.")
+
+
+def _sales(b: SessionBuilder, region: str, month: str) -> None:
+    _sales_turn(b, region, month, zh=b.rng.random() < 0.15)
+
+
+def _fx(b: SessionBuilder, region: str, month: str) -> None:
+    _fx_turn(b)
+
+
+def _chart(b: SessionBuilder, region: str, month: str) -> None:
+    _chart_turn(b, region)
+
+
+def _plain(b: SessionBuilder, region: str, month: str) -> None:
+    question, answer = b.rng.choice(PLAIN_QA)
+    b.user(question)
+    b.assistant(answer)
+
+
+def _refusal(b: SessionBuilder, region: str, month: str) -> None:
+    if b.rng.random() < 0.35:
+        b.user(b.rng.choice(REFUSALS_ZH))
+        b.assistant(REFUSAL_ZH)
     else:
+        b.user(b.rng.choice(REFUSALS_EN))
+        b.assistant(REFUSAL_EN)
+
+
+def _multi(b: SessionBuilder, region: str, month: str) -> None:
+    """A follow-up about another region, sometimes a thank-you after it."""
+    _sales_turn(b, region, month)
+    other = b.rng.choice([r for r in REGIONS if r != region])
+    b.user(f"And for {other}?")
+    _answer_sales(b, other, month)
+    if b.rng.random() < 0.5:
+        b.user("Thanks!")
+        b.assistant("You're welcome. Anything else on the sales data?")
+
+
+def _empty(b: SessionBuilder, region: str, month: str) -> None:
+    """An edge case: the query finds no rows."""
+    b.user(f"What were sales in the {region} region for December 2030?")
+    query = f"SELECT SUM(amount) FROM sales WHERE region = '{region}' AND month = 'December 2030'"
+    (cid,) = b.assistant(None, [("query_database", {"query": query, "database": "prod_sales"})])
+    b.tool_result(cid, "query_database", json.dumps({"rows": []}))
+    b.assistant(f"There are no sales recorded for the {region} region in December 2030; that period has no data yet.")
+
+
+def _invalid_date(b: SessionBuilder, region: str, month: str) -> None:
+    b.user("Show me sales for February 30th.")
+    b.assistant("February 30th is not a valid date. Did you mean February 28th, or the whole month of February?")
+
+
+def _tool_error(b: SessionBuilder, region: str, month: str) -> None:
+    """A failed tool call, then the agent's own recovery."""
+    b.user(f"What were total sales in the {region} region for {month} 2025?")
+    bad = f"SELECT SUM(amount) FROM sales_2025 WHERE region = '{region}'"
+    (cid,) = b.assistant(None, [("query_database", {"query": bad, "database": "prod_sales"})])
+    b.tool_result(cid, "query_database", 'ERROR: relation "sales_2025" does not exist', is_error=True, exit_code=1)
+    _answer_sales(b, region, f"{month} 2025")
+
+
+def _aborted(b: SessionBuilder, region: str, month: str) -> None:
+    """A turn the user stopped, then the question answered."""
+    b.user(f"Give me a full breakdown of {month} sales by region and product.")
+    b.assistant("Let me pull the breakdown by region and", stop="aborted", error="Request was aborted")
+    _sales_turn(b, region, month)
+
+
+def _secrets(b: SessionBuilder, region: str, month: str) -> None:
+    """Planted PII and a credential in a tool result, for the scrubber."""
+    plant = b.rng.choice(
+        [
+            f"My phone is {b.rng.choice(PHONES)}.",
+            f"Use key {b.rng.choice(SECRETS)} if needed.",
+            f"Charge card {b.rng.choice(CARDS)}.",
+            f"Reply to {b.rng.choice(CONTACTS)}.",
+        ]
+    )
+    _sales_turn(b, region, month, plant=plant)
+    b.user("Which database connection did you use?")
+    (cid,) = b.assistant(
+        None, [("query_database", {"query": "SELECT current_setting('app.dsn')", "database": "finance_dw"})]
+    )
+    b.tool_result(
+        cid, "query_database", json.dumps({"rows": [{"dsn": "postgres://analyst:Pa55w0rd!@dw.internal:5432/finance"}]})
+    )
+    b.assistant("I used the finance_dw connection on dw.internal, port 5432, as the analyst user.")
+
+
+def _image(b: SessionBuilder, region: str, month: str) -> None:
+    """A question with a screenshot attached."""
+    text = f"Here is a screenshot of the {region} dashboard. What were total sales for {month}?"
+    image = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    b.user([{"type": "text", "text": text}, {"type": "image", "data": image, "mimeType": "image/png"}])
+    _answer_sales(b, region, month)
+
+
+def _branch(b: SessionBuilder, region: str, month: str) -> None:
+    """A wrong answer the user rewound past and asked again: only the second branch is the conversation."""
+    b.user(f"What were total sales in the {region} region for {month}?")
+    fork = b.leaf
+    b.assistant("I think it was about a million dollars.")  # abandoned: the user rewound and asked again
+    b.rewind(fork)
+    _answer_sales(b, region, month)
+
+
+def _compaction(b: SessionBuilder, region: str, month: str) -> None:
+    """A long session OpenClaw compacted: three regions, an exchange rate, the summary, then one more region."""
+    for r in REGIONS[:3]:
+        _sales_turn(b, r, month)
+    first_kept = b.leaf
+    _fx_turn(b)
+    b.compact(f"The user asked for {month} sales of North, South and East; all were answered.", first_kept, 52_000)
+    _sales_turn(b, "West", month)
+
+
+SCRIPTS: dict[str, Callable[[SessionBuilder, str, str], None]] = {
+    "sales": _sales,
+    "fx": _fx,
+    "chart": _chart,
+    "report": _report_turn,
+    "plain": _plain,
+    "refusal": _refusal,
+    "multi": _multi,
+    "empty": _empty,
+    "invalid_date": _invalid_date,
+    "tool_error": _tool_error,
+    "aborted": _aborted,
+    "secrets": _secrets,
+    "image": _image,
+    "branch": _branch,
+    "compaction": _compaction,
+}
+
+
+def script(kind: str, b: SessionBuilder) -> None:
+    """Append the conversation of one session of the given kind (a region and a month are drawn for every kind, so
+    the sessions after it are the same whichever kind this one is)."""
+    region, month = b.rng.choice(REGIONS), b.rng.choice(MONTHS)
+    if kind not in SCRIPTS:
         raise ValueError(kind)
+    SCRIPTS[kind](b, region, month)
 
 
 KINDS = [

@@ -79,7 +79,7 @@ class Experiment(BaseModel):
     model: str | None = None
 
 
-class Server(BaseModel):
+class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -116,7 +116,7 @@ class ServeConfig(BaseModel):
     models: list[ModelEntry] = Field(min_length=1)
     experiments: list[Experiment] = Field(default_factory=list)
     default_model: str | None = None
-    server: Server = Field(default_factory=Server)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     source: str | None = None
 
     def entry(self, model_id: str) -> ModelEntry | None:

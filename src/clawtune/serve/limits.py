@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from clawtune.openai_http import ModelLimits
-from clawtune.serve.config import ModelEntry, Server
+from clawtune.serve.config import ModelEntry, ServerSettings
 
 
-def own_limits(max_context: int, settings: Server) -> ModelLimits:
+def own_limits(max_context: int, settings: ServerSettings) -> ModelLimits:
     """A model this process runs: its context (the model's own, capped by `server.max_context`) and the output cap."""
     return ModelLimits(max_context, min(settings.max_tokens_limit, max_context))
 
 
-def forwarded_limits(entry: ModelEntry, upstream: ModelLimits | None, settings: Server) -> ModelLimits:
+def forwarded_limits(entry: ModelEntry, upstream: ModelLimits | None, settings: ServerSettings) -> ModelLimits:
     """A forwarded model: the context the engine's `/v1/models` states, else `context_window` from models.yaml; the
     output cap is the server's, lowered to the engine's own output limit or context where those are known."""
     context = (upstream.context_window if upstream else None) or entry.context_window
@@ -68,7 +68,7 @@ def output_budget(
     requested: int | None,
     prompt_tokens: int | None,
     limits: ModelLimits,
-    settings: Server,
+    settings: ServerSettings,
     field: str = "max_tokens",
 ) -> OutputBudget:
     """The output budget of one request: at most the server's limit, the model's output limit, and what its context

@@ -1,1 +1,2 @@
-"""Training: the typed `ft-config.yaml` and `ft init` (the trainer itself lands in a later increment)."""
+"""Training: the typed `ft-config.yaml` and `ft init`, the dry-run estimate, chat-template checks, tokenizing and
+packing, replay, the trainer, and `ft train` itself (`run`)."""

@@ -10,6 +10,7 @@ trains are the ones the stock template serves.
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from clawtune.artifacts import chat_templates
 from clawtune.artifacts.render import TemplateError, render_example, template_messages
 from clawtune.artifacts.template_profile import profile, raw_render
-from clawtune.chat import Example, is_trained
+from clawtune.messages import Example, is_trained
 from clawtune.models import TINY_AGENT, load_tokenizer
 from clawtune.problems import InputError, Problems
 
@@ -219,3 +220,28 @@ def print_reports(reports: list[TemplateReport], data: Path, max_refused: float,
                 highlight=False,
             )
     return ok
+
+
+def check_template_command(
+    base: list[str], data: Path, tokenizer: str | None, max_refused: float, as_json: bool
+) -> int:
+    """`ft check-template`: the reports as tables or JSON; exit 1 when training would stop on refused examples."""
+    import sys
+
+    import typer
+    from rich.console import Console
+
+    examples = read_examples(data)
+    reports = [report for name in base for report in check_template(name, examples, tokenizer)]
+    if any(name.endswith(".jinja") for name in base) and tokenizer is None:
+        typer.echo(
+            "note: .jinja templates are rendered with the tiny model's tokenizer (--tokenizer MODEL for yours)",
+            err=True,
+        )
+    if as_json:
+        typer.echo(json.dumps([r.to_json() for r in reports], indent=2, ensure_ascii=False))
+        ok = all(r.refused_share <= max_refused for r in reports if r.used_for_training)
+    else:
+        console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        ok = print_reports(reports, data, max_refused, console)
+    return 0 if ok else 1

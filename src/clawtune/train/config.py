@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clawtune.configfile import key_lines
 from clawtune.problems import InputError
+from clawtune.train.options import InitOptions
 
 DEFAULT_TARGET_MODULES = ["q_proj", "v_proj", "k_proj", "o_proj"]
 
@@ -401,3 +402,30 @@ def config_help() -> list[tuple[str, str, Any]]:
 
     walk(FTConfig, "")
     return rows
+
+
+def init_command(options: InitOptions) -> None:
+    """`ft init`: check the base model, write the config with the chosen preset, and say what was written."""
+    import typer
+
+    from clawtune.models import check_base_model
+
+    note = check_base_model(options.base_model)
+    chosen = preset_for(options.base_model, options.preset)
+    init_config(
+        options.config,
+        options.base_model,
+        options.method,
+        options.output_dir,
+        options.train,
+        options.validation,
+        options.force,
+        chosen,
+    )
+    typer.echo(
+        f"wrote {options.config} (base_model {options.base_model}, method {options.method}, output_dir "
+        f"{options.output_dir}, preset {chosen})"
+    )
+    for line in (note, warmup_warning(options.config)):
+        if line:
+            typer.secho(f"note: {line}", fg="yellow", err=True)

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from clawtune.train.data import TokenizedData
-    from clawtune.train.plan import Plan, TrainOptions
+    from clawtune.train.options import TrainOptions
+    from clawtune.train.plan import Plan
 
 UTILISATION = 0.4
 

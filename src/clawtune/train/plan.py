@@ -8,30 +8,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from clawtune.problems import InputError
 from clawtune.train.config import FTConfig
+from clawtune.train.options import TrainOptions
 
 
 class TrainError(InputError):
     """The run cannot start as configured; the message says why and what to change."""
-
-
-@dataclass
-class TrainOptions:
-    config: FTConfig
-    gpus: int | None = None
-    resume: Path | None = None
-    data: Path | None = None
-    dry_run: bool = False
-    wandb: bool = False
-    project_name: str | None = None
-    max_steps: int | None = None
-    strict: bool = False
-    quiet: bool = False
-    force: bool = False  # replace an earlier run's checkpoints in output_dir (or those after the one resumed from)
 
 
 @dataclass

@@ -21,8 +21,8 @@ from typing import Any
 
 from clawtune.artifacts.files import write_jsonl_atomic
 from clawtune.artifacts.manifest import sha256_file, training_file
-from clawtune.chat import Example
 from clawtune.data.validate import iter_examples
+from clawtune.messages import Example
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
 

@@ -17,6 +17,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,11 @@ from clawtune.artifacts.manifest import (
     write_manifest,
 )
 from clawtune.models import TINY_AGENT, fingerprint, load_model, load_tokenizer, resolve
-from clawtune.problems import Problems
+from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
 from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
-from clawtune.train.plan import Plan, TrainError, TrainOptions, lora_config, plan_run
+from clawtune.train.options import TrainOptions
+from clawtune.train.plan import Plan, TrainError, lora_config, plan_run
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
 
@@ -174,7 +176,9 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
         def state(self) -> dict[str, Any]:
             return {"args": {}, "attributes": {"tokens": meter.tokens, "trained": meter.trained}}
 
-    class Progress(TrainerCallback):  # type: ignore[misc]
+    class ProgressBarCallback(TrainerCallback):  # type: ignore[misc]
+        """The rich bar (or, off a terminal, a line per log step); also makes the last step save a checkpoint."""
+
         def __init__(self) -> None:
             self.progress: Any = None
             self.task: Any = None
@@ -234,7 +238,7 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
             if self.progress is not None:
                 self.progress.stop()
 
-    return [MeterState(), Progress()]
+    return [MeterState(), ProgressBarCallback()]
 
 
 def report_to(options: TrainOptions) -> list[str]:
@@ -339,58 +343,126 @@ def run_training(options: TrainOptions) -> dict[str, Any]:
 
 
 def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
-    """`run_training`, also returning the Trainer (None for a dry run), whose model is the trained one."""
-    import torch
+    """`run_training`, also returning the Trainer (None for a dry run), whose model is the trained one.
+
+    The recipe: plan -> where it starts -> the data (a dry run stops here, with the estimate) -> the model and its
+    manifest -> the Trainer -> train -> summarise and save."""
+    quiet_transformers()
+    main = is_main_process()
+    console = Console(soft_wrap=True) if (main and not options.quiet) else None
+    plan = plan_run(options)
+    notes(plan.notes, main)
+    start = resolve_start(options)
+    data_path = prepare(options, start, main)
+    data = load_run_data(options, data_path, start, plan, main, console)
+    if options.dry_run:
+        return dry_run(options, plan, data, main), None
+    model = build(options, plan, start)
+    manifest = build_manifest(options, model, data, start)
+    trainer = make_run_trainer(options, plan, model, data, manifest, start, console)
+    result, runtime = run_trainer(trainer, start)
+    summary = summarise(options, plan, trainer, data, start, result, runtime)
+    save(options.config.output_dir, trainer, manifest, summary, start, main, console)
+    return summary, trainer
+
+
+def quiet_transformers() -> None:
+    """transformers' own logging and bars off: clawtune's bar and summary say what happens."""
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    main = is_main_process()
-    console = Console(soft_wrap=True) if (main and not options.quiet) else None
-    config = options.config
-    plan = plan_run(options)
-    for note in plan.notes if main else []:
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
 
-    resume_from: Path | None = None
-    init_from: Path | None = None
-    checkpoint: Path | None = None
-    previous: dict[str, Any] | None = None
-    step_offset = 0  # checkpoint names continue the numbering of the run this one continues
-    if options.resume is not None:
-        checkpoint = find_checkpoint(options.resume)
-        previous = read_manifest(checkpoint)
-        if previous.get("base_model") != config.base_model or previous.get("kind") != config.method:
-            raise TrainError(
-                f"{checkpoint}: trained as {previous.get('kind')} on {previous.get('base_model')}, "
-                f"but the config says {config.method} on {config.base_model}"
-            )
-        if options.data is not None:
-            init_from = checkpoint  # the seed's retraining: these weights, new data, fresh optimizer and schedule
-            step_offset = int(previous.get("step") or 0)
-        else:
-            resume_from = checkpoint
-            step_offset = int(previous.get("step_offset") or 0)
-    data_path = data_file(options.data) if options.data is not None else config.data.train  # before --force removes
+
+def notes(lines: list[str], main: bool) -> None:
+    """Notes on stderr, from the main process only."""
+    for line in lines if main else []:
+        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {line}", highlight=False)
+
+
+@dataclass
+class Start:
+    """Where a run starts: from nothing, resuming a checkpoint exactly, or continuing its weights on new data."""
+
+    checkpoint: Path | None = None  # the one --resume names (never rotated away nor written over)
+    previous: dict[str, Any] | None = None  # its manifest
+    resume_from: Path | None = None  # exactly: the same data order, optimizer and schedule
+    init_from: Path | None = None  # the seed's retraining: these weights, new data, fresh optimizer and schedule
+    step_offset: int = 0  # checkpoint names continue the numbering of the run this one continues
+    start_step: int = 0  # the Trainer's step it resumes at
+    resume_tokens: dict[str, int] | None = None  # the token counters it had
+
+
+def resolve_start(options: TrainOptions) -> Start:
+    """--resume: the checkpoint, checked against the config; with --data its weights continue on new data."""
+    if options.resume is None:
+        return Start()
+    config = options.config
+    checkpoint = find_checkpoint(options.resume)
+    previous = read_manifest(checkpoint)
+    if previous.get("base_model") != config.base_model or previous.get("kind") != config.method:
+        raise TrainError(
+            f"{checkpoint}: trained as {previous.get('kind')} on {previous.get('base_model')}, "
+            f"but the config says {config.method} on {config.base_model}"
+        )
+    if options.data is not None:
+        return Start(checkpoint, previous, init_from=checkpoint, step_offset=int(previous.get("step") or 0))
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return Start(
+        checkpoint,
+        previous,
+        resume_from=checkpoint,
+        step_offset=int(previous.get("step_offset") or 0),
+        start_step=int(state.get("global_step") or 0),
+        resume_tokens=state.get("stateful_callbacks", {}).get("MeterState", {}).get("attributes"),
+    )
+
+
+def prepare(options: TrainOptions, start: Start, main: bool) -> Path:
+    """The file to train on (found before --force clears anything), then the output folder made ready."""
+    config = options.config
+    data_path = data_file(options.data) if options.data is not None else config.data.train
     if main and not options.dry_run:
-        prepare_output(config.output_dir, checkpoint, options.force)
-    for note in check_holdouts(data_path, config) if main else []:
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
+        prepare_output(config.output_dir, start.checkpoint, options.force)
+    notes(check_holdouts(data_path, config), main)
+    return data_path
+
+
+@dataclass
+class RunData:
+    """What a run trains and validates on, tokenized and packed."""
+
+    path: Path  # the file trained on: the replay mix, or else --data or the config's
+    mix: dict[str, Any] | None  # the replay mix's record (None without replay)
+    tokenizer: Any
+    template_source: str
+    train: TokenizedData
+    validation: TokenizedData | None
+    train_set: Any
+    eval_set: Any
+
+
+def load_run_data(
+    options: TrainOptions, data_path: Path, start: Start, plan: Plan, main: bool, console: Console | None
+) -> RunData:
+    """Replay mixed in, the chat template chosen, the examples tokenized (bad ones skipped and reported) and packed."""
+    config = options.config
     replay_notes: list[str] = []
     mix_dir = Path(tempfile.mkdtemp(prefix="clawtune-dry-run-")) if options.dry_run else config.output_dir
-    mix = build_mix(config, data_path, previous if init_from else None, mix_dir, replay_notes)
+    mix = build_mix(config, data_path, start.previous if start.init_from else None, mix_dir, replay_notes)
     train_path = Path(mix["path"]) if mix else data_path
-    for note in replay_notes if main else []:
-        Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {note}", highlight=False)
+    notes(replay_notes, main)
     if main and console is not None and mix:
         console.print(f"replay: {describe(mix)}", highlight=False)
 
     tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template, training=True)
-    if main and template_source.startswith("clawtune:") and config.chat_template is None:
-        Console(stderr=True, soft_wrap=True).print(
-            f"[yellow]note[/]: chat template: {template_source}, clawtune's training template for this model's stock "
-            "template (which cannot be trained on as it is); the checkpoint and its exports carry it",
-            highlight=False,
+    if template_source.startswith("clawtune:") and config.chat_template is None:
+        notes(
+            [
+                f"chat template: {template_source}, clawtune's training template for this model's stock template "
+                "(which cannot be trained on as it is); the checkpoint and its exports carry it"
+            ],
+            main,
         )
     problems = Problems(strict=options.strict, keep=1000)
     train = load_data(train_path, tokenizer, config, problems, console)
@@ -403,100 +475,138 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     warmup = warmup_note(config, options.max_steps, len(train_set), plan.world_size)
     if warmup:
         plan.notes.append(warmup)
-        if main:
-            Console(stderr=True, soft_wrap=True).print(f"[yellow]note[/]: {warmup}", highlight=False)
+        notes([warmup], main)
     if main and problems.items:
         err = Console(stderr=True, soft_wrap=True)
         for problem in problems.items[:10]:
             err.print(f"[yellow]skipped[/] {problem}", highlight=False)
         if len(problems) > 10:
             err.print(f"... and {len(problems) - 10} more ({dict(problems.counts)})", highlight=False)
+    return RunData(train_path, mix, tokenizer, template_source, train, validation, train_set, eval_set)
 
-    if options.dry_run:
-        from clawtune.train.estimate import estimate, print_estimate
 
-        report = estimate(options, plan, train, len(train_set))
-        if main:
-            print_estimate(report, Console())
-        return report, None
-    transformers.set_seed(config.training.seed)  # LoRA's initialisation draws from the global RNG
-    model = build_model(options, plan, init_from)
-    trainable, total = count_parameters(model)
+def dry_run(options: TrainOptions, plan: Plan, data: RunData, main: bool) -> dict[str, Any]:
+    """`--dry-run`: what the run would cost, printed; nothing trained."""
+    from clawtune.train.estimate import estimate, print_estimate
 
+    report = estimate(options, plan, data.train, len(data.train_set))
+    if main:
+        print_estimate(report, Console())
+    return report
+
+
+def build(options: TrainOptions, plan: Plan, start: Start) -> Any:
+    """The model with the method applied, seeded (LoRA's initialisation draws from the global RNG)."""
+    import transformers
+
+    transformers.set_seed(options.config.training.seed)
+    return build_model(options, plan, start.init_from)
+
+
+def build_manifest(options: TrainOptions, model: Any, data: RunData, start: Start) -> dict[str, Any]:
+    """What every checkpoint carries: the base model and its fingerprint, the template, the config, the versions, the
+    data it was trained on and the checkpoint it continues."""
+    import torch
+    import transformers
+
+    config = options.config
     base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    manifest = {
+    parent = None
+    if start.checkpoint is not None:
+        how = "resume" if start.resume_from else "new data"
+        parent = {"path": str(start.checkpoint.resolve()), "step": (start.previous or {}).get("step"), "how": how}
+    return {
         "kind": config.method,
         "base_model": config.base_model,
         "base_model_path": resolve(config.base_model),
         "base_revision": getattr(base_config, "_commit_hash", None),
-        "base_fingerprint": fingerprint(base_config.to_dict(), tokenizer),
-        "chat_template": {"source": template_source, "file": "chat_template.jinja"},
+        "base_fingerprint": fingerprint(base_config.to_dict(), data.tokenizer),
+        "chat_template": {"source": data.template_source, "file": "chat_template.jinja"},
         "config": json.loads(options.config.model_dump_json()),
         "clawtune": __version__,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         # what it was trained on (a retrain's --data or the replay mix; else the config's file) and what it continues
-        "training_data": mix
-        or {"path": str(train_path.resolve()), "sha256": sha256_file(train_path), "examples": len(train.examples)},
-        "parent": (
-            {
-                "path": str(checkpoint.resolve()),
-                "step": (previous or {}).get("step"),
-                "how": "resume" if resume_from else "new data",
-            }
-            if checkpoint is not None
-            else None
-        ),
+        "training_data": data.mix
+        or {"path": str(data.path.resolve()), "sha256": sha256_file(data.path), "examples": len(data.train.examples)},
+        "parent": parent,
     }
-    meter = Meter()
-    resume_tokens = None
-    start_step = 0
-    if resume_from is not None:
-        state = json.loads((resume_from / "trainer_state.json").read_text())
-        resume_tokens = state.get("stateful_callbacks", {}).get("MeterState", {}).get("attributes")
-        start_step = int(state.get("global_step") or 0)
-    trainer_class = make_trainer_class()
-    trainer = trainer_class(
-        model=model,
-        args=training_arguments(options, plan, eval_set is not None, list(model._no_split_modules or [])),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=Collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        callbacks=make_callbacks(meter, console, resume_tokens),
-    )
+
+
+def make_run_trainer(
+    options: TrainOptions,
+    plan: Plan,
+    model: Any,
+    data: RunData,
+    manifest: dict[str, Any],
+    start: Start,
+    console: Console | None,
+) -> Any:
+    """clawtune's Trainer over the packed data, with the meter, the progress bar and what its checkpoints carry."""
     from transformers.trainer_callback import PrinterCallback
 
+    config = options.config
+    meter = Meter()
+    trainable, total = count_parameters(model)
+    trainer = make_trainer_class()(
+        model=model,
+        args=training_arguments(options, plan, data.eval_set is not None, list(model._no_split_modules or [])),
+        train_dataset=data.train_set,
+        eval_dataset=data.eval_set,
+        data_collator=Collator(data.tokenizer.pad_token_id),
+        processing_class=data.tokenizer,
+        callbacks=make_callbacks(meter, console, start.resume_tokens),
+    )
     trainer.remove_callback(PrinterCallback)  # the progress bar and the summary say it, without a dict per log
     trainer.clawtune_attention = plan.attention
     trainer.clawtune_manifest = manifest
     trainer.clawtune_keep = config.training.save_total_limit
     trainer.clawtune_meter = meter
-    trainer.clawtune_step_offset = step_offset
-    trainer.clawtune_protect = checkpoint  # never rotated away nor written over: the loop compares and rolls back to it
+    trainer.clawtune_step_offset = start.step_offset
+    trainer.clawtune_protect = start.checkpoint  # never rotated away nor written over: the loop compares and rolls back
+    trainer.clawtune_parameters = (trainable, total)
     if console is not None:
+        train = data.train
         console.print(
             f"{config.method} on {config.base_model} ({plan.device}"
             f"{f' x{plan.world_size} ' + ('FSDP' if plan.fsdp else 'DDP') if plan.world_size > 1 else ''}, "
             f"{'bf16' if plan.bf16 else 'fp32'}, "
             f"{plan.attention}): {trainable:,} trainable of {total:,} parameters; {len(train.examples)} examples, "
-            f"{train.tokens:,} tokens ({train.trained_tokens:,} trained) in {len(train_set)} rows"
-            + (f"; resuming from {resume_from}" if resume_from else "")
-            + (f"; continuing {init_from} on new data" if init_from else ""),
+            f"{train.tokens:,} tokens ({train.trained_tokens:,} trained) in {len(data.train_set)} rows"
+            + (f"; resuming from {start.resume_from}" if start.resume_from else "")
+            + (f"; continuing {start.init_from} on new data" if start.init_from else ""),
             highlight=False,
         )
+    return trainer
+
+
+def run_trainer(trainer: Any, start: Start) -> tuple[Any, float]:
+    """Train (from the resumed checkpoint's state, if any); the Trainer's result and the seconds it took."""
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    runtime = time.perf_counter() - started
+    result = trainer.train(resume_from_checkpoint=str(start.resume_from) if start.resume_from else None)
+    return result, time.perf_counter() - started
 
+
+def summarise(
+    options: TrainOptions, plan: Plan, trainer: Any, data: RunData, start: Start, result: Any, runtime: float
+) -> dict[str, Any]:
+    """training-summary.json: the run's figures, the losses, and where it started and ended."""
+    import torch
+
+    config = options.config
+    meter = trainer.clawtune_meter
+    trainable, total = trainer.clawtune_parameters
+    step_offset, start_step = start.step_offset, start.start_step
     run_tokens = int(trainer.accelerator.reduce(torch.tensor(meter.run_tokens, device=trainer.args.device), "sum"))
     # The Trainer's training_loss divides the loss summed over the steps this process ran by the global step count:
     # after a resume that is not the loss of any step. The mean over the steps this run ran is.
     steps_ran = trainer.state.global_step - start_step
     mean_loss = result.training_loss * trainer.state.global_step / steps_ran if steps_ran > 0 else None
     logged = [e for e in trainer.state.log_history if "loss" in e]
-    summary = {
+    return {
         "base_model": config.base_model,
         "method": config.method,
         "device": plan.device,
@@ -506,9 +616,9 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
         "packing": config.training.packing,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "examples": dict(train.counts),
-        "validation_examples": dict(validation.counts) if validation else None,
-        "rows": len(train_set),
+        "examples": dict(data.train.counts),
+        "validation_examples": dict(data.validation.counts) if data.validation else None,
+        "rows": len(data.train_set),
         "steps": trainer.state.global_step,
         "step_offset": step_offset,
         "epochs": trainer.state.epoch,
@@ -531,31 +641,45 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
             if "eval_loss" in e
         ],
         "checkpoint": str(find_checkpoint(config.output_dir)),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "resumed_at_step": start_step + step_offset if resume_from else None,
-        "initialised_from": str(init_from) if init_from else None,
+        "resumed_from": str(start.resume_from) if start.resume_from else None,
+        "resumed_at_step": start_step + step_offset if start.resume_from else None,
+        "initialised_from": str(start.init_from) if start.init_from else None,
         "notes": plan.notes,
     }
-    out = config.output_dir
+
+
+def save(
+    out: Path,
+    trainer: Any,
+    manifest: dict[str, Any],
+    summary: dict[str, Any],
+    start: Start,
+    main: bool,
+    console: Console | None,
+) -> None:
+    """The trained weights, the manifest, the summary and the loss plot into the output folder, and a line saying so."""
     trainer.save_model(str(out))  # every process: FSDP gathers the full weights for the main one to write
-    if main:
-        write_manifest(out, {**manifest, "step": trainer.state.global_step + step_offset, "step_offset": step_offset})
-        write_json_atomic(out / SUMMARY, summary)
-        plot_losses(summary, out / LOSS_PLOT)
-        if console is not None:
-            ran = f"{steps_ran} steps" + (
-                f" (steps {start_step + 1}-{trainer.state.global_step})" if start_step else ""
-            )
-            loss = "no step run" if mean_loss is None else f"mean loss over them {mean_loss:.4f}"
-            last = summary["this_run"]["last_loss"]
-            console.print(
-                f"[green]done[/]: {ran}, {loss}"
-                + (f", last logged {last:.4f}" if last is not None else "")
-                + f"; {summary['this_run']['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in "
-                f"{out}, last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
-                highlight=False,
-            )
-    return summary, trainer
+    if not main:
+        return
+    step_offset = start.step_offset
+    write_manifest(out, {**manifest, "step": trainer.state.global_step + step_offset, "step_offset": step_offset})
+    write_json_atomic(out / SUMMARY, summary)
+    plot_losses(summary, out / LOSS_PLOT)
+    if console is None:
+        return
+    this_run = summary["this_run"]
+    ran = f"{this_run['steps']} steps" + (
+        f" (steps {start.start_step + 1}-{trainer.state.global_step})" if start.start_step else ""
+    )
+    mean_loss, last = this_run["mean_loss"], this_run["last_loss"]
+    loss = "no step run" if mean_loss is None else f"mean loss over them {mean_loss:.4f}"
+    console.print(
+        f"[green]done[/]: {ran}, {loss}"
+        + (f", last logged {last:.4f}" if last is not None else "")
+        + f"; {this_run['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in "
+        f"{out}, last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
+        highlight=False,
+    )
 
 
 def peak_memory(device: str) -> int:
@@ -683,14 +807,37 @@ def warmup_note(config: FTConfig, max_steps: int | None, rows: int, world: int) 
     )
 
 
-def launch_processes(options: TrainOptions, argv: list[str]) -> int:
-    """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status."""
+def train_command(options: TrainOptions) -> int:
+    """`ft train`: with --gpus N > 1, launch one process per GPU (each runs this again, as a rank); else train here."""
+    if options.gpus and options.gpus > 1 and "LOCAL_RANK" not in os.environ and not options.dry_run:
+        return launch_processes(options)
+    try:
+        run_training(options)
+    finally:
+        end_process_group()
+    return 0
+
+
+def end_process_group() -> None:
+    """Tear down torch.distributed before exit: gloo's threads abort the process if left running."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def launch_processes(options: TrainOptions) -> int:
+    """Run `clawtune ft train` in N processes with torch.distributed.run (DDP); returns the exit status. Each process
+    gets this run's own command line (`command_words`), so it trains exactly what this one was asked to."""
     import subprocess
 
+    from clawtune.options import command_words
+
+    if options.config_file is None:
+        raise InputError("--gpus: each process reads the config file; give --config FILE")
     checkpoint = find_checkpoint(options.resume) if options.resume is not None else None
     prepare_output(options.config.output_dir, checkpoint, options.force)
     n = options.gpus or 1
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
-    command += ["-m", "clawtune", *argv]
+    command += ["-m", *command_words("ft train", options)]
     env = {**os.environ, "CLAWTUNE_LAUNCHED": "1"}
     return subprocess.call(command, env=env)

@@ -14,21 +14,21 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clawtune.artifacts.files import staged_folder
-from clawtune.chat import Example, Message
-from clawtune.data.export import Exporter, ExportOptions
+from clawtune.data.build import Exporter
 from clawtune.data.holdout import HeldOut
+from clawtune.data.options import TrainingDataOptions
 from clawtune.data.scrub import Scrubber
 from clawtune.data.teacher import tool_call_problems
 from clawtune.logs.lines import iter_json_lines
-from clawtune.loop.failures.criteria import DEFAULT_CRITERIA, Criteria, parse_criteria
+from clawtune.loop.failures.criteria import Criteria, parse_criteria
 from clawtune.loop.failures.model import Failure
-from clawtune.loop.failures.signals import NEGATIVE_REACTIONS, POSITIVE_REACTIONS
+from clawtune.loop.failures.options import CollectOptions
+from clawtune.messages import Example, Message
 from clawtune.problems import InputError, Problems
 
 FILES = {
@@ -50,66 +50,6 @@ TEACHER_INSTRUCTION = (
 )
 
 
-@dataclass
-class CollectOptions:
-    """Everything `collect-failures` takes."""
-
-    agent_id: str
-    output: Path
-    criteria: str = DEFAULT_CRITERIA
-    sources: tuple[str, ...] = ("openclaw", "gateway")
-    explicit_sources: bool = False  # the user named --source: a missing source is an error, not a note
-    state_dirs: list[Path] = field(default_factory=list)
-    sessions: list[Path] = field(default_factory=list)
-    gateway_log: Path | None = None
-    gateway_models: list[str] = field(default_factory=list)
-    date_range: tuple[date, date] | None = None
-    holdout: float = 0.2
-    seed: int = 42
-    corrections: Path | None = None
-    teacher_endpoint: str | None = None
-    teacher_model: str | None = None
-    teacher_api_key: str | None = None
-    negative_reactions: tuple[str, ...] = NEGATIVE_REACTIONS
-    positive_reactions: tuple[str, ...] = POSITIVE_REACTIONS
-    exports: list[Path] = field(default_factory=list)
-    system_prompt: str = "short"
-    max_tokens: int = 4096
-    scrub: bool = True
-    force: bool = False
-    strict: bool = False
-    progress: bool = False
-
-    def fingerprint(self) -> str:
-        """What decides which failures a run finds: a folder written with another is another run's."""
-        key = {
-            "agent_id": self.agent_id,
-            "criteria": self.criteria,
-            "sources": list(self.sources),
-            "state_dirs": [str(p) for p in self.state_dirs],
-            "sessions": [str(p) for p in self.sessions],
-            "gateway_log": str(self.gateway_log) if self.gateway_log else None,
-            "gateway_models": self.gateway_models,
-            "date_range": [d.isoformat() for d in self.date_range] if self.date_range else None,
-            "holdout": self.holdout,
-            "seed": self.seed,
-        }
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def parse_holdout(text: str) -> float:
-    """`20%`, `20` or `0.2` -> 0.2."""
-    raw = text.strip().rstrip("%")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"--holdout {text!r}: expected a share like 20% or 0.2") from None
-    share = value / 100 if text.strip().endswith("%") or value > 1 else value
-    if not 0 <= share < 1:
-        raise InputError(f"--holdout {text!r}: expected a share from 0% to under 100%")
-    return share
-
-
 class Collector:
     """Holds the counters of one run; `run()` is the whole command."""
 
@@ -122,7 +62,7 @@ class Collector:
         self.sources_used: dict[str, Any] = {}
         # The export's own shaping: the same system-prompt policy and tool catalog as `export-training-data`.
         self.shaper = Exporter(
-            ExportOptions(
+            TrainingDataOptions(
                 agent_id=options.agent_id,
                 output=options.output,
                 state_dirs=options.state_dirs,
@@ -190,7 +130,7 @@ class Collector:
         kept = []
         for failure in found:
             self.stats["failing_turns"] += 1
-            if options.date_range and not self.in_range(failure):
+            if options.dates and not self.in_range(failure):
                 self.dropped["outside_date_range"] += 1
                 continue
             if not self.criteria.matches(failure.fields):
@@ -200,9 +140,9 @@ class Collector:
         return kept
 
     def in_range(self, failure: Failure) -> bool:
-        assert self.options.date_range is not None
+        assert self.options.dates is not None
         day = failure.fields.get("date")
-        return day is not None and self.options.date_range[0] <= day <= self.options.date_range[1]
+        return day is not None and self.options.dates[0] <= day <= self.options.dates[1]
 
     def from_gateway(self) -> dict[str, Failure]:
         """Failing requests of the agent in the gateway's log, by request id."""
@@ -218,8 +158,8 @@ class Collector:
             self.sources_used["gateway"] = {"log": str(path), "read": False, "why": message}
             return {}
         since = None
-        if options.date_range:
-            since = datetime.combine(options.date_range[0], datetime.min.time(), UTC).timestamp()
+        if options.dates:
+            since = datetime.combine(options.dates[0], datetime.min.time(), UTC).timestamp()
         counts: dict[str, int] = {}
         out: dict[str, Failure] = {}
         matcher = Matcher(options.agent_id, options.gateway_models)
@@ -246,7 +186,7 @@ class Collector:
             return
         ctx = Context(
             shaper=self.shaper,
-            negative=frozenset(options.negative_reactions),
+            negative=frozenset(options.negative),
             positive=frozenset(options.positive_reactions),
             problems=self.problems,
             stats=self.stats,
@@ -313,7 +253,7 @@ class Collector:
         once stays held out when a later collection finds more failures, so a retrain is never judged on a failure
         it was trained on in an earlier round.
         """
-        share = self.options.holdout
+        share = self.options.holdout_share
         held = set()
         for session in {f.session_id for f in failures}:
             digest = hashlib.sha256(f"{self.options.seed}:{session}".encode()).digest()
@@ -399,7 +339,7 @@ class Collector:
         if not reply.get("tool_calls") and not str(reply.get("content") or "").strip():
             return "empty_answer"
         if reply.get("tool_calls"):
-            from clawtune.chat import normalize_tool_call
+            from clawtune.messages import normalize_tool_call
 
             reply["tool_calls"] = [
                 normalize_tool_call(c, f"call_teacher_{i}") for i, c in enumerate(reply["tool_calls"])
@@ -447,8 +387,8 @@ class Collector:
         return report
 
     def same_as_held_out(self, example: dict[str, Any]) -> bool:
-        from clawtune.chat import normalize_example
         from clawtune.data.examples import duplicate_keys
+        from clawtune.messages import normalize_example
 
         held: dict[bytes, str] = getattr(self, "held_contents", None) or {}
         return bool(held) and duplicate_keys(normalize_example(example))[0] in held
@@ -551,7 +491,7 @@ class Collector:
                 else None
             ),
             "held_out": {
-                "share": self.options.holdout,
+                "share": self.options.holdout_share,
                 "seed": self.options.seed,
                 "sessions": len(held),
                 "failures": sum(1 for f in failures if f.session_id in held),
@@ -567,7 +507,7 @@ class Collector:
             "skipped_input": self.problems.summary(),
             "redactions": dict(self.scrubber.counts.most_common()) if self.options.scrub else "disabled (--no-scrub)",
             "system_prompt": {"policy": self.shaper.policy, "prompt": self.shaper.replacement},
-            "date_range": [d.isoformat() for d in self.options.date_range] if self.options.date_range else None,
+            "date_range": [d.isoformat() for d in self.options.dates] if self.options.dates else None,
             "run": {"fingerprint": self.options.fingerprint()},
         }
 
@@ -587,7 +527,7 @@ def _same_answer(a: Message, b: Message) -> bool:
 
 def _person_messages(correction: Any) -> list[Message] | None:
     """A person's correction as messages: a string is the assistant's reply; messages are taken as written."""
-    from clawtune.chat import normalize_example
+    from clawtune.messages import normalize_example
 
     if isinstance(correction, str):
         return [{"role": "assistant", "content": correction}]

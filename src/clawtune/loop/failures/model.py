@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from clawtune.chat import Example, Message
+from clawtune.messages import Example, Message
 
 
 @dataclass

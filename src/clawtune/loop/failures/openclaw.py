@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clawtune.chat import Message, content_text
 from clawtune.data.recipe import category
 from clawtune.logs.convert import ConvertOptions, convert_segment, iso
 from clawtune.logs.sessions import SQLITE_BUSY_TIMEOUT_S, RawSession
@@ -36,6 +35,7 @@ from clawtune.loop.failures.signals import (
     same_request,
 )
 from clawtune.loop.gateway import answer_key
+from clawtune.messages import Message, content_text
 from clawtune.problems import Problems
 
 RECOVERY_LOOKAHEAD = 2  # turns after a failure in which the agent's recovery is looked for
@@ -60,7 +60,7 @@ class Turn:
 class Context:
     """What every session's reading shares: the export's shaping (system prompt, tools), options and counters."""
 
-    shaper: Any  # data.export.Exporter: its system prompt policy and tool catalog, as the export applies them
+    shaper: Any  # data.build.Exporter: its system prompt policy and tool catalog, as the export applies them
     negative: frozenset[str]
     positive: frozenset[str]
     problems: Problems

@@ -13,15 +13,13 @@ import hashlib
 import json
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from clawtune.artifacts.files import atomic_write, write_json_atomic
-from clawtune.chat import Example, is_trained
 from clawtune.data.examples import (
     approx_tokens,
     as_context,
@@ -31,10 +29,11 @@ from clawtune.data.examples import (
     infer_tool_schema,
 )
 from clawtune.data.holdout import REPORT, read_export
+from clawtune.data.options import TrainingDataOptions
 from clawtune.data.scrub import Scrubber
 from clawtune.data.split import SPLITS, assign_splits
 from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, entry_time, iso
-from clawtune.logs.lines import DEFAULT_MAX_LINE_BYTES, line_limit, read_lines
+from clawtune.logs.lines import line_limit, read_lines
 from clawtune.logs.sessions import (
     RawSession,
     agent_sources,
@@ -44,6 +43,7 @@ from clawtune.logs.sessions import (
     load_index,
 )
 from clawtune.logs.tree import active_branch, segments
+from clawtune.messages import Example, is_trained
 from clawtune.problems import InputError, Problems
 
 FAILED_REPORT = "export-report.failed.json"  # a failed export's report, beside an earlier export's own
@@ -55,48 +55,6 @@ ID_PLACEHOLDER = "0" * 16
 ID_TAIL = b'"export_id":"' + ID_PLACEHOLDER.encode() + b'"}}\n'
 
 
-@dataclass
-class ExportOptions:
-    """Everything `export-training-data` takes; defaults follow the seed."""
-
-    agent_id: str
-    output: Path
-    state_dirs: list[Path] = field(default_factory=list)
-    sessions: list[Path] = field(default_factory=list)
-    date_range: tuple[date, date] | None = None
-    session_key: str | None = None
-    channel: str | None = None
-    min_samples: int = 1
-    system_prompt: str = "short"  # keep | drop | short | a path to a file
-    max_tokens: int = 4096
-    scrub: bool = True
-    keep_thinking: bool = False
-    keep_images: bool = False
-    drop_failures: bool = False
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 42
-    strict: bool = False
-    progress: bool = False
-    force: bool = False  # replace the files of an earlier export in `output` (and only those)
-    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES  # longer lines (and SQLite events) are skipped and reported
-    # Conversations from another source (the gateway's log, read by the loop layer): (session, conversation) pairs,
-    # shaped, filtered, scrubbed and split like OpenClaw's. Without `read_openclaw` the stores are not looked for.
-    extra_conversations: Any = None
-    extra_stats: dict[str, Any] | None = None  # the other source's counts, filled while it is read
-    read_openclaw: bool = True
-
-
-def parse_date_range(text: str) -> tuple[date, date]:
-    """`FROM:TO` (ISO dates, both inclusive)."""
-    try:
-        start, end = (date.fromisoformat(p.strip()) for p in text.split(":"))
-    except ValueError as exc:
-        raise InputError(f"--date-range {text!r}: expected FROM:TO as ISO dates, e.g. 2026-04-01:2026-05-20") from exc
-    if end < start:
-        raise InputError(f"--date-range {text!r}: the end is before the start")
-    return start, end
-
-
 def short_system_prompt(agent_id: str) -> str:
     """The generated one-liner that replaces OpenClaw's ~48,000-character generic prompt by default."""
     return (
@@ -105,7 +63,7 @@ def short_system_prompt(agent_id: str) -> str:
     )
 
 
-def resolve_system_prompt(options: ExportOptions) -> tuple[str, str | None]:
+def resolve_system_prompt(options: TrainingDataOptions) -> tuple[str, str | None]:
     """(policy, replacement text) from `--system-prompt keep|drop|short|FILE`."""
     choice = options.system_prompt
     if choice in ("keep", "drop"):
@@ -121,7 +79,7 @@ def resolve_system_prompt(options: ExportOptions) -> tuple[str, str | None]:
 class Exporter:
     """Holds the counters of one export run; `run()` is the whole command."""
 
-    def __init__(self, options: ExportOptions) -> None:
+    def __init__(self, options: TrainingDataOptions) -> None:
         self.options = options
         self.problems = Problems(strict=options.strict)
         self.stats: Counter[str] = Counter()
@@ -267,7 +225,7 @@ class Exporter:
     def session_examples_of(self, session: RawSession) -> Any:
         """The examples one session yields, filtered, scrubbed and deduplicated."""
         options = self.options
-        if options.date_range and not self.may_overlap(session):
+        if options.dates and not self.may_overlap(session):
             self.dropped["outside_date_range"] += 1
             return
         convert = ConvertOptions(keep_thinking=options.keep_thinking, keep_images=options.keep_images)
@@ -283,12 +241,12 @@ class Exporter:
 
     def may_overlap(self, session: RawSession) -> bool:
         """Whether a session's span (first to last entry, appended in time order) can touch the date range."""
-        assert self.options.date_range is not None
+        assert self.options.dates is not None
         stamps = [t for t in (entry_time(session.entries[0]), entry_time(session.entries[-1])) if t is not None]
         if not stamps:
             return True
         first, last = (datetime.fromtimestamp(t / 1000, UTC).date() for t in (min(stamps), max(stamps)))
-        return first <= self.options.date_range[1] and last >= self.options.date_range[0]
+        return first <= self.options.dates[1] and last >= self.options.dates[0]
 
     def pieces(self, session: RawSession, conv: Conversation) -> Any:
         """Split a conversation under max tokens and dress each piece as an example with its metadata."""
@@ -354,13 +312,13 @@ class Exporter:
         """Date range, failure and duplicate filters; scrubbing happens here, after filtering, before keys."""
         options = self.options
         meta = example["metadata"]
-        if options.date_range:
+        if options.dates:
             stamp = meta.get("trained_at") or meta.get("start")
             if stamp is None:
                 self.dropped["no_timestamp"] += 1
                 return False
             day = datetime.fromisoformat(stamp.replace("Z", "+00:00")).astimezone(UTC).date()
-            if not options.date_range[0] <= day <= options.date_range[1]:
+            if not options.dates[0] <= day <= options.dates[1]:
                 self.dropped["outside_date_range"] += 1
                 return False
         if options.drop_failures and meta["signals"]:
@@ -444,7 +402,7 @@ class Exporter:
             "tool_call_share": round(self.stats["examples_with_tool_calls"] / total, 4) if total else 0.0,
             "system_prompt": {"policy": self.policy, "prompt": self.replacement},
             "conversion": {k: v for k, v in sorted(self.stats.items()) if k not in ("sessions_read", "sessions_used")},
-            "date_range": [d.isoformat() for d in self.options.date_range] if self.options.date_range else None,
+            "date_range": [d.isoformat() for d in self.options.dates] if self.options.dates else None,
             "max_tokens": self.options.max_tokens,
             "seed": self.options.seed,
             **({"gateway": self.options.extra_stats} if self.options.extra_stats is not None else {}),
@@ -504,6 +462,6 @@ class _NoProgress:
         pass
 
 
-def export_training_data(options: ExportOptions) -> dict[str, Any]:
+def export_training_data(options: TrainingDataOptions) -> dict[str, Any]:
     """Run one export; raises `InputError` (printed without a traceback) when it cannot produce enough data."""
     return Exporter(options).run()

@@ -162,3 +162,23 @@ def _print_stream(stream: Any, out: TextIO) -> tuple[str, list[dict[str, Any]]]:
                 out.write(f"\n[tool call] {call.function.name}({call.function.arguments})")
     out.write("\n")
     return "".join(text), calls
+
+
+def chat_command(
+    model: str, message: str | None, endpoint: str, api_key: str | None, system: str | None, json_output: bool
+) -> None:
+    """`clawtune chat`: without --message an interactive chat; with it, the answer (or the whole reply as JSON)."""
+    import typer
+
+    if message is None:
+        interactive(endpoint, model, api_key)
+        return
+    reply = once(endpoint, model, message, api_key, system)
+    if json_output:
+        typer.echo(json.dumps(reply, ensure_ascii=False, indent=2))
+        return
+    content = reply["message"].get("content")
+    if content:
+        typer.echo(content)
+    for call in reply["message"].get("tool_calls") or []:
+        typer.echo(f"[tool call] {call['function']['name']}({call['function']['arguments']})")
