@@ -14,6 +14,7 @@ from clawtune.data.recipe import CATEGORIES
 from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, example_items, load_items
 from clawtune.evaluate.metrics import Score, score
 from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile
+from clawtune.generation import SystemPromptPolicy
 from clawtune.problems import InputError, Problems
 
 METRICS = ("accuracy", "f1", "tool_calls", "refusal", "hallucination", "latency", "tokens", "cost", "forgetting")
@@ -98,11 +99,13 @@ def _backend(options: EvalOptions, which: str) -> Any:
             raise EvalError("give --model-dir (a checkpoint or model folder) or --endpoint")
         loaded = load_for_inference(options.model_dir, allow_base_mismatch=options.allow_base_mismatch, merge=True)
         return LocalBackend(loaded, options.batch_size, options.max_new_tokens)
-    system = options.baseline_system_prompt.read_text(encoding="utf-8") if options.baseline_system_prompt else None
+    # the prompt exactly as the file holds it, in place of the test set's (check_inputs refused an empty file)
+    text = options.baseline_system_prompt.read_text(encoding="utf-8") if options.baseline_system_prompt else None
+    policy = SystemPromptPolicy("replace", text) if text else None
     if options.baseline_endpoint:
         if not options.baseline_model:
             raise EvalError("--baseline-endpoint needs --baseline-model")
-        return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, system)
+        return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, policy)
     name = options.baseline
     if name is None:
         from clawtune.train.manifest import MANIFEST, read_manifest
@@ -111,7 +114,7 @@ def _backend(options: EvalOptions, which: str) -> Any:
         if not options.model_dir or not (folder / MANIFEST).is_file():
             raise EvalError("no baseline: give --baseline (a model) or --baseline-endpoint with --baseline-model")
         name = read_manifest(folder)["base_model"]
-    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, system)
+    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, policy)
 
 
 def check_inputs(options: EvalOptions) -> None:
@@ -145,8 +148,11 @@ def check_inputs(options: EvalOptions) -> None:
             "no baseline: --model-dir is not a clawtune checkpoint, so its base model is unknown; give --baseline "
             "(a model) or --baseline-endpoint with --baseline-model"
         )
-    if options.baseline_system_prompt is not None and not options.baseline_system_prompt.is_file():
-        raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+    if options.baseline_system_prompt is not None:
+        if not options.baseline_system_prompt.is_file():
+            raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+        if not options.baseline_system_prompt.read_text(encoding="utf-8").strip():
+            raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: the file is empty")
     if options.benchmark:
         from clawtune.evaluate.bfcl import _package_dir, parse_spec
 

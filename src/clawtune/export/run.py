@@ -115,42 +115,6 @@ def _metric(report: dict[str, Any], side: str, metric: str) -> float | None:
     return found.get("value") if isinstance(found, dict) else found
 
 
-def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """The conversations the checkpoint was trained on, if the training file is still where the config says."""
-    from clawtune.train.manifest import training_file
-
-    train = training_file(manifest)
-    if train is None:
-        return []
-    from clawtune.data.validate import iter_examples
-    from clawtune.problems import Problems
-
-    return [e for _, e in iter_examples(train, Problems())]
-
-
-def training_system_prompt(
-    manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None
-) -> dict[str, Any] | None:
-    """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
-    per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
-    from collections import Counter
-
-    policies: Counter[str] = Counter()
-    prompts: Counter[str] = Counter()
-    for example in training_examples(manifest) if examples is None else examples:
-        policy = (example.get("metadata") or {}).get("system_prompt")
-        if policy in ("keep", "drop", "replace"):
-            policies[policy] += 1
-            first = (example.get("messages") or [{}])[0]
-            if policy == "replace" and first.get("role") == "system" and isinstance(first.get("content"), str):
-                prompts[first["content"]] += 1
-    if not policies:
-        return None
-    policy = policies.most_common(1)[0][0]
-    prompt = prompts.most_common(1)[0][0] if prompts else None
-    return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
-
-
 def _parity_examples(trained: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """The built-in sample plus a few training conversations (those with tools first)."""
     found = sorted(trained, key=lambda e: not e.get("tools"))
@@ -180,8 +144,8 @@ def export(options: ExportOptions) -> dict[str, Any]:
     from rich.console import Console
 
     from clawtune.models import load_tokenizer
-    from clawtune.models.checkpoint import verify_base, verify_files
-    from clawtune.train.manifest import read_manifest
+    from clawtune.models.checkpoint import trained_policy, verify_base, verify_files
+    from clawtune.train.manifest import read_manifest, training_examples
 
     console = Console(stderr=True)
     custom_template = read_chat_template(options.chat_template) if options.chat_template is not None else None
@@ -208,7 +172,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
         name,
         _parity_examples(trained, options.parity_examples),
         _base_config(manifest),
-        training_system_prompt(manifest, trained),
+        policy.record() if (policy := trained_policy(manifest, trained)) else None,
         evaluation_summary(folder),
     )
     _check_jinja(ctx)

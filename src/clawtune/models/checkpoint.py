@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clawtune.generation import SystemPromptPolicy, policy_of_examples
 from clawtune.models import ModelLoadError, fingerprint, load_model, load_tokenizer, resolve
-from clawtune.train.manifest import MANIFEST, read_manifest, sha256_file
+from clawtune.train.manifest import MANIFEST, read_manifest, sha256_file, training_examples
 
 
 @dataclass
@@ -25,6 +26,16 @@ class Loaded:
     tokenizer: Any
     manifest: dict[str, Any] | None
     base_model: str
+
+
+def trained_policy(manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None) -> SystemPromptPolicy | None:
+    """The system-prompt policy a checkpoint (or export) was trained under, which serving and evaluation both apply:
+    an export's manifest records it; a checkpoint's is read from its training data (`examples` when already read).
+    None when unknown (the request's own prompt is then kept)."""
+    recorded = SystemPromptPolicy.from_record(manifest.get("system_prompt"))
+    if recorded is not None:
+        return recorded
+    return policy_of_examples(training_examples(manifest) if examples is None else examples)
 
 
 def verify_files(folder: Path, manifest: dict[str, Any]) -> None:

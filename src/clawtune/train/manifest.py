@@ -91,6 +91,17 @@ def training_file(manifest: dict[str, Any]) -> Path | None:
     return Path(train) if train and Path(train).is_file() else None
 
 
+def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversations a checkpoint was trained on, if the training file is still where the manifest says."""
+    train = training_file(manifest)
+    if train is None:
+        return []
+    from clawtune.data.validate import iter_examples
+    from clawtune.problems import Problems
+
+    return [e for _, e in iter_examples(train, Problems())]
+
+
 def checkpoint_step(path: Path) -> int:
     """The step in a `checkpoint-N` folder's name (-1 for another name)."""
     match = CHECKPOINT.match(path.name)
