@@ -202,13 +202,11 @@ class Exporter:
     def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
         """Sessions that pass the agent, key and channel filters, with a progress bar over the sources."""
         options = self.options
-        if options.progress:
-            from rich.progress import Progress
+        import rich
 
-            bar: Any = Progress(transient=True)
-        else:
-            bar = contextlib.nullcontext(_NoProgress())
-        with bar as progress:
+        from clawtune.progress import progress_bar
+
+        with progress_bar("reading sessions", rich.get_console() if options.progress else None) as progress:
             task = progress.add_task("reading sessions", total=len(sources))
             done_sources: set[str] = set()
             for session in iter_sessions(sources, self.problems, index, self.duplicates):
@@ -474,16 +472,6 @@ def write_report(folder: Path, report: dict[str, Any], name: str = REPORT) -> No
     temp = folder / f".{name}.tmp"
     temp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(temp, folder / name)
-
-
-class _NoProgress:
-    """Stands in for rich's Progress when no bar is shown (not a terminal), so rich is not even imported."""
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def export_training_data(options: ExportOptions) -> dict[str, Any]:

@@ -228,17 +228,9 @@ def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | N
 
 
 def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, console: Any, judge: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from clawtune.progress import progress_bar
 
-    with Progress(
-        TextColumn(f"{side.label:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-        transient=True,
-    ) as progress:
+    with progress_bar(f"{side.label:<10}", console) as progress:
         task = progress.add_task(side.label, total=len(items))
         side.generations = backend.generate(items, lambda n: progress.advance(task, n))
     side.scores = [
