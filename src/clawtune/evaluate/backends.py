@@ -153,9 +153,10 @@ class EndpointBackend:
         policy: SystemPromptPolicy | None = None,
         timeout: float = 120.0,
     ) -> None:
-        from clawtune.openai_http import completions_url
+        from clawtune.openai_http import Client, completions_url
 
         self.url = completions_url(endpoint)
+        self.client = Client(timeout)  # a 429 or 5xx is retried; what still fails is an error, not a wrong answer
         self.model = model
         self.name = f"{model} @ {endpoint}"
         self.api_key = api_key
@@ -165,7 +166,7 @@ class EndpointBackend:
         self.kind = "endpoint"
 
     def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
-        from clawtune.openai_http import ERRORS, chat_completion
+        from clawtune.openai_http import ERRORS
 
         results = []
         for item in items:
@@ -179,7 +180,7 @@ class EndpointBackend:
                 body["tools"] = item.tools
             began = time.perf_counter()
             try:
-                reply = chat_completion(self.url, body, self.api_key, self.timeout)
+                reply = self.client.chat_completion(self.url, body, self.api_key)
                 message = reply["choices"][0]["message"]
                 usage = reply.get("usage") or {}
                 message = {

@@ -31,6 +31,8 @@ ROWS = [
     ("prompt_tokens_per_request", "prompt tokens / request", "count-"),
     ("completion_tokens_per_request", "completion tokens / request", "count-"),
     ("cost_per_request", "cost / request", "money-"),
+    # requests that still failed after the client's retries: left out of every figure above, not scored as wrong
+    ("errors", "errors (no answer)", "int-"),
 ]
 METRIC_ROWS = {
     "accuracy": {"accuracy"},
@@ -67,6 +69,8 @@ def _fmt(value: float | None, kind: str, ci: list[float] | None = None) -> str:
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
     if kind.startswith("money"):
         return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
+    if kind.startswith("int"):
+        return f"{value:,.0f}"
     return f"{value:,.1f}"
 
 
@@ -83,14 +87,14 @@ def _change(base: float | None, tuned: float | None, kind: str) -> str:
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     """(label, baseline, fine-tuned, change, better?) for each metric that was asked for and measured."""
     wanted = set().union(*(METRIC_ROWS[m] for m in report["metrics"]))
-    wanted.add("judge_accuracy")
+    wanted |= {"judge_accuracy", "errors"}
     out = []
     for key, label, kind in ROWS:
         if key not in wanted:
             continue
         b, b_ci = _value(report["baseline"], key)
         t, t_ci = _value(report["fine_tuned"], key)
-        if b is None and t is None:
+        if (b is None and t is None) or (key == "errors" and not b and not t):
             continue
         better = None
         if b is not None and t is not None and b != t:
@@ -116,6 +120,8 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         else "yellow"
     )
     console.print(f"[{colour}]{comparison['verdict']}[/]", highlight=False)
+    if line := errors_line(report):
+        console.print(f"[yellow]errors[/]: {line}", highlight=False)
     if line := overlap_line(report):
         console.print(f"overlap: {line}", highlight=False, markup=False)
     if report.get("forgetting", {}).get("flagged"):
@@ -126,6 +132,18 @@ def print_table(report: dict[str, Any], console: Console) -> None:
             highlight=False,
         )
     console.print(f"reports: {', '.join(report['files'].values())}", highlight=False)
+
+
+def errors_line(report: dict[str, Any]) -> str | None:
+    """The requests an endpoint still failed after its retries, per set, and what was left out because of them."""
+    parts = []
+    for name, e in (report.get("errors") or {}).items():
+        if e["baseline"] or e["fine_tuned"]:
+            parts.append(
+                f"{name}: baseline {e['baseline']}, fine-tuned {e['fine_tuned']} without an answer; {e['excluded']} "
+                "items left out of both sides' figures"
+            )
+    return "; ".join(parts) + " (not scored as wrong)" if parts else None
 
 
 def overlap_line(report: dict[str, Any]) -> str | None:
@@ -153,6 +171,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- fine-tuned: {report['fine_tuned']['name']}",
         f"- **verdict: {report['comparison']['verdict']}**",
         *([f"- overlap: {line}"] if (line := overlap_line(report)) else []),
+        *([f"- errors: {line}"] if (line := errors_line(report)) else []),
         "",
         "| metric | baseline | fine-tuned | change |",
         "|---|---|---|---|",

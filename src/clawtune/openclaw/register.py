@@ -15,13 +15,12 @@ import dataclasses
 import difflib
 import os
 import shutil
-import urllib.error
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models, models_url
+from clawtune.openai_http import ERRORS, EndpointError, ModelLimits, limits_of, list_models, models_url
 from clawtune.openclaw import json5
 from clawtune.problems import InputError
 
@@ -225,11 +224,13 @@ def endpoint_limits(reg: Registration) -> tuple[ModelLimits | None, str]:
     url = models_url(base)
     try:
         cards = list_models(base, probe_key(reg.api_key), PROBE_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        hint = " (the server wants an API key: pass --api-key)" if exc.code in (401, 403) else ""
-        return None, f"{url} answered {exc.code}{hint}"
+    except EndpointError as exc:
+        if exc.status is None:
+            return None, f"cannot read {url}: {exc}"
+        hint = " (the server wants an API key: pass --api-key)" if exc.status in (401, 403) else ""
+        return None, f"{url} answered {exc.status}{hint}"
     except ERRORS as exc:
-        return None, f"cannot read {url}: {getattr(exc, 'reason', None) or exc}"
+        return None, f"cannot read {url}: {exc}"
     card = next((c for c in cards if c.get("id") == reg.model_id), None)
     if card is None:
         served = ", ".join(sorted(str(c.get("id")) for c in cards)) or "none"
