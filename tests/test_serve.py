@@ -708,6 +708,35 @@ def test_evaluation_asks_and_stops_as_serving_does(
         gateway.log.close()
 
 
+def test_evaluation_and_serving_stop_alike_where_the_model_configs_disagree(tmp_path: Path) -> None:
+    """A model whose tokenizer and generation config name only `<|endoftext|>` while its chat template ends a turn
+    with `<|im_end|>` (as many base models ship): evaluation and serving both stop at either (evaluation used to
+    stop at `<|endoftext|>` alone, and so generated past the end of the turn that serving cut)."""
+    import shutil
+
+    from clawtune.evaluate.backends import LocalBackend
+    from clawtune.models import resolve
+    from clawtune.models.checkpoint import load_for_inference
+
+    folder = tmp_path / "base-model"
+    shutil.copytree(resolve("clawtune/tiny-agent"), folder)
+    for name, key, value in (
+        ("tokenizer_config.json", "eos_token", "<|endoftext|>"),
+        ("generation_config.json", "eos_token_id", [0]),
+        ("config.json", "eos_token_id", 0),
+    ):
+        settings = json.loads((folder / name).read_text())
+        settings[key] = value
+        (folder / name).write_text(json.dumps(settings))
+    engine = Engine(str(folder), device="cpu")
+    try:
+        backend = LocalBackend(load_for_inference(str(folder), device="cpu"))
+        tokens = engine.tokenizer.convert_ids_to_tokens(sorted(engine.stop_ids))
+        assert backend.stop_ids == engine.stop_ids and tokens == ["<|endoftext|>", "<|im_end|>"]
+    finally:
+        engine.close()
+
+
 def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path], tmp_path: Path) -> None:
     config = parse(
         {
