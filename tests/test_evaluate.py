@@ -427,3 +427,4 @@ def test_an_endpoints_failures_are_retried_and_then_counted_as_errors_not_wrong_
     assert waits.count(2) == 10  # each answered turn waited once, as its Retry-After asked
     md = (tmp_path / "report" / "eval-report.md").read_text()
     assert "errors: test: baseline 2, fine-tuned 0 without an answer; 2 items left out" in md
+    assert 'id="errors">errors: test: baseline 2' in (tmp_path / "report" / "eval-report.html").read_text()

@@ -31,8 +31,6 @@ ROWS = [
     ("prompt_tokens_per_request", "prompt tokens / request", "count-"),
     ("completion_tokens_per_request", "completion tokens / request", "count-"),
     ("cost_per_request", "cost / request", "money-"),
-    # requests that still failed after the client's retries: left out of every figure above, not scored as wrong
-    ("errors", "errors (no answer)", "int-"),
 ]
 METRIC_ROWS = {
     "accuracy": {"accuracy"},
@@ -69,8 +67,6 @@ def _fmt(value: float | None, kind: str, ci: list[float] | None = None) -> str:
         return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
     if kind.startswith("money"):
         return f"${value:.6f}" if value < 0.01 else f"${value:.4f}"
-    if kind.startswith("int"):
-        return f"{value:,.0f}"
     return f"{value:,.1f}"
 
 
@@ -87,14 +83,14 @@ def _change(base: float | None, tuned: float | None, kind: str) -> str:
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, bool | None]]:
     """(label, baseline, fine-tuned, change, better?) for each metric that was asked for and measured."""
     wanted = set().union(*(METRIC_ROWS[m] for m in report["metrics"]))
-    wanted |= {"judge_accuracy", "errors"}
+    wanted.add("judge_accuracy")
     out = []
     for key, label, kind in ROWS:
         if key not in wanted:
             continue
         b, b_ci = _value(report["baseline"], key)
         t, t_ci = _value(report["fine_tuned"], key)
-        if (b is None and t is None) or (key == "errors" and not b and not t):
+        if b is None and t is None:
             continue
         better = None
         if b is not None and t is not None and b != t:
@@ -269,6 +265,7 @@ td.up {{ color: #15803d; font-weight: 600; }} td.down {{ color: #b91c1c; font-we
 Baseline: <b>{html.escape(base["name"])}</b>. Fine-tuned: <b>{html.escape(tuned["name"])}</b>.</p>
 <p class="verdict" id="verdict">{html.escape(report["comparison"]["verdict"])}</p>
 {f'<p id="overlap">{html.escape(line)}</p>' if (line := overlap_line(report)) else ""}
+{f'<p id="errors">errors: {html.escape(line)}</p>' if (line := errors_line(report)) else ""}
 <table id="metrics"><tr><th>metric</th><th>baseline</th><th>fine-tuned</th><th>change</th></tr>{table}</table>
 <p class="legend"><span style="color:#9aa5b1">■ baseline</span><span style="color:#2563eb">■ fine-tuned</span>
 Rates show their 95% bootstrap interval in brackets.</p>
