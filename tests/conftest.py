@@ -186,7 +186,8 @@ def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
 @contextmanager
 def chat_server(reply: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A non-streaming OpenAI-compatible chat server on a free loopback port: `reply(body)` gives the assistant
-    message (plus optional "usage"); yields the base URL and the list of request bodies it saw."""
+    message (plus optional "usage"), or `{"status": 429, "headers": {...}}` for a failure; yields the base URL and
+    the list of request bodies it saw."""
     seen: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -197,6 +198,16 @@ def chat_server(reply: Callable[[dict[str, Any]], dict[str, Any]]) -> Iterator[t
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             message = dict(reply(body))
+            if "status" in message:  # a scripted failure: the status, its headers, an OpenAI-shaped error body
+                error = json.dumps({"error": {"message": f"scripted {message['status']}"}}).encode()
+                self.send_response(message["status"])
+                for name, value in (message.get("headers") or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(error)))
+                self.end_headers()
+                self.wfile.write(error)
+                return
             usage = message.pop("usage", {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110})
             finish = "tool_calls" if message.get("tool_calls") else "stop"
             data = json.dumps(

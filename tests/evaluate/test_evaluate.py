@@ -345,3 +345,63 @@ def test_checkpoint_manifest_refuses_a_changed_file_or_another_base(evaluated: d
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(ModelLoadError, match="sha256 no longer matches"):
         load_for_inference(str(changed), allow_base_mismatch=True)
+
+
+def test_an_endpoints_failures_are_retried_and_then_counted_as_errors_not_wrong_answers(
+    evaluated: dict[str, Any], tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A baseline endpoint that rate-limits every turn once (Retry-After: 2) and fails two turns for good (HTTP 500):
+    the rate limit is ridden out, the two failures are "errors", left out of both sides' figures, never scored as
+    wrong answers (the baseline, right on every turn it answered, keeps an accuracy of 1). No test time is spent
+    waiting: the client's sleep is replaced."""
+    from clawtune import openai_http
+    from clawtune.evaluate.backends import load_items
+    from clawtune.evaluate.run import EvalOptions, run_evaluation
+    from clawtune.problems import Problems
+
+    from .conftest import chat_server
+
+    waits: list[float] = []
+    monkeypatch.setattr(openai_http, "_sleep", waits.append)
+    test_set = evaluated["root"] / "test.jsonl"
+    items = load_items(test_set, Problems(), 12)
+    answers = {json.dumps(item.prompt, sort_keys=True): item.reference for item in items}
+    broken = {json.dumps(item.prompt, sort_keys=True) for item in items[3:5]}
+    asked: dict[str, int] = {}
+
+    def flaky(body: dict[str, Any]) -> dict[str, Any]:
+        key = json.dumps(body["messages"], sort_keys=True)
+        asked[key] = asked.get(key, 0) + 1
+        if key in broken:
+            return {"status": 500}
+        if asked[key] == 1:
+            return {"status": 429, "headers": {"Retry-After": "2"}}
+        return {k: v for k, v in answers[key].items() if k in ("content", "tool_calls")}
+
+    with chat_server(flaky) as (url, _):
+        report = run_evaluation(
+            EvalOptions(
+                test_set=test_set,
+                model_dir=str(evaluated["root"] / "out" / "checkpoint-3"),
+                baseline_endpoint=url,
+                baseline_model="big-general-model",
+                metrics=("accuracy", "tool_calls"),
+                limit=12,
+                max_new_tokens=16,
+                output=tmp_path / "report",
+                quiet=True,
+            )
+        )
+    errors = report["errors"]["test"]
+    assert errors["baseline"] == 2 and errors["fine_tuned"] == 0 and errors["excluded"] == 2
+    assert {e["id"] for e in errors["examples"]} == {items[3].id, items[4].id}
+    assert all("HTTP 500" in e["error"] for e in errors["examples"])
+    assert report["items"] == 10 and report["baseline"]["errors"] == 2
+    assert report["baseline"]["accuracy"] == {**report["baseline"]["accuracy"], "value": 1.0, "n": 10}
+    assert report["fine_tuned"]["accuracy"]["n"] == 10  # the pairs stay paired
+    assert report["comparison"]["fine_tuned_only_correct"] == 0  # the baseline is right on all ten
+    assert {asked[key] for key in broken} == {1 + openai_http.RETRIES}  # retried, then given up
+    assert waits.count(2) == 10  # each answered turn waited once, as its Retry-After asked
+    md = (tmp_path / "report" / "eval-report.md").read_text()
+    assert "errors: test: baseline 2, fine-tuned 0 without an answer; 2 items left out" in md
+    assert 'id="errors">errors: test: baseline 2' in (tmp_path / "report" / "eval-report.html").read_text()

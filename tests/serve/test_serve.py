@@ -694,6 +694,95 @@ def test_stacked_adapters_equal_peft_and_weights_scale(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("source", ["export", "training output"])
+def test_evaluation_asks_and_stops_as_serving_does(
+    engine: Engine, adapters: dict[str, Path], tmp_path: Path, source: str
+) -> None:
+    """For the same checkpoint, `ft evaluate` and the gateway apply the same system-prompt policy (the one the training
+    data was exported with), render the same prompt ids and stop at the same tokens: evaluation measures what is
+    served. Either side drifting (its own policy copy, its own stop list) fails this test."""
+    from clawtune.evaluate.backends import Item, LocalBackend
+    from clawtune.generation import short_system_prompt
+    from clawtune.models.checkpoint import load_for_inference
+    from clawtune.serve.serving import _normalise_messages
+
+    folder = adapters["alpha"] if source == "export" else adapters["alpha"].parent.parent / "alpha-out"
+    name = f"parity-{source.replace(' ', '-')}"
+    config = parse(
+        {
+            "models": [
+                {
+                    "id": name,
+                    "provider": "clawtune",
+                    "model": "clawtune/tiny-agent",
+                    "adapters": {"a": {"path": str(folder)}},
+                }
+            ],
+            "server": {"port": 0, "data_dir": str(tmp_path / "data")},
+        },
+        str(tmp_path / "m.yaml"),
+    )
+    gateway = Gateway(config, engine=engine)
+    try:
+        entry = gateway.entries[name]
+        backend = LocalBackend(load_for_inference(str(folder), device="cpu", merge=True))
+        trained = short_system_prompt("my-agent")  # the export's default policy: replace with the short prompt
+        assert gateway.policies[name] == backend.policy
+        assert (backend.policy.policy, backend.policy.prompt) == ("replace", trained)
+        assert backend.stop_ids == engine.stop_ids and backend.stop_ids
+        long_prompt = "You are OpenClaw. " + "Tool catalog and workspace files. " * 300
+        prompts = [
+            [
+                {"role": "system", "content": long_prompt},
+                {"role": "user", "content": "What was revenue in Q3 for EMEA?"},
+            ],
+            [
+                {"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": "Find the contact for Lisbon."},
+            ],
+            [{"role": "user", "content": "Hello"}],
+        ]
+        for messages in prompts:
+            item = Item("x", "tool_call", messages, TOOLS, {"role": "assistant", "content": "ok"})
+            evaluated = backend.loaded.tokenizer(backend.prompt_text(item), add_special_tokens=False)["input_ids"]
+            served = engine.render(name, gateway.apply_policy(entry, _normalise_messages(messages)), TOOLS)
+            assert list(evaluated) == served
+            assert trained in backend.prompt_text(item) and "OpenClaw" not in backend.prompt_text(item)
+    finally:
+        engine.remove_adapter(name)
+        gateway.log.close()
+
+
+def test_evaluation_and_serving_stop_alike_where_the_model_configs_disagree(tmp_path: Path) -> None:
+    """A model whose tokenizer and generation config name only `<|endoftext|>` while its chat template ends a turn
+    with `<|im_end|>` (as many base models ship): evaluation and serving both stop at either (evaluation used to
+    stop at `<|endoftext|>` alone, and so generated past the end of the turn that serving cut)."""
+    import shutil
+
+    from clawtune.evaluate.backends import LocalBackend
+    from clawtune.models import resolve
+    from clawtune.models.checkpoint import load_for_inference
+
+    folder = tmp_path / "base-model"
+    shutil.copytree(resolve("clawtune/tiny-agent"), folder)
+    for name, key, value in (
+        ("tokenizer_config.json", "eos_token", "<|endoftext|>"),
+        ("generation_config.json", "eos_token_id", [0]),
+        ("config.json", "eos_token_id", 0),
+    ):
+        settings = json.loads((folder / name).read_text())
+        settings[key] = value
+        (folder / name).write_text(json.dumps(settings))
+    engine = Engine(str(folder), device="cpu")
+    try:
+        backend = LocalBackend(load_for_inference(str(folder), device="cpu"))
+        tokens = engine.tokenizer.convert_ids_to_tokens(sorted(engine.stop_ids))
+        assert backend.stop_ids == engine.stop_ids and tokens == ["<|endoftext|>", "<|im_end|>"]
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
 def test_server_on_the_tiny_model_with_admin_adapters(adapters: dict[str, Path], tmp_path: Path) -> None:
     config = parse(
         {

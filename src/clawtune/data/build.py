@@ -32,6 +32,7 @@ from clawtune.data.holdout import REPORT, read_export
 from clawtune.data.options import TrainingDataOptions
 from clawtune.data.scrub import Scrubber
 from clawtune.data.split import SPLITS, assign_splits
+from clawtune.generation import parse_choice
 from clawtune.logs.convert import Conversation, ConvertOptions, convert_segment, entry_time, iso
 from clawtune.logs.lines import line_limit, read_lines
 from clawtune.logs.sessions import (
@@ -55,27 +56,6 @@ ID_PLACEHOLDER = "0" * 16
 ID_TAIL = b'"export_id":"' + ID_PLACEHOLDER.encode() + b'"}}\n'
 
 
-def short_system_prompt(agent_id: str) -> str:
-    """The generated one-liner that replaces OpenClaw's ~48,000-character generic prompt by default."""
-    return (
-        f"You are {agent_id}, a specialist agent. Use the provided tools when a request needs data, answer concisely, "
-        "and politely decline requests outside your scope."
-    )
-
-
-def resolve_system_prompt(options: TrainingDataOptions) -> tuple[str, str | None]:
-    """(policy, replacement text) from `--system-prompt keep|drop|short|FILE`."""
-    choice = options.system_prompt
-    if choice in ("keep", "drop"):
-        return choice, None
-    if choice == "short":
-        return "replace", short_system_prompt(options.agent_id)
-    path = Path(choice)
-    if not path.is_file():
-        raise InputError(f"--system-prompt {choice!r}: expected keep, drop, short or an existing file")
-    return "replace", path.read_text(encoding="utf-8").strip()
-
-
 class Exporter:
     """Holds the counters of one export run; `run()` is the whole command."""
 
@@ -89,7 +69,7 @@ class Exporter:
         self.duplicates: Counter[str] = Counter()  # sessions found again in another store (after an upgrade)
         self.seen_exact: set[bytes] = set()
         self.seen_near: set[bytes] = set()
-        self.policy, self.replacement = resolve_system_prompt(options)
+        self.policy = parse_choice(options.system_prompt, options.agent_id)
         self.splits: dict[str, str] = {}
         self.export_id = ""  # derived from what is exported, once the split is known (see `derive_export_id`)
         self.content = hashlib.blake2b(digest_size=16)
@@ -180,13 +160,11 @@ class Exporter:
     def read(self, sources: list[Path], index: dict[str, dict[str, Any]]) -> Any:
         """Sessions that pass the agent, key and channel filters, with a progress bar over the sources."""
         options = self.options
-        if options.progress:
-            from rich.progress import Progress
+        import rich
 
-            bar: Any = Progress(transient=True)
-        else:
-            bar = contextlib.nullcontext(_NoProgress())
-        with bar as progress:
+        from clawtune.progress import progress_bar
+
+        with progress_bar("reading sessions", rich.get_console() if options.progress else None) as progress:
             task = progress.add_task("reading sessions", total=len(sources))
             done_sources: set[str] = set()
             for session in iter_sessions(sources, self.problems, index, self.duplicates):
@@ -280,7 +258,7 @@ class Exporter:
                 "trained_at": iso(first_trained),
                 "source": f"{session.where(low)}-{high}" if lines else session.where(None),
                 "signals": [s for s in conv.signals if low is not None and low <= (s.get("line") or 0) <= (high or 0)],
-                "system_prompt": self.policy,
+                "system_prompt": self.policy.policy,
                 "export_id": ID_PLACEHOLDER,  # the last key: write_splits puts the real id in place of it
             }
             yield example
@@ -299,14 +277,9 @@ class Exporter:
         return tools or None
 
     def system_message(self, session: RawSession) -> dict[str, Any] | None:
-        if self.policy == "drop":
-            return None
-        if self.policy == "keep":
-            if session.system_prompt:
-                return {"role": "system", "content": session.system_prompt}
+        if self.policy.policy == "keep" and not session.system_prompt:
             self.stats["system_prompt_unknown"] += 1
-            return None
-        return {"role": "system", "content": self.replacement}
+        return self.policy.system_message(session.system_prompt)
 
     def keep(self, example: Example) -> bool:
         """Date range, failure and duplicate filters; scrubbing happens here, after filtering, before keys."""
@@ -400,7 +373,7 @@ class Exporter:
             "skipped_input": self.problems.summary(),
             "redactions": dict(self.scrubber.counts.most_common()) if self.options.scrub else "disabled (--no-scrub)",
             "tool_call_share": round(self.stats["examples_with_tool_calls"] / total, 4) if total else 0.0,
-            "system_prompt": {"policy": self.policy, "prompt": self.replacement},
+            "system_prompt": self.policy.record(),
             "conversion": {k: v for k, v in sorted(self.stats.items()) if k not in ("sessions_read", "sessions_used")},
             "date_range": [d.isoformat() for d in self.options.dates] if self.options.dates else None,
             "max_tokens": self.options.max_tokens,
@@ -450,16 +423,6 @@ def stale_files(folder: Path, export_id: str) -> list[dict[str, Any]]:
 def write_report(folder: Path, report: dict[str, Any], name: str = REPORT) -> None:
     """The report, written to a temporary name and renamed into place."""
     write_json_atomic(folder / name, report)
-
-
-class _NoProgress:
-    """Stands in for rich's Progress when no bar is shown (not a terminal), so rich is not even imported."""
-
-    def add_task(self, *args: Any, **kwargs: Any) -> int:
-        return 0
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        pass
 
 
 def export_training_data(options: TrainingDataOptions) -> dict[str, Any]:

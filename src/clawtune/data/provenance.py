@@ -7,11 +7,11 @@ example reader (`data.validate.iter_examples`), and `artifacts/` sits below the 
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from clawtune.artifacts.manifest import training_file
 from clawtune.data.validate import iter_examples
+from clawtune.generation import SystemPromptPolicy, policy_of_examples
 from clawtune.problems import Problems
 
 
@@ -23,22 +23,11 @@ def training_examples(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return [e for _, e in iter_examples(train, Problems())]
 
 
-def training_system_prompt(
-    manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None
-) -> dict[str, Any] | None:
-    """The system-prompt policy the training data used ({policy: keep|drop|replace, prompt}), from the export's
-    per-example metadata; serving applies it so a request with the agent's long prompt reaches the model as trained."""
-    policies: Counter[str] = Counter()
-    prompts: Counter[str] = Counter()
-    for example in training_examples(manifest) if examples is None else examples:
-        policy = (example.get("metadata") or {}).get("system_prompt")
-        if policy in ("keep", "drop", "replace"):
-            policies[policy] += 1
-            first = (example.get("messages") or [{}])[0]
-            if policy == "replace" and first.get("role") == "system" and isinstance(first.get("content"), str):
-                prompts[first["content"]] += 1
-    if not policies:
-        return None
-    policy = policies.most_common(1)[0][0]
-    prompt = prompts.most_common(1)[0][0] if prompts else None
-    return {"policy": policy if policy != "replace" or prompt else "keep", "prompt": prompt}
+def trained_policy(manifest: dict[str, Any], examples: list[dict[str, Any]] | None = None) -> SystemPromptPolicy | None:
+    """The system-prompt policy a checkpoint (or export) was trained under, which serving and evaluation both apply:
+    an export's manifest records it; a checkpoint's is read from its training data (`examples` when already read).
+    None when unknown (the request's own prompt is then kept)."""
+    recorded = SystemPromptPolicy.from_record(manifest.get("system_prompt"))
+    if recorded is not None:
+        return recorded
+    return policy_of_examples(training_examples(manifest) if examples is None else examples)

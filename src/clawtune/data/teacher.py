@@ -1,8 +1,9 @@
 """A teacher model behind any OpenAI-compatible endpoint: paraphrases user turns for augmentation, and answers a
 failing turn again for the improvement loop (its tool calls checked against the offered tools' schemas).
 
-Plain HTTP (urllib): the data stage needs no client library. Failures (network, HTTP errors, odd replies) are counted
-and the example falls back to the offline transformations; nothing from the teacher is kept unchecked.
+Requests go through the one endpoint client (`clawtune.openai_http`: a 429 or 5xx is retried with backoff, honouring
+Retry-After). What still fails (network, HTTP errors, odd replies) is counted and the example falls back to the
+offline transformations; nothing from the teacher is kept unchecked.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from clawtune.openai_http import ERRORS, chat_completion, completions_url
+from clawtune.openai_http import ERRORS, Client, completions_url
 from clawtune.problems import InputError
 
 INSTRUCTION = (
@@ -35,6 +36,7 @@ class Teacher:
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
+        self.client = Client(timeout)
         self.stats: dict[str, Any] = {"requests": 0, "failures": 0, "last_error": None}
 
     def check(self) -> None:
@@ -67,7 +69,7 @@ class Teacher:
         }
         self.stats["requests"] += 1
         try:
-            content = chat_completion(self.url, body, self.api_key, self.timeout)["choices"][0]["message"]["content"]
+            content = self.client.chat_completion(self.url, body, self.api_key)["choices"][0]["message"]["content"]
         except ERRORS as exc:
             self.stats["failures"] += 1
             self.stats["last_error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -81,7 +83,7 @@ class Teacher:
             body["tools"] = tools
         self.stats["requests"] += 1
         try:
-            message = chat_completion(self.url, body, self.api_key, self.timeout)["choices"][0]["message"]
+            message = self.client.chat_completion(self.url, body, self.api_key)["choices"][0]["message"]
             if not isinstance(message, dict):
                 raise TypeError("the reply's message is not an object")
         except ERRORS as exc:

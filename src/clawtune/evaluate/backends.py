@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clawtune.data.recipe import category
+from clawtune.generation import KEEP, SystemPromptPolicy, stop_token_ids
 from clawtune.messages import Message, is_trained
 from clawtune.models.toolcalls import parse_reply
 from clawtune.problems import Problems
@@ -67,30 +68,30 @@ def example_items(example: dict[str, Any], name: str) -> list[Item]:
     ]
 
 
-def _with_system(prompt: list[Message], system_prompt: str | None) -> list[Message]:
-    if system_prompt is None:
-        return prompt
-    rest = prompt[1:] if prompt and prompt[0]["role"] == "system" else prompt
-    return [{"role": "system", "content": system_prompt}, *rest]
-
-
 class LocalBackend:
-    """Greedy batched generation with a locally loaded model (see `models.checkpoint`)."""
+    """Greedy batched generation with a locally loaded model (see `models.checkpoint`), as the gateway would serve
+    it: the same system-prompt policy (the checkpoint's, unless `policy` is given), the same stop tokens, the same
+    decoding of the reply (`clawtune.generation`)."""
 
     def __init__(
-        self, loaded: Any, batch_size: int = 8, max_new_tokens: int = 256, system_prompt: str | None = None
+        self, loaded: Any, batch_size: int = 8, max_new_tokens: int = 256, policy: SystemPromptPolicy | None = None
     ) -> None:
         self.loaded = loaded
         self.name = loaded.name
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.system_prompt = system_prompt
+        if policy is None and loaded.manifest is not None:
+            from clawtune.data.provenance import trained_policy
+
+            policy = trained_policy(loaded.manifest)
+        self.policy = policy or KEEP
+        self.stop_ids = stop_token_ids(loaded.tokenizer, getattr(loaded.model, "generation_config", None))
         self.kind = "local"
 
     def prompt_text(self, item: Item) -> str:
         from clawtune.artifacts.render import render_text, template_messages
 
-        messages = template_messages(_with_system(item.prompt, self.system_prompt))
+        messages = template_messages(self.policy.apply(item.prompt))
         return render_text(self.loaded.tokenizer, messages, item.tools, True)
 
     def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
@@ -101,7 +102,7 @@ class LocalBackend:
         texts = [self.prompt_text(item) for item in items]
         encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
-        stop = {tokenizer.eos_token_id, *_ids(getattr(model, "generation_config", None))} - {None}
+        stop = self.stop_ids
         results: list[Generation | None] = [None] * len(items)
         device = next(model.parameters()).device
         for start in range(0, len(order), self.batch_size):
@@ -126,10 +127,11 @@ class LocalBackend:
                 torch.cuda.synchronize()
             elapsed = time.perf_counter() - began
             for row, i in enumerate(batch):
+                # what the engine sends: the tokens before the first stop token, decoded with special tokens kept
                 new = out[row, width:].tolist()
                 ends = [k for k, t in enumerate(new) if t in stop]
-                new = new[: ends[0] + 1] if ends else new
-                raw = tokenizer.decode(new, skip_special_tokens=True)
+                new = new[: ends[0]] if ends else new
+                raw = tokenizer.decode(new, skip_special_tokens=False)
                 parsed = parse_reply(raw)
                 results[i] = Generation(
                     parsed.message, raw, parsed.invalid, elapsed, len(encoded[i]), len(new), None, elapsed / len(batch)
@@ -137,13 +139,6 @@ class LocalBackend:
             if progress is not None:
                 progress(len(batch))
         return [r for r in results if r is not None]
-
-
-def _ids(config: Any) -> list[int]:
-    value = getattr(config, "eos_token_id", None)
-    if value is None:
-        return []
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 class EndpointBackend:
@@ -155,28 +150,29 @@ class EndpointBackend:
         model: str,
         api_key: str | None = None,
         max_new_tokens: int = 256,
-        system_prompt: str | None = None,
+        policy: SystemPromptPolicy | None = None,
         timeout: float = 120.0,
     ) -> None:
-        from clawtune.openai_http import completions_url
+        from clawtune.openai_http import Client, completions_url
 
         self.url = completions_url(endpoint)
+        self.client = Client(timeout)  # a 429 or 5xx is retried; what still fails is an error, not a wrong answer
         self.model = model
         self.name = f"{model} @ {endpoint}"
         self.api_key = api_key
         self.max_new_tokens = max_new_tokens
-        self.system_prompt = system_prompt
+        self.policy = policy or KEEP  # a served fine-tune applies its own; a baseline may need one
         self.timeout = timeout
         self.kind = "endpoint"
 
     def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
-        from clawtune.openai_http import ERRORS, chat_completion
+        from clawtune.openai_http import ERRORS
 
         results = []
         for item in items:
             body: dict[str, Any] = {
                 "model": self.model,
-                "messages": _with_system(item.prompt, self.system_prompt),
+                "messages": self.policy.apply(item.prompt),
                 "temperature": 0,
                 "max_tokens": self.max_new_tokens,
             }
@@ -184,7 +180,7 @@ class EndpointBackend:
                 body["tools"] = item.tools
             began = time.perf_counter()
             try:
-                reply = chat_completion(self.url, body, self.api_key, self.timeout)
+                reply = self.client.chat_completion(self.url, body, self.api_key)
                 message = reply["choices"][0]["message"]
                 usage = reply.get("usage") or {}
                 message = {

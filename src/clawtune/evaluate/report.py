@@ -116,6 +116,8 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         else "yellow"
     )
     console.print(f"[{colour}]{comparison['verdict']}[/]", highlight=False)
+    if line := errors_line(report):
+        console.print(f"[yellow]errors[/]: {line}", highlight=False)
     if line := overlap_line(report):
         console.print(f"overlap: {line}", highlight=False, markup=False)
     if report.get("forgetting", {}).get("flagged"):
@@ -126,6 +128,18 @@ def print_table(report: dict[str, Any], console: Console) -> None:
             highlight=False,
         )
     console.print(f"reports: {', '.join(report['files'].values())}", highlight=False)
+
+
+def errors_line(report: dict[str, Any]) -> str | None:
+    """The requests an endpoint still failed after its retries, per set, and what was left out because of them."""
+    parts = []
+    for name, e in (report.get("errors") or {}).items():
+        if e["baseline"] or e["fine_tuned"]:
+            parts.append(
+                f"{name}: baseline {e['baseline']}, fine-tuned {e['fine_tuned']} without an answer; {e['excluded']} "
+                "items left out of both sides' figures"
+            )
+    return "; ".join(parts) + " (not scored as wrong)" if parts else None
 
 
 def overlap_line(report: dict[str, Any]) -> str | None:
@@ -153,6 +167,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"- fine-tuned: {report['fine_tuned']['name']}",
         f"- **verdict: {report['comparison']['verdict']}**",
         *([f"- overlap: {line}"] if (line := overlap_line(report)) else []),
+        *([f"- errors: {line}"] if (line := errors_line(report)) else []),
         "",
         "| metric | baseline | fine-tuned | change |",
         "|---|---|---|---|",
@@ -250,6 +265,7 @@ td.up {{ color: #15803d; font-weight: 600; }} td.down {{ color: #b91c1c; font-we
 Baseline: <b>{html.escape(base["name"])}</b>. Fine-tuned: <b>{html.escape(tuned["name"])}</b>.</p>
 <p class="verdict" id="verdict">{html.escape(report["comparison"]["verdict"])}</p>
 {f'<p id="overlap">{html.escape(line)}</p>' if (line := overlap_line(report)) else ""}
+{f'<p id="errors">errors: {html.escape(line)}</p>' if (line := errors_line(report)) else ""}
 <table id="metrics"><tr><th>metric</th><th>baseline</th><th>fine-tuned</th><th>change</th></tr>{table}</table>
 <p class="legend"><span style="color:#9aa5b1">■ baseline</span><span style="color:#2563eb">■ fine-tuned</span>
 Rates show their 95% bootstrap interval in brackets.</p>

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalB
 from clawtune.evaluate.metrics import Score, score
 from clawtune.evaluate.options import EvalError, EvalOptions
 from clawtune.evaluate.stats import bootstrap_ci, mcnemar_exact, percentile
+from clawtune.generation import SystemPromptPolicy
 from clawtune.problems import Problems
 
 ALPHA = 0.05
@@ -37,6 +38,36 @@ class Side:
     benchmark_generations: list[Generation] = field(default_factory=list)
     benchmark_reasons: list[str | None] = field(default_factory=list)
 
+    def subset(self, keep: list[int]) -> Side:
+        """This side on the items at `keep` (the other sets as they are)."""
+        return replace(
+            self,
+            generations=[self.generations[i] for i in keep],
+            scores=[self.scores[i] for i in keep],
+            judged=[self.judged[i] for i in keep] if self.judged else [],
+        )
+
+
+def both_answered(base: list[Generation], tuned: list[Generation]) -> list[int]:
+    """The items both sides answered (an endpoint's failure, once its retries are spent, is no answer)."""
+    return [i for i, (b, t) in enumerate(zip(base, tuned, strict=True)) if b.error is None and t.error is None]
+
+
+def errored(items: list[Item], base: list[Generation], tuned: list[Generation]) -> dict[str, Any]:
+    """How many items each side failed to answer, how many were left out for it, and the first few failures."""
+    examples = [
+        {"id": item.id, "side": label, "error": g.error}
+        for item, pair in zip(items, zip(base, tuned, strict=True), strict=True)
+        for label, g in zip(("baseline", "fine_tuned"), pair, strict=True)
+        if g.error is not None
+    ]
+    return {
+        "baseline": sum(g.error is not None for g in base),
+        "fine_tuned": sum(g.error is not None for g in tuned),
+        "excluded": len(items) - len(both_answered(base, tuned)),
+        "examples": examples[:10],
+    }
+
 
 def _backend(options: EvalOptions, which: str) -> Any:
     """The fine-tuned ("model") or baseline side."""
@@ -52,11 +83,13 @@ def _backend(options: EvalOptions, which: str) -> Any:
             raise EvalError("give --model-dir (a checkpoint or model folder) or --endpoint")
         loaded = load_for_inference(options.model_dir, allow_base_mismatch=options.allow_base_mismatch, merge=True)
         return LocalBackend(loaded, options.batch_size, options.max_new_tokens)
-    system = options.baseline_system_prompt.read_text(encoding="utf-8") if options.baseline_system_prompt else None
+    # the prompt exactly as the file holds it, in place of the test set's (check_inputs refused an empty file)
+    text = options.baseline_system_prompt.read_text(encoding="utf-8") if options.baseline_system_prompt else None
+    policy = SystemPromptPolicy("replace", text) if text else None
     if options.baseline_endpoint:
         if not options.baseline_model:
             raise EvalError("--baseline-endpoint needs --baseline-model")
-        return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, system)
+        return EndpointBackend(options.baseline_endpoint, options.baseline_model, key, options.max_new_tokens, policy)
     name = options.baseline
     if name is None:
         from clawtune.artifacts.manifest import MANIFEST, read_manifest
@@ -65,7 +98,7 @@ def _backend(options: EvalOptions, which: str) -> Any:
         if not options.model_dir or not (folder / MANIFEST).is_file():
             raise EvalError("no baseline: give --baseline (a model) or --baseline-endpoint with --baseline-model")
         name = read_manifest(folder)["base_model"]
-    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, system)
+    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, policy)
 
 
 def check_inputs(options: EvalOptions) -> None:
@@ -99,8 +132,11 @@ def check_inputs(options: EvalOptions) -> None:
             "no baseline: --model-dir is not a clawtune checkpoint, so its base model is unknown; give --baseline "
             "(a model) or --baseline-endpoint with --baseline-model"
         )
-    if options.baseline_system_prompt is not None and not options.baseline_system_prompt.is_file():
-        raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+    if options.baseline_system_prompt is not None:
+        if not options.baseline_system_prompt.is_file():
+            raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: no such file")
+        if not options.baseline_system_prompt.read_text(encoding="utf-8").strip():
+            raise EvalError(f"--baseline-system-prompt {options.baseline_system_prompt}: the file is empty")
     if options.benchmark:
         from clawtune.evaluate.bfcl import _package_dir, parse_spec
 
@@ -151,10 +187,10 @@ def _check_model(name: str, flag: str, allow_base_mismatch: bool) -> None:
         raise EvalError(f"{flag} {exc}") from None
 
 
-def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | None:
+def _judge(options: EvalOptions, item: Item, generation: Generation, client: Any = None) -> bool | None:
     """Optional LLM-as-judge: does the answer say what the reference says? None when the judge fails."""
     from clawtune.evaluate.metrics import content_text
-    from clawtune.openai_http import ERRORS, chat_completion, completions_url
+    from clawtune.openai_http import ERRORS, Client, completions_url
 
     question = (
         "Reference answer:\n"
@@ -166,7 +202,7 @@ def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | N
     )
     body = {"model": options.judge_model, "messages": [{"role": "user", "content": question}], "temperature": 0}
     try:
-        reply = chat_completion(
+        reply = (client or Client()).chat_completion(
             completions_url(options.judge_endpoint or ""), body, os.environ.get(options.api_key_env)
         )
         text = str(reply["choices"][0]["message"]["content"]).strip().lower()
@@ -176,17 +212,9 @@ def _judge(options: EvalOptions, item: Item, generation: Generation) -> bool | N
 
 
 def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, console: Any, judge: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from clawtune.progress import progress_bar
 
-    with Progress(
-        TextColumn(f"{side.label:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-        transient=True,
-    ) as progress:
+    with progress_bar(f"{side.label:<10}", console) as progress:
         task = progress.add_task(side.label, total=len(items))
         side.generations = backend.generate(items, lambda n: progress.advance(task, n))
     side.scores = [
@@ -194,8 +222,11 @@ def _answer(side: Side, backend: Any, items: list[Item], options: EvalOptions, c
         for item, g in zip(items, side.generations, strict=True)
     ]
     if judge and options.judge_endpoint and options.judge_model:
+        from clawtune.openai_http import Client
+
+        client = Client()
         side.judged = [
-            _judge(options, item, g) if s.kind == "text" else s.correct
+            None if g.error else _judge(options, item, g, client) if s.kind == "text" else s.correct
             for item, g, s in zip(items, side.generations, side.scores, strict=True)
         ]
 
@@ -237,7 +268,6 @@ def summarize(side: Side, items: list[Item], options: EvalOptions) -> dict[str, 
     out["prompt_tokens_per_request"] = sum(g.prompt_tokens for g in gens) / max(len(gens), 1)
     out["completion_tokens_per_request"] = sum(g.completion_tokens for g in gens) / max(len(gens), 1)
     out["cost_per_request"] = cost(side, options)
-    out["errors"] = sum(g.error is not None for g in gens)
     if side.judged:
         out["judge_accuracy"] = rate([bool(j) for j in side.judged if j is not None])
     if side.forgetting:
@@ -503,13 +533,48 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         sides[which] = side
         del backend
     base, tuned = sides["baseline"], sides["model"]
+    # An endpoint that still failed after its retries gave no answer: the item is counted under "errors" and left
+    # out of every figure of both sides (the pairs stay paired), never scored as a wrong answer.
+    errors = {"test": errored(items, base.generations, tuned.generations)}
+    keep = both_answered(base.generations, tuned.generations)
+    items, base, tuned = [items[i] for i in keep], base.subset(keep), tuned.subset(keep)
+    if general:
+        errors["general"] = errored(general, base.general_generations, tuned.general_generations)
+        keep = both_answered(base.general_generations, tuned.general_generations)
+        general = [general[i] for i in keep]
+        for side in (base, tuned):
+            side.forgetting = [side.forgetting[i] for i in keep]
+            side.general_generations = [side.general_generations[i] for i in keep]
+    if base.held_out is not None and tuned.held_out is not None:
+        errors["held_out"] = errored(failures, base.held_out.generations, tuned.held_out.generations)
+        keep = both_answered(base.held_out.generations, tuned.held_out.generations)
+        failures, base.held_out, tuned.held_out = (
+            [failures[i] for i in keep],
+            base.held_out.subset(keep),
+            tuned.held_out.subset(keep),
+        )
+    if cases:
+        errors["benchmark"] = errored(bench_items, base.benchmark_generations, tuned.benchmark_generations)
+        keep = both_answered(base.benchmark_generations, tuned.benchmark_generations)
+        cases = [cases[i] for i in keep]
+        for side in (base, tuned):
+            side.benchmark = [side.benchmark[i] for i in keep]
+            side.benchmark_reasons = [side.benchmark_reasons[i] for i in keep]
+            side.benchmark_generations = [side.benchmark_generations[i] for i in keep]
+    if not items:
+        first = errors["test"]["examples"][0]
+        raise EvalError(
+            f"{options.test_set}: no held-out turn was answered by both sides (the {first['side']} failed: "
+            f"{first['error']})"
+        )
     report: dict[str, Any] = {
         "test_set": str(options.test_set),
         "items": len(items),
+        "errors": errors,
         "examples_skipped": len(problems),
         "metrics": list(options.metric_names),
-        "baseline": summarize(base, items, options),
-        "fine_tuned": summarize(tuned, items, options),
+        "baseline": {**summarize(base, items, options), "errors": errors["test"]["baseline"]},
+        "fine_tuned": {**summarize(tuned, items, options), "errors": errors["test"]["fine_tuned"]},
         "comparison": compare(base.scores, tuned.scores),
         "worst_failures": worst_failures(items, base, tuned),
         "per_item": per_item(items, base, tuned),

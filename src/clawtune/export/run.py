@@ -28,7 +28,7 @@ from clawtune.artifacts.adapter import FILES as ADAPTER_FILES
 from clawtune.artifacts.adapter import Adapter, read_adapter
 from clawtune.artifacts.chat_templates import without_markers
 from clawtune.artifacts.files import staged_folder
-from clawtune.data.provenance import training_examples, training_system_prompt
+from clawtune.data.provenance import trained_policy, training_examples
 from clawtune.export import gguf as gguf_export
 from clawtune.export import ollama, parity
 from clawtune.export.gotemplate import render as render_go
@@ -144,7 +144,7 @@ def export(options: ExportOptions) -> dict[str, Any]:
         name,
         _parity_examples(trained, options.parity_examples),
         _base_config(manifest),
-        training_system_prompt(manifest, trained),
+        policy.record() if (policy := trained_policy(manifest, trained)) else None,
         evaluation_summary(folder),
     )
     _check_jinja(ctx)

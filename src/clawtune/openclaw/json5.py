@@ -1,9 +1,10 @@
 """Edit a JSON5 document (OpenClaw's `openclaw.json`) in place, keeping every comment, key order and layout.
 
 `parse` reads JSON5 (comments, trailing commas, unquoted keys, single quotes, hex, Infinity/NaN, leading `+` or `.`)
-into nodes that remember where each value sits in the text. `set_value`, `upsert_item` and friends rewrite only the
-span of what changes, indenting inserted members like their siblings, so a user's hand-written config keeps its
-comments and formatting, and applying the same change twice gives the same text.
+into nodes that remember where each value sits in the text. `set_value` (the one write path; `upsert_item` is built on
+it) rewrites only the span of what changes, indenting what it writes like the file does (its siblings' indent, else
+the document's own step: 2 spaces, 4 spaces or tabs), so a user's hand-written config keeps its comments and
+formatting, and applying the same change twice gives the same text. Paths are object keys and array indices.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,20 +269,45 @@ def _line_indent(text: str, pos: int) -> str:
     return match.group() if match else ""
 
 
-def _style(text: str, node: Node) -> tuple[str, str]:
-    """(indent of the container's line, one indent step) guessed from the container and its children."""
+def _style(text: str, node: Node, root: Node | None = None) -> tuple[str, str]:
+    """(indent of the container's line, one indent step) from the container's children; a container with none on
+    lines of their own takes the document's step (`root`)."""
+    base = _line_indent(text, node.start)
+    step = _own_step(text, node)
+    if step is None:
+        step = document_step(text, root if root is not None else parse(text))
+    return base, step
+
+
+def _own_step(text: str, node: Node) -> str | None:
     base = _line_indent(text, node.start)
     children = node.members if isinstance(node, ObjectNode) else node.items if isinstance(node, ArrayNode) else []
     for child in children:
         pos = child.key_start if isinstance(child, Member) else child.start
         if "\n" in text[node.start : pos]:
             own = _line_indent(text, pos)
-            if len(own) > len(base):
-                return base, own[len(base) :]
-    return base, "  "
+            if len(own) > len(base) and own.startswith(base):
+                return own[len(base) :]
+    return None
 
 
-def _insert(text: str, container: Node, entry: str, single_line: bool) -> str:
+def document_step(text: str, root: Node) -> str:
+    """The document's indent step: that of its first container whose children sit on lines of their own (two spaces
+    for a document with none)."""
+    pending = [root]
+    while pending:
+        node = pending.pop(0)
+        step = _own_step(text, node)
+        if step is not None:
+            return step
+        if isinstance(node, ObjectNode):
+            pending += [m.value for m in node.members]
+        elif isinstance(node, ArrayNode):
+            pending += node.items
+    return "  "
+
+
+def _insert(text: str, container: Node, entry: str, single_line: bool, root: Node) -> str:
     """Insert `entry` (already indented text without a trailing comma) as the container's last child."""
     children = container.members if isinstance(container, ObjectNode) else container.items  # type: ignore[attr-defined]
     close = container.end - 1
@@ -292,7 +319,7 @@ def _insert(text: str, container: Node, entry: str, single_line: bool) -> str:
         probe.pos = after
         probe.skip()
         has_comma = text[probe.pos : probe.pos + 1] == ","
-        base, step = _style(text, container)
+        base, step = _style(text, container, root)
         if single_line or "\n" not in text[container.start : close]:
             sep = ", " if not has_comma else " "
             point = probe.pos + 1 if has_comma else after
@@ -300,7 +327,7 @@ def _insert(text: str, container: Node, entry: str, single_line: bool) -> str:
         point = probe.pos + 1 if has_comma else after
         trailing = "," if has_comma else ""
         return text[:point] + ("" if has_comma else ",") + "\n" + base + step + entry + trailing + text[point:]
-    base, step = _style(text, container)
+    base, step = _style(text, container, root)
     inside = text[container.start + 1 : close]
     if single_line:
         return text[: container.start + 1] + entry.strip() + text[close:]
@@ -319,51 +346,74 @@ def dumps_inline(value: Any, quoted: bool = False) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _render_for(text: str, container: Node, value: Any) -> str:
+def _render_for(text: str, container: Node, value: Any, root: Node) -> str:
     quoted = quotes_keys(text)
     children = container.members if isinstance(container, ObjectNode) else getattr(container, "items", [])
     if children and "\n" not in text[container.start : container.end]:
         return dumps_inline(value, quoted)
-    base, step = _style(text, container)
+    base, step = _style(text, container, root)
     return dumps(value, step, base + step, quoted)
 
 
-def set_value(text: str, path: list[str], value: Any, name: str = "<json5>") -> str:
-    """`text` with the value at `path` (object keys) set to `value`, creating missing objects on the way.
+KeyPath = Sequence[str | int]  # object keys and array indices
 
-    A value already equal to `value` is left exactly as written (so a second run changes nothing)."""
+
+def _where(path: KeyPath) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".") or "the top level"
+
+
+def set_value(text: str, path: KeyPath, value: Any, name: str = "<json5>") -> str:
+    """`text` with the value at `path` set to `value`. A path is object keys (str) and array indices (int, negative
+    from the end); missing objects are created on the way, an index must exist.
+
+    A value already equal to `value` is left exactly as written (so a second run changes nothing); a new or replaced
+    value is indented like the file (the step of its container's children, else the document's)."""
     root = parse(text, name)
     node: Node = root
     for depth, key in enumerate(path):
+        if isinstance(key, int):
+            if not isinstance(node, ArrayNode):
+                raise JSON5Error(f"{name}: {_where(path[:depth])} is not an array, so {_where(path)} cannot be set")
+            if not -len(node.items) <= key < len(node.items):
+                raise JSON5Error(f"{name}: {_where(path[:depth])} has {len(node.items)} items, no item {key}")
+            node = node.items[key]
+            continue
         if not isinstance(node, ObjectNode):
-            where = ".".join(path[:depth]) or "the top level"
-            raise JSON5Error(f"{name}: {where} is not an object, so {'.'.join(path)} cannot be set")
+            raise JSON5Error(f"{name}: {_where(path[:depth])} is not an object, so {_where(path)} cannot be set")
         child = node.get(key)
         if child is None:
+            if any(isinstance(inner, int) for inner in path[depth + 1 :]):
+                raise JSON5Error(f"{name}: {_where(path[: depth + 1])} does not exist, so {_where(path)} cannot be set")
             remaining: Any = value
             for inner in reversed(path[depth + 1 :]):
                 remaining = {inner: remaining}
-            entry = f"{_key(key, quotes_keys(text))}: {_render_for(text, node, remaining)}"
-            return _insert(text, node, entry, single_line=False)
+            entry = f"{_key(key, quotes_keys(text))}: {_render_for(text, node, remaining, root)}"
+            return _insert(text, node, entry, single_line=False, root=root)
         node = child
     if to_python(node) == value:
         return text
     base = _line_indent(text, node.start)
-    step = _style(text, node)[1] if isinstance(node, ObjectNode | ArrayNode) else "  "
+    step = _style(text, node, root)[1]
     replacement = dumps(value, step, base, quotes_keys(text))
     return text[: node.start] + replacement + text[node.end :]
 
 
-def find(root: Node, path: list[str]) -> Node | None:
+def find(root: Node, path: KeyPath) -> Node | None:
+    """The node at `path` (object keys and array indices), or None."""
     node: Node | None = root
     for key in path:
-        if not isinstance(node, ObjectNode):
+        if isinstance(key, int):
+            if not isinstance(node, ArrayNode) or not -len(node.items) <= key < len(node.items):
+                return None
+            node = node.items[key]
+        elif isinstance(node, ObjectNode):
+            node = node.get(key)
+        else:
             return None
-        node = node.get(key)
     return node
 
 
-def upsert_item(text: str, path: list[str], match: dict[str, Any], item: dict[str, Any], name: str = "<json5>") -> str:
+def upsert_item(text: str, path: KeyPath, match: dict[str, Any], item: dict[str, Any], name: str = "<json5>") -> str:
     """In the array at `path`, replace the first object whose fields equal `match` with `item`, or append `item`.
 
     Fields of the existing object not in `item` are kept (a user's own settings on the entry survive)."""
@@ -372,29 +422,13 @@ def upsert_item(text: str, path: list[str], match: dict[str, Any], item: dict[st
     if array is None:
         return set_value(text, path, [item], name)
     if not isinstance(array, ArrayNode):
-        raise JSON5Error(f"{name}: {'.'.join(path)} is not an array")
+        raise JSON5Error(f"{name}: {_where(path)} is not an array")
     for index, existing in enumerate(array.items):
         if isinstance(existing, ObjectNode) and all(
             to_python(existing.get(k) or Node(0, 0, None)) == v for k, v in match.items()
         ):
             for key, value in item.items():
-                text = _set_in_item(text, path, index, key, value, name)
+                text = set_value(text, [*path, index, key], value, name)
             return text
-    entry = _render_for(text, array, item)
-    return _insert(text, array, entry, single_line=False)
-
-
-def _set_in_item(text: str, path: list[str], index: int, key: str, value: Any, name: str) -> str:
-    root = parse(text, name)
-    array = find(root, path)
-    assert isinstance(array, ArrayNode)
-    target = array.items[index]
-    assert isinstance(target, ObjectNode)
-    child = target.get(key)
-    if child is None:
-        entry = f"{_key(key, quotes_keys(text))}: {_render_for(text, target, value)}"
-        return _insert(text, target, entry, single_line=False)
-    if to_python(child) == value:
-        return text
-    base = _line_indent(text, child.start)
-    return text[: child.start] + dumps(value, "  ", base, quotes_keys(text)) + text[child.end :]
+    entry = _render_for(text, array, item, root)
+    return _insert(text, array, entry, single_line=False, root=root)

@@ -15,14 +15,13 @@ import dataclasses
 import difflib
 import os
 import shutil
-import urllib.error
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from clawtune.artifacts.files import write_text_atomic
-from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models, models_url
+from clawtune.openai_http import ERRORS, EndpointError, ModelLimits, limits_of, list_models, models_url
 from clawtune.openclaw import json5
 from clawtune.problems import InputError
 
@@ -171,20 +170,19 @@ def apply(text: str, reg: Registration, name: str) -> str:
 def _set_primary(text: str, reg: Registration, name: str) -> str:
     ref = f"{reg.provider}/{reg.model_id}"
     root = json5.parse(text, name)
+    path: json5.KeyPath = ["agents", "defaults", "model"]
     if reg.agent:
+        path = ["agents", "entries", reg.agent, "model"]
         agents_list = json5.find(root, ["agents", "list"])
-        path: list[str] | None = None
         if isinstance(agents_list, json5.ArrayNode):
             for index, item in enumerate(agents_list.items):
                 if (
                     isinstance(item, json5.ObjectNode)
                     and json5.to_python(item.get("id") or json5.Node(0, 0)) == reg.agent
                 ):
-                    return _primary_in_list(text, index, ref, name)
-        path = ["agents", "entries", reg.agent, "model"]
-    else:
-        path = ["agents", "defaults", "model"]
-    current = json5.find(json5.parse(text, name), path)
+                    path = ["agents", "list", index, "model"]
+                    break
+    current = json5.find(root, path)
     value = json5.to_python(current) if current is not None else None
     return json5.set_value(text, path, _model_value(value, ref), name)
 
@@ -202,17 +200,6 @@ def _model_value(current: Any, ref: str) -> Any:
             updated["fallbacks"] = [old, *fallbacks]
         return updated
     return {"primary": ref}
-
-
-def _primary_in_list(text: str, index: int, ref: str, name: str) -> str:
-    root = json5.parse(text, name)
-    array = json5.find(root, ["agents", "list"])
-    assert isinstance(array, json5.ArrayNode)
-    item = array.items[index]
-    assert isinstance(item, json5.ObjectNode)
-    current = item.get("model")
-    value = _model_value(json5.to_python(current) if current is not None else None, ref)
-    return json5._set_in_item(text, ["agents", "list"], index, "model", value, name)
 
 
 @dataclass
@@ -238,11 +225,13 @@ def endpoint_limits(reg: Registration) -> tuple[ModelLimits | None, str]:
     url = models_url(base)
     try:
         cards = list_models(base, probe_key(reg.api_key), PROBE_TIMEOUT_S)
-    except urllib.error.HTTPError as exc:
-        hint = " (the server wants an API key: pass --api-key)" if exc.code in (401, 403) else ""
-        return None, f"{url} answered {exc.code}{hint}"
+    except EndpointError as exc:
+        if exc.status is None:
+            return None, f"cannot read {url}: {exc}"
+        hint = " (the server wants an API key: pass --api-key)" if exc.status in (401, 403) else ""
+        return None, f"{url} answered {exc.status}{hint}"
     except ERRORS as exc:
-        return None, f"cannot read {url}: {getattr(exc, 'reason', None) or exc}"
+        return None, f"cannot read {url}: {exc}"
     card = next((c for c in cards if c.get("id") == reg.model_id), None)
     if card is None:
         served = ", ".join(sorted(str(c.get("id")) for c in cards)) or "none"

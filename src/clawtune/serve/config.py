@@ -31,12 +31,12 @@ Every mistake in the file is listed at once, each with its key path.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clawtune.configfile import KeyPath, did_you_mean, dotted, key_lines, problem
+from clawtune.configfile import KeyPath, key_lines, problems_message, validation_problems
 from clawtune.problems import InputError
 
 PROVIDERS = ("clawtune", "ollama", "vllm", "openai")
@@ -127,24 +127,6 @@ class ServeConfig(BaseModel):
         return next((m.model for m in self.models if m.provider == "clawtune"), None)
 
 
-def _known_keys(path: tuple[Any, ...]) -> list[str]:
-    """The keys allowed where the last part of `path` sits (for an unknown key's did-you-mean)."""
-    node: Any = ServeConfig
-    for part in path[:-1]:
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            field = node.model_fields.get(str(part))
-            node = field.annotation if field else None
-        elif get_origin(node) is list:
-            node = get_args(node)[0]
-        elif get_origin(node) is dict:
-            node = get_args(node)[1]
-        else:
-            return []
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        return [name for name in node.model_fields if name != "source"]
-    return []
-
-
 def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> ServeConfig:
     """Validate a loaded YAML document; raise with every problem found (with its line when `lines` maps them)."""
     if not isinstance(data, dict):
@@ -153,18 +135,11 @@ def parse(data: Any, source: str, lines: dict[KeyPath, int] | None = None) -> Se
     try:
         config = ServeConfig.model_validate({**data, "source": source})
     except ValidationError as exc:
-        for error in exc.errors():
-            path = tuple(error["loc"])
-            if error["type"] == "extra_forbidden":
-                known = [dotted((*path[:-1], k)) for k in _known_keys(path)]
-                message = "unknown key" + did_you_mean(dotted(path), known)
-            else:
-                message = str(error["msg"])
-            problems.append(problem(lines or {}, path, message))
-        raise ServeConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems)) from None
+        problems = validation_problems(exc, ServeConfig, lines or {}, hidden=("source",))
+        raise ServeConfigError(problems_message(source, problems)) from None
     problems.extend(semantic_problems(config, Path(source).parent if source else Path()))
     if problems:
-        raise ServeConfigError(f"{source}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise ServeConfigError(problems_message(source, problems))
     return config
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clawtune.generation import stop_token_ids
 from clawtune.models import ModelLoadError, load_model, load_tokenizer
 from clawtune.problems import InputError
 
@@ -89,7 +90,8 @@ class Engine:
         from clawtune.serve.lora import MultiLoRA
 
         self.lora = MultiLoRA(self.model)
-        self.stop_ids = self._stop_ids()
+        # the same set `ft evaluate` stops at (`clawtune.generation`): evaluation measures what is served
+        self.stop_ids = stop_token_ids(self.tokenizer, self.model.generation_config)
         self._queue: queue.Queue[GenRequest] = queue.Queue()
         self._model_lock = threading.Lock()
         self._closed = threading.Event()
@@ -172,18 +174,6 @@ class Engine:
         template = self.template(adapter)
         text = render_text(_with_template(tokenizer, template), template_messages(messages), tools, True)
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _stop_ids(self) -> set[int]:
-        ids: set[int] = set()
-        eos = getattr(self.model.generation_config, "eos_token_id", None)
-        for value in eos if isinstance(eos, list) else [eos, self.tokenizer.eos_token_id]:
-            if isinstance(value, int):
-                ids.add(value)
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>"):
-            found = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(found, int) and found != self.tokenizer.unk_token_id and found >= 0:
-                ids.add(found)
-        return ids
 
     # ---- scheduling --------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clawtune.generation import KEEP, SystemPromptPolicy
 from clawtune.openai_http import ERRORS, ModelLimits, limits_of, list_models
 from clawtune.serve.config import ModelEntry, ServeConfig, resolve_path
 from clawtune.serve.engine import Engine, EngineError
@@ -91,7 +92,7 @@ class Gateway:
         source = Path(config.source) if config.source else None
         self.lab = Experiments(self.log.path, config.experiments, self.entries, source)
         self.conversations = Conversations()
-        self.policies: dict[str, tuple[str, str | None]] = {}
+        self.policies: dict[str, SystemPromptPolicy] = {}
         if self.engine is not None:
             for entry in config.models:
                 if entry.provider == "clawtune":
@@ -209,19 +210,14 @@ class Gateway:
             self.engine.add_adapter(entry.id, sources[0][0], sources[0][1], sources[1:])
         self.policies[entry.id] = self._policy(entry)
 
-    def _policy(self, entry: ModelEntry) -> tuple[str, str | None]:
-        """(keep|drop|replace, the short prompt): the config's choice, else what the adapter's training data did."""
-        recorded: dict[str, Any] = {}
+    def _policy(self, entry: ModelEntry) -> SystemPromptPolicy:
+        """The config's choice laid over what the adapter's training data did (`clawtune.generation`)."""
+        trained = None
         if self.engine is not None and entry.id in self.engine.adapters:
-            from clawtune.data.provenance import training_system_prompt
+            from clawtune.data.provenance import trained_policy
 
-            manifest = self.engine.adapters[entry.id].manifest
-            recorded = manifest.get("system_prompt") or training_system_prompt(manifest) or {}
-        policy = entry.system_prompt or recorded.get("policy") or "keep"
-        text = entry.system_prompt_text or recorded.get("prompt")
-        if policy == "replace" and not text:
-            policy = "keep"
-        return policy, text
+            trained = trained_policy(self.engine.adapters[entry.id].manifest)
+        return (trained or KEEP).overridden(entry.system_prompt, entry.system_prompt_text)
 
     def adapter_of(self, entry: ModelEntry) -> str | None:
         return entry.id if entry.provider == "clawtune" and entry.adapters else None
@@ -363,13 +359,8 @@ class Gateway:
 
     def apply_policy(self, entry: ModelEntry, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The messages the model sees under its system-prompt policy (keep, drop, or replace with the short one)."""
-        policy, text = self.policies.get(entry.id, (entry.system_prompt or "keep", entry.system_prompt_text))
-        if policy == "keep":
-            return messages
-        rest = [m for m in messages if m.get("role") not in ("system", "developer")]
-        if policy == "drop":
-            return rest
-        return [{"role": "system", "content": text}, *rest]
+        policy = self.policies.get(entry.id) or KEEP.overridden(entry.system_prompt, entry.system_prompt_text)
+        return policy.apply(messages)
 
     def close(self) -> None:
         """Stop the engine, then flush and close the log (after the HTTP server has drained)."""

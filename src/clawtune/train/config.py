@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from clawtune.configfile import key_lines
+from clawtune.configfile import key_lines, problem, problems_message, validation_problems
 from clawtune.problems import InputError
 from clawtune.train.options import InitOptions
 
@@ -156,7 +156,7 @@ class ConfigError(InputError):
 
     def __init__(self, path: Path, problems: list[str]) -> None:
         self.problems = problems
-        super().__init__(f"{path}: {len(problems)} problem{'s' * (len(problems) != 1)}:\n  " + "\n  ".join(problems))
+        super().__init__(problems_message(path, problems))
 
 
 class _Loader(yaml.SafeLoader):
@@ -168,16 +168,6 @@ _Loader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)[eE][-+]?\d+$"),
     list("-+0123456789."),
 )
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
-    for part in loc[:-1]:
-        field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None) if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
 
 
 def load_config(path: Path, check_files: bool = True) -> FTConfig:
@@ -198,19 +188,7 @@ def load_config(path: Path, check_files: bool = True) -> FTConfig:
     try:
         config = FTConfig.model_validate(raw)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = tuple(str(p) for p in error["loc"] if not isinstance(p, int)) or ("",)
-            key = ".".join(loc)
-            line = lines.get(loc) or lines.get(loc[:-1])
-            where = f"line {line}, " if line else ""
-            if error["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(loc[-1], _known_keys(FTConfig, loc), n=1)
-                hint = f"; did you mean {'.'.join((*loc[:-1], close[0]))!r}?" if close else ""
-                problems.append(f'{where}key "{key}": unknown key{hint}')
-            elif error["type"] == "missing":
-                problems.append(f'{where}key "{key}": required')
-            else:
-                problems.append(f'{where}key "{key}": {error["msg"]} (got {error.get("input")!r})')
+        problems += validation_problems(exc, FTConfig, lines)
     if config is not None:
         config = _resolve(config, path.parent)
         if check_files:
@@ -221,9 +199,7 @@ def load_config(path: Path, check_files: bool = True) -> FTConfig:
                 ("training.replay.general_file", replay_file),
             ):
                 if file is not None and not file.is_file():
-                    line = lines.get(tuple(key.split(".")))
-                    where = f"line {line}, " if line else ""
-                    problems.append(f'{where}key "{key}": no such file {file}')
+                    problems.append(problem(lines, tuple(key.split(".")), f"no such file {file}"))
     if problems:
         raise ConfigError(path, problems)
     assert config is not None

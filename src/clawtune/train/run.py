@@ -57,21 +57,13 @@ def is_main_process() -> bool:
 def load_data(
     path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None
 ) -> TokenizedData:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from clawtune.progress import progress_bar
 
     if not path.is_file():
         raise TrainError(f"{path}: no such data file")
     with open(path, "rb") as f:
         lines = sum(1 for _ in f)
-    with Progress(
-        TextColumn("tokenizing {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-        transient=True,
-    ) as progress:
+    with progress_bar("tokenizing {task.description}", console) as progress:
         task = progress.add_task(path.name, total=lines)
         data = tokenize_file(
             path,
@@ -192,15 +184,10 @@ def make_callbacks(meter: Meter, console: Console | None, resume_tokens: dict[st
                 meter.trained = resume_tokens.get("trained", 0)
             if console is None or not state.is_world_process_zero:
                 return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from clawtune.progress import progress_bar
 
-            self.progress = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s  ETA"),
-                TimeRemainingColumn(),
-                console=console,
+            self.progress = progress_bar(
+                "training", console, "loss {task.fields[loss]}  {task.fields[speed]} tok/s  ETA", transient=False
             )
             self.progress.start()
             self.start_step = state.global_step

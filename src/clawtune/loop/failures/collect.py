@@ -506,7 +506,7 @@ class Collector:
             "counts": {k: v for k, v in sorted(self.stats.items())},
             "skipped_input": self.problems.summary(),
             "redactions": dict(self.scrubber.counts.most_common()) if self.options.scrub else "disabled (--no-scrub)",
-            "system_prompt": {"policy": self.shaper.policy, "prompt": self.shaper.replacement},
+            "system_prompt": self.shaper.policy.record(),
             "date_range": [d.isoformat() for d in self.options.dates] if self.options.dates else None,
             "run": {"fingerprint": self.options.fingerprint()},
         }
