@@ -496,8 +496,9 @@ def ft_train(
         Path | None,
         typer.Option(
             "--data",
-            help="Train on this file (or a collect-failures folder: its corrected.jsonl) instead; with --resume, "
-            "continue the weights on it into a new checkpoint (training.replay mixes in what it knew).",
+            help="Train on this file (or a collect-failures folder: its corrected.jsonl, or its pairs.jsonl with "
+            "objective: dpo) instead; with --resume, continue the weights on it into a new checkpoint "
+            "(training.replay mixes in what it knew; DPO's reference is the resumed model).",
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what the run would cost, then stop.")] = False,

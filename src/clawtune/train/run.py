@@ -377,7 +377,10 @@ def wandb_key_configured() -> bool:
     return bool(entry and entry[2])
 
 
-def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str]) -> Any:
+def training_arguments(
+    options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str], args_class: Any = None
+) -> Any:
+    """The Trainer's arguments for the config; `args_class`: a subclass taking the same ones (TRL's DPOConfig)."""
     from transformers import TrainingArguments
 
     config, t = options.config, options.config.training
@@ -392,7 +395,7 @@ def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_
                 "state_dict_type": "FULL_STATE_DICT",
             },
         }
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         **fsdp,
         output_dir=str(config.output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -436,6 +439,10 @@ def run_training(options: TrainOptions) -> dict[str, Any]:
 
 def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
     """`run_training`, also returning the Trainer (None for a dry run), whose model is the trained one."""
+    if options.config.objective == "dpo":  # preference pairs with TRL (imported there only)
+        from clawtune.train.dpo import train_dpo
+
+        return train_dpo(options)
     import torch
     import transformers
 
