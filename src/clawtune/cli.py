@@ -189,7 +189,8 @@ def _collect_help() -> str:
     from clawtune.loop.failures.fields import grammar_help  # no parser imported: --help stays fast
 
     return (
-        "Collect the agent's failing turns (OpenClaw stores and the gateway's log) with corrections: failures, "
+        "Collect the agent's failing turns (OpenClaw stores, the gateway's log, an evaluation's wrong answers) with "
+        "corrections: failures, "
         "corrected examples, preference pairs, a review file for a person, and a held-out share.\n\n" + grammar_help()
     )
 
@@ -224,6 +225,14 @@ def collect_failures(
             "--gateway-model",
             help="Gateway requests for these models (globs) are the agent's (default: OpenClaw's agent marker, "
             "or a model named after the agent).",
+        ),
+    ] = None,
+    eval_items: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--eval-items",
+            help="ft evaluate's eval-items.jsonl (or its folder): test items the evaluated model got wrong become "
+            "failures, corrected by their reference answers (repeatable).",
         ),
     ] = None,
     date_range: Annotated[str | None, typer.Option("--date-range", help="FROM:TO, ISO dates, inclusive.")] = None,
@@ -274,6 +283,7 @@ def collect_failures(
             sessions=list(sessions or []),
             gateway_log=gateway_log,
             gateway_models=list(gateway_model or []),
+            eval_items=list(eval_items or []),
             date_range=parse_date_range(date_range) if date_range else None,
             holdout=parse_holdout(holdout),
             seed=seed,
