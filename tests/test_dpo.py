@@ -146,6 +146,13 @@ def test_dpo_continues_the_checkpoint_against_it_and_raises_the_preference_margi
     assert any("lm_head" in name for name in weights) and any("q_proj" in name for name in weights)
     assert read_manifest(tmp_path / "v2")["objective"] == "dpo"
 
+    # An interrupted DPO run resumes (no --data) with the reference it had: its parent, not its own last checkpoint.
+    assert main(["ft", "train", "--config", str(config), "--resume", str(tmp_path / "v2"), "--max-steps", "10"]) == 0
+    resumed = read_manifest(checkpoints(tmp_path / "v2")[-1])
+    assert resumed["step"] == 2 + 10 and resumed["parent"]["path"] == str(v1.resolve())
+    assert str(v1) in resumed["dpo"]["reference"]
+    assert json.loads((tmp_path / "v2" / "training-summary.json").read_text())["this_run"]["steps"] == 2
+
 
 def test_dpo_is_an_objective_and_bad_settings_say_so(tmp_path: Path) -> None:
     (tmp_path / "first.jsonl").write_text("")

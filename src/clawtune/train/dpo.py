@@ -351,6 +351,26 @@ def reference_start(options: Any) -> tuple[Path | None, Path | None, Path | None
     return checkpoint, checkpoint, None, previous
 
 
+def interrupted_pairs(checkpoint: Path, manifest: dict[str, Any]) -> Path:
+    """The pairs file an interrupted DPO run trained on, as it was (its sha256 in the manifest)."""
+    from clawtune.train.manifest import sha256_file
+    from clawtune.train.run import TrainError
+
+    recorded = manifest.get("training_data") or {}
+    path = Path(recorded.get("path") or "")
+    if not recorded.get("path") or not path.is_file():
+        raise TrainError(
+            f"{checkpoint}: its run trained on {recorded.get('path')}, which is gone; continue it as a new run on "
+            "the pairs you have (--data PAIRS with --resume)"
+        )
+    if recorded.get("sha256") and sha256_file(path) != recorded["sha256"]:
+        raise TrainError(
+            f"{checkpoint}: {path} changed since its run began; resuming would continue on other data. Continue it "
+            "as a new run on the new pairs instead (--data with --resume)"
+        )
+    return path
+
+
 def train_dpo(options: Any) -> tuple[dict[str, Any], Any]:
     """`ft train` with `objective: dpo`; returns the summary (also written beside the adapter) and the trainer."""
     import torch
@@ -396,6 +416,8 @@ def train_dpo(options: Any) -> tuple[dict[str, Any], Any]:
     if previous is not None:
         step_offset = int(previous.get("step_offset") or 0) if resume_from else int(previous.get("step") or 0)
     data_path = pairs_file(options.data) if options.data is not None else config.data.train
+    if resume_from is not None:  # an interrupted run continues on its own pairs, unchanged
+        data_path = interrupted_pairs(resume_from, previous or {})
     if main and not options.dry_run:
         prepare_output(config.output_dir, checkpoint, options.force)
 
