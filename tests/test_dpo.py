@@ -176,6 +176,17 @@ def test_a_folder_without_pairs_and_a_file_without_usable_pairs_are_refused(tmp_
     with pytest.raises(TrainError, match=r"bad.jsonl: no usable preference pair \(1 read"):
         train(TrainOptions(config=config, data=tmp_path / "bad.jsonl", quiet=True))
 
+    # A dry run reads and renders the pairs, says what would run, and trains nothing.
+    pair = {
+        "prompt": [{"role": "user", "content": "Say hello."}],
+        "chosen": [{"role": "assistant", "content": "Hello!"}],
+        "rejected": [{"role": "assistant", "content": "No."}],
+    }
+    write_jsonl(tmp_path / "good.jsonl", [pair, pair, pair])
+    report, trainer = train(TrainOptions(config=config, data=tmp_path / "good.jsonl", dry_run=True, quiet=True))
+    assert trainer is None and report["pairs"] == 3 and report["steps"] == 2 and report["tokens"] > 0
+    assert not (tmp_path / "out").exists()
+
 
 def test_without_trl_only_dpo_needs_it(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
