@@ -117,7 +117,8 @@ def _collect_help() -> str:
     from clawtune.loop.failures.fields import grammar_help  # no parser imported: --help stays fast
 
     return (
-        "Collect the agent's failing turns (OpenClaw stores and the gateway's log) with corrections: failures, "
+        "Collect the agent's failing turns (OpenClaw stores, the gateway's log, an evaluation's wrong answers) with "
+        "corrections: failures, "
         "corrected examples, preference pairs, a review file for a person, and a held-out share.\n\n" + grammar_help()
     )
 

@@ -220,7 +220,11 @@ def test_each_signal_is_found_and_recoveries_become_corrections(state, tmp_path)
     assert all(r["correction"] is None and r["messages"][-1]["role"] in ("assistant", "tool") for r in review.values())
     report = json.loads((out / "failures-report.json").read_text())
     assert report["failures"] == 8
-    assert report["corrected"] == {"total": 4, "by": {"recovery": 4, "person": 0, "teacher": 0}, "uncorrected": 4}
+    assert report["corrected"] == {
+        "total": 4,
+        "by": {"recovery": 4, "person": 0, "teacher": 0, "reference": 0},
+        "uncorrected": 4,
+    }
     assert report["by_signal"]["tool_error"] == 2 and report["by_tool"] == {"query_database": 2}
 
 

@@ -29,6 +29,7 @@ class Item:
     prompt: list[Message]
     tools: list[dict[str, Any]] | None
     reference: Message
+    session: str | None = None  # the example's metadata.session_id, where it has one
 
 
 @dataclass
@@ -61,8 +62,9 @@ def example_items(example: dict[str, Any], name: str) -> list[Item]:
     """One item per trained assistant turn that answers a user or tool message, named `name#index`."""
     kind = category(example)
     messages = example["messages"]
+    session = (example.get("metadata") or {}).get("session_id")
     return [
-        Item(f"{name}#{i}", kind, messages[:i], example.get("tools"), message)
+        Item(f"{name}#{i}", kind, messages[:i], example.get("tools"), message, str(session) if session else None)
         for i, message in enumerate(messages)
         if i and is_trained(message) and messages[i - 1]["role"] in ("user", "tool")
     ]

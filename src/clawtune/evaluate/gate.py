@@ -88,7 +88,8 @@ def gate(
 def item_rows(
     set_name: str, items: list[Any], base: Any, tuned: Any, scores: tuple[list[Any], list[Any]]
 ) -> list[dict[str, Any]]:
-    """One row per item: its id and set, the question, the reference, both answers with verdict and reason."""
+    """One row per item: its id and set, the question, the reference, both answers with verdict and reason (shown as
+    text, and as the messages they were), and the item itself (prompt, tool schemas, reference message)."""
     from clawtune.evaluate.run import _show
     from clawtune.messages import content_text
 
@@ -109,13 +110,21 @@ def item_rows(
                     "correct": b.correct,
                     "reason": b.reason,
                     "error": base.generations[i].error,
+                    "message": base.generations[i].message,
                 },
                 "fine_tuned": {
                     "answer": _show(tuned.generations[i].message),
                     "correct": t.correct,
                     "reason": t.reason,
                     "error": tuned.generations[i].error,
+                    "message": tuned.generations[i].message,
                 },
+                # The item whole, so `collect-failures --eval-items` can turn a wrong answer into a failure with the
+                # reference as its correction: the conversation before the turn, the tool schemas, the reference.
+                "session_id": item.session,
+                "prompt": item.prompt,
+                "tool_schemas": item.tools,
+                "reference_message": item.reference,
                 "change": "fixed"
                 if t.correct and not b.correct
                 else "broken"

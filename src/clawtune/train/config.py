@@ -118,6 +118,36 @@ class TrainingConfig(Strict):
     )
 
 
+DPOLoss = Literal[
+    "sigmoid", "hinge", "ipo", "robust", "exo_pair", "bco_pair", "nca_pair", "apo_zero", "apo_down", "sft"
+]
+
+
+class PreferenceConfig(Strict):
+    """Direct preference optimisation (`objective: dpo`): TRL's DPOTrainer on preference pairs (`clawtune.train.dpo`)."""
+
+    beta: float = Field(
+        0.1, gt=0, description="How far the model may move from the reference (higher: closer to it; IPO's tau)."
+    )
+    loss_type: list[DPOLoss] = Field(
+        default_factory=lambda: ["sigmoid"],  # type: ignore[arg-type,list-item]
+        description="TRL's DPO losses (sigmoid: the DPO paper's); several are summed with loss_weights "
+        "(e.g. [sigmoid, sft]: DPO plus the chosen answers' likelihood, as RPO).",
+    )
+    loss_weights: list[float] | None = Field(None, description="One weight per loss_type (default: 1 each).")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Robust DPO / EXO: the assumed share of preference labels that are flipped."
+    )
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> PreferenceConfig:
+        if not self.loss_type:
+            raise ValueError("name at least one loss (sigmoid is DPO's)")
+        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"{len(self.loss_weights)} loss_weights for {len(self.loss_type)} loss_type values")
+        return self
+
+
 class TrackingConfig(Strict):
     tensorboard: bool = Field(True, description="TensorBoard logs in the output folder.")
     wandb: bool = Field(False, description="Weights & Biases (offline with WANDB_MODE=offline).")
@@ -130,6 +160,11 @@ class FTConfig(Strict):
 
     base_model: str = Field(description="A Hugging Face id, a local folder, or clawtune/tiny-agent.")
     method: Literal["lora", "qlora", "full"] = Field("lora", description="LoRA, QLoRA (4-bit base, CUDA) or full.")
+    objective: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="What the run optimises: sft (next-token loss on the assistant turns of chat examples) or dpo "
+        "(preference pairs, e.g. the pairs.jsonl of collect-failures, against the resumed model as the reference).",
+    )
     data: DataConfig
     lora: LoraConfig = Field(default_factory=LoraConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -139,6 +174,7 @@ class FTConfig(Strict):
     bfloat16: bool = Field(False, description="bf16 where the device supports it.")
     output_dir: Path = Field(Path("./fine-tuned-model"), description="Checkpoints, adapter, logs and summary.")
     qlora: QLoraConfig = Field(default_factory=QLoraConfig)
+    dpo: PreferenceConfig = Field(default_factory=PreferenceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     chat_template: str | None = Field(
         None,
@@ -146,6 +182,16 @@ class FTConfig(Strict):
         "model's own, as is). Default: the model's own, or clawtune's training template for it where its stock "
         "template cannot be trained on (`clawtune ft check-template`).",
     )
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _dpo_is_an_objective(cls, value: Any) -> Any:
+        if value == "dpo":
+            raise ValueError(
+                "dpo is an objective, not a method: keep method (lora, qlora or full: what is trained) and add "
+                "`objective: dpo`"
+            )
+        return value
 
 
 # --- loading -------------------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ class TrainOptions:
         default=None,
         metadata=flag(
             "--data",
-            "Train on this file (or a collect-failures folder: its corrected.jsonl) instead; with --resume, "
-            "continue the weights on it into a new checkpoint (training.replay mixes in what it knew).",
+            "Train on this file (or a collect-failures folder: its corrected.jsonl, or its pairs.jsonl with "
+            "objective: dpo) instead; with --resume, continue the weights on it into a new checkpoint "
+            "(training.replay mixes in what it knew; DPO's reference is the resumed model).",
         ),
     )
     dry_run: bool = field(default=False, metadata=flag("--dry-run", "Print what the run would cost, then stop."))

@@ -272,7 +272,10 @@ def wandb_key_configured() -> bool:
     return bool(entry and entry[2])
 
 
-def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str]) -> Any:
+def training_arguments(
+    options: TrainOptions, plan: Plan, has_eval: bool, layer_classes: list[str], args_class: Any = None
+) -> Any:
+    """The Trainer's arguments for the config; `args_class`: a subclass taking the same ones (TRL's DPOConfig)."""
     from transformers import TrainingArguments
 
     config, t = options.config, options.config.training
@@ -287,7 +290,7 @@ def training_arguments(options: TrainOptions, plan: Plan, has_eval: bool, layer_
                 "state_dict_type": "FULL_STATE_DICT",
             },
         }
-    return TrainingArguments(
+    return (args_class or TrainingArguments)(
         **fsdp,
         output_dir=str(config.output_dir),
         per_device_train_batch_size=t.batch_size,
@@ -334,6 +337,10 @@ def train(options: TrainOptions) -> tuple[dict[str, Any], Any]:
 
     The recipe: plan -> where it starts -> the data (a dry run stops here, with the estimate) -> the model and its
     manifest -> the Trainer -> train -> summarise and save."""
+    if options.config.objective == "dpo":  # preference pairs with TRL (imported there only)
+        from clawtune.train.dpo import train_dpo
+
+        return train_dpo(options)
     quiet_transformers()
     main = is_main_process()
     console = Console(soft_wrap=True) if (main and not options.quiet) else None

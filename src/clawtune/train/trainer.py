@@ -64,26 +64,68 @@ def crash_at_step(step: int, offset: Callable[[], int]) -> Any:
     return CrashAtStep()
 
 
+class AtomicCheckpoints:
+    """Mixed into a transformers Trainer (clawtune's, or TRL's DPOTrainer): checkpoints written to a staging folder,
+    given their manifest and renamed into place (whole or absent), numbered after the run this one continues, rotated
+    by clawtune, never written over the checkpoint the run resumed from."""
+
+    clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
+    clawtune_keep = 3
+    clawtune_step_offset = 0  # a run continuing another numbers its checkpoints after it
+    clawtune_protect: Path | None = None  # the checkpoint this run resumed from: never written over or rotated
+    _staging: str | None = None
+    # provided by the Trainer this is mixed into
+    args: Any
+    state: Any
+    accelerator: Any
+    add_callback: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        crash_at = os.environ.get(CRASH_AT_STEP)
+        if crash_at:
+            self.add_callback(crash_at_step(int(crash_at), lambda: self.clawtune_step_offset))
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return self._staging or super()._get_output_dir(trial)  # type: ignore[misc]
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Write to `.staging/checkpoint-N`, add the manifest, then rename into place: whole or absent."""
+        run_dir = Path(super()._get_output_dir(trial))  # type: ignore[misc]
+        staging = run_dir / ".staging"
+        if self.args.should_save:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self._staging = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)  # type: ignore[misc]
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            step = self.state.global_step + self.clawtune_step_offset
+            written = staging / f"checkpoint-{self.state.global_step}"
+            write_manifest(written, {**self.clawtune_manifest, "step": step, "step_offset": self.clawtune_step_offset})
+            final = run_dir / f"checkpoint-{step}"
+            protect = self.clawtune_protect
+            if protect is not None and final.resolve() == protect.resolve():
+                raise RuntimeError(f"refusing to write over {protect}, the checkpoint this run resumed from")
+            replace_folder(written, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate(run_dir, self.clawtune_keep, protect)
+        self.accelerator.wait_for_everyone()
+
+
 def make_trainer_class() -> type:
     """The Trainer subclass, defined lazily so `clawtune --help` never imports transformers."""
     from transformers import Trainer
 
-    class ClawtuneTrainer(Trainer):  # type: ignore[misc]
+    class ClawtuneTrainer(AtomicCheckpoints, Trainer):  # type: ignore[misc]
         """Trainer with document masks built on the device, selective logits, token counters, atomic checkpoints."""
 
         clawtune_attention = "sdpa"
-        clawtune_manifest: dict[str, Any] = {}  # noqa: RUF012 - set per instance before training
-        clawtune_keep = 3
         clawtune_meter: Any = None
-        clawtune_step_offset = 0  # a run continuing another numbers its checkpoints after it
-        clawtune_protect: Path | None = None  # the checkpoint this run resumed from: never written over or rotated
-        _staging: str | None = None
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            crash_at = os.environ.get(CRASH_AT_STEP)
-            if crash_at:
-                self.add_callback(crash_at_step(int(crash_at), lambda: self.clawtune_step_offset))
 
         def compute_loss(
             self,
@@ -109,37 +151,5 @@ def make_trainer_class() -> type:
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as the stock compute_loss does
             return loss
-
-        def _get_output_dir(self, trial: Any) -> str:
-            return self._staging or super()._get_output_dir(trial)
-
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            """Write to `.staging/checkpoint-N`, add the manifest, then rename into place: whole or absent."""
-            run_dir = Path(super()._get_output_dir(trial))
-            staging = run_dir / ".staging"
-            if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)
-                staging.mkdir(parents=True)
-            self.accelerator.wait_for_everyone()
-            self._staging = str(staging)
-            try:
-                super()._save_checkpoint(model, trial)
-            finally:
-                self._staging = None
-            self.accelerator.wait_for_everyone()
-            if self.args.should_save:
-                step = self.state.global_step + self.clawtune_step_offset
-                written = staging / f"checkpoint-{self.state.global_step}"
-                write_manifest(
-                    written, {**self.clawtune_manifest, "step": step, "step_offset": self.clawtune_step_offset}
-                )
-                final = run_dir / f"checkpoint-{step}"
-                protect = self.clawtune_protect
-                if protect is not None and final.resolve() == protect.resolve():
-                    raise RuntimeError(f"refusing to write over {protect}, the checkpoint this run resumed from")
-                replace_folder(written, final)
-                shutil.rmtree(staging, ignore_errors=True)
-                rotate(run_dir, self.clawtune_keep, protect)
-            self.accelerator.wait_for_everyone()
 
     return ClawtuneTrainer

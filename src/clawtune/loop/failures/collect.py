@@ -127,6 +127,8 @@ class Collector:
         if "openclaw" in options.sources:
             found += list(self.from_openclaw(gateway))
         found += list(gateway.values())
+        if options.eval_items:
+            found += self.from_eval_items()
         kept = []
         for failure in found:
             self.stats["failing_turns"] += 1
@@ -170,6 +172,28 @@ class Collector:
                 out[request.id] = request_failure(request, self.shaper, options.agent_id, path, signals)
         self.sources_used["gateway"] = {"log": str(path), "read": True, **counts}
         return out
+
+    def from_eval_items(self) -> list[Failure]:
+        """The test items an evaluated model answered wrong, each corrected by its reference (checked like any other
+        correction: one that fails the checks leaves the failure for review)."""
+        from clawtune.loop.failures.evalitems import eval_failures, items_file
+
+        found: list[Failure] = []
+        files = [items_file(p) for p in self.options.eval_items]
+        for path in files:
+            for failure in eval_failures(path, self.options.agent_id, self.problems, self.dropped):
+                self.stats["eval_items_wrong"] += 1
+                assert failure.correction is not None
+                problems = _response_problems(failure.correction, failure.tools)
+                if problems:
+                    self.problems.add(
+                        str(path), None, "bad-correction", f"{failure.location}: the reference: " + "; ".join(problems)
+                    )
+                    self.stats["eval_references_rejected"] += 1
+                    failure.correction = failure.correction_how = failure.correction_from = None
+                found.append(failure)
+        self.sources_used["eval"] = {"read": True, "files": [str(p) for p in files]}
+        return found
 
     def from_openclaw(self, gateway: dict[str, Failure]) -> Iterator[Failure]:
         """Failing turns of the agent's OpenClaw sessions; a gateway failure of the same answer is merged in."""
@@ -475,7 +499,7 @@ class Collector:
             "by_source": dict(by["source"].most_common()),
             "corrected": {
                 "total": sum(corrected.values()),
-                "by": {how: corrected[how] for how in ("recovery", "person", "teacher")},
+                "by": {how: corrected[how] for how in ("recovery", "person", "teacher", "reference")},
                 "uncorrected": sum(1 for f in failures if f.correction is None and f.session_id not in held),
             },
             "teacher": (

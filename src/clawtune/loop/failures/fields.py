@@ -30,6 +30,9 @@ FIELDS: dict[str, Field] = {
     "prompt_error": Field("bool", "OpenClaw recorded a prompt error for the turn (openclaw:prompt-error)"),
     "user_correction": Field("bool", "the user's next message corrects this answer (English or Chinese)"),
     "negative_reaction": Field("bool", "the user reacted to the answer with a negative emoji"),
+    "eval_wrong": Field(
+        "bool", "the evaluated model answered an evaluation item wrong (--eval-items: ft evaluate's eval-items.jsonl)"
+    ),
     "server_error": Field("bool", "the gateway answered 5xx"),
     "timeout": Field("bool", "the gateway or its upstream timed out (504, or a timeout error)"),
     "status": Field("number", "the gateway's HTTP status (gateway turns only)"),
@@ -49,11 +52,13 @@ FIELDS: dict[str, Field] = {
         "the recipe category of the turn: normal, edge, refusal, multi-turn, tool-call",
         ("normal", "edge", "refusal", "multi-turn", "tool-call"),
     ),
-    "source": Field("text", "where the turn was found: openclaw or gateway", ("openclaw", "gateway")),
+    "source": Field(
+        "text", "where the turn was found: openclaw, gateway or eval (--eval-items)", ("openclaw", "gateway", "eval")
+    ),
     "signal": Field(
         "text",
         "any failure signal of the turn: tool_error, assistant_error, assistant_aborted, prompt_error, "
-        "user_correction, negative_reaction, negative_feedback, tool_call_invalid, server_error, timeout",
+        "user_correction, negative_reaction, negative_feedback, tool_call_invalid, server_error, timeout, eval_wrong",
         many=True,
     ),
     "tool": Field("text", "any tool the turn called", many=True),
@@ -62,7 +67,8 @@ FIELDS: dict[str, Field] = {
 
 DEFAULT_CRITERIA = (
     "user_feedback=negative OR tool_call_error=true OR tool_call_invalid=true OR aborted=true OR "
-    "assistant_error=true OR prompt_error=true OR user_correction=true OR server_error=true OR timeout=true"
+    "assistant_error=true OR prompt_error=true OR user_correction=true OR server_error=true OR timeout=true OR "
+    "eval_wrong=true"
 )
 
 

@@ -14,7 +14,7 @@ class Failure:
     """One failing turn: the conversation before it, the turn itself (the user's message, then what the agent did),
     the signals that marked it, and, once found, a corrected response."""
 
-    source: str  # openclaw | gateway
+    source: str  # openclaw | gateway | eval
     session_id: str
     context: list[Message]  # earlier messages (system prompt first); assistant turns carry weight 0
     turn: list[Message]  # the user's message, then the agent's messages of that turn
@@ -25,7 +25,7 @@ class Failure:
     tools: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # agent, key, channel, request id, model, adapter, times
     correction: list[Message] | None = None
-    correction_how: str | None = None  # recovery | teacher | person
+    correction_how: str | None = None  # recovery | teacher | person | reference (an eval item's)
     correction_from: str | None = None  # where the correction came from
     # To find the same answer in the other source (not written): answer keys, and the user's words as asked.
     links: list[str] = field(default_factory=list)

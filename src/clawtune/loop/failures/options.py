@@ -69,6 +69,14 @@ class CollectOptions:
             "or a model named after the agent).",
         ),
     )
+    eval_items: list[Path] = field(
+        default_factory=list,
+        metadata=flag(
+            "--eval-items",
+            "ft evaluate's eval-items.jsonl (or its folder): test items the evaluated model got wrong become "
+            "failures, corrected by their reference answers (repeatable).",
+        ),
+    )
     date_range: str | None = field(default=None, metadata=flag("--date-range", "FROM:TO, ISO dates, inclusive."))
     holdout: str = field(
         default="20%", metadata=flag("--holdout", "Share of failing sessions never trained on (held-out.jsonl).")
@@ -124,6 +132,7 @@ class CollectOptions:
             "sessions": [str(p) for p in self.sessions],
             "gateway_log": str(self.gateway_log) if self.gateway_log else None,
             "gateway_models": self.gateway_models,
+            **({"eval_items": [str(p) for p in self.eval_items]} if self.eval_items else {}),
             "date_range": [d.isoformat() for d in self.dates] if self.dates else None,
             "holdout": self.holdout_share,
             "seed": self.seed,
