@@ -33,7 +33,6 @@ from clawtune.artifacts.render import IGNORE, TemplateError, render_example
 from clawtune.messages import Message, normalize_example
 from clawtune.models import load_model, load_tokenizer
 from clawtune.problems import Problems
-from clawtune.progress import progress_bar
 from clawtune.train.config import FTConfig
 from clawtune.train.options import TrainOptions
 from clawtune.train.plan import Plan, TrainError, plan_run
@@ -56,6 +55,7 @@ from clawtune.train.run import (
     run_trainer,
     save,
     training_arguments,
+    with_progress,
 )
 
 PAIRS = "pairs.jsonl"
@@ -411,20 +411,13 @@ def load_run_pairs(options: TrainOptions, data_path: Path, main: bool, console: 
 
 
 def load_pairs(path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None) -> PairData:
-    if not path.is_file():
-        raise TrainError(f"{path}: no such pairs file")
-    with open(path, "rb") as f:
-        lines = sum(1 for _ in f)
-    with progress_bar("tokenizing {task.description}", console) as progress:
-        task = progress.add_task(path.name, total=lines)
-        data = read_pairs(
-            path,
-            tokenizer,
-            config.training.max_seq_length,
-            config.training.truncation,
-            problems,
-            progress=lambda: progress.advance(task),
-        )
+    t = config.training
+    data = with_progress(
+        path,
+        "pairs file",
+        console,
+        lambda advance: read_pairs(path, tokenizer, t.max_seq_length, t.truncation, problems, progress=advance),
+    )
     if not data.pairs:
         reasons = ", ".join(f"{k}: {v}" for k, v in data.skipped.items())
         raise TrainError(

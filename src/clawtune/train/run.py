@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -47,6 +47,8 @@ from clawtune.train.plan import Plan, TrainError, lora_config, plan_run
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
 
+T = TypeVar("T")
+
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -58,24 +60,21 @@ def is_main_process() -> bool:
 def load_data(
     path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None
 ) -> TokenizedData:
-    from clawtune.progress import progress_bar
-
-    if not path.is_file():
-        raise TrainError(f"{path}: no such data file")
-    with open(path, "rb") as f:
-        lines = sum(1 for _ in f)
-    with progress_bar("tokenizing {task.description}", console) as progress:
-        task = progress.add_task(path.name, total=lines)
-        data = tokenize_file(
+    data = with_progress(
+        path,
+        "data file",
+        console,
+        lambda advance: tokenize_file(
             path,
             tokenizer,
             config.training.max_seq_length,
             config.training.truncation,
             problems,
-            progress=lambda: progress.advance(task),
+            progress=advance,
             train_on_inputs=config.training.train_on_inputs,
             max_refused=config.data.max_refused,
-        )
+        ),
+    )
     if not data.examples:
         reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith(("skipped", "refused")))
         raise TrainError(
@@ -83,6 +82,19 @@ def load_data(
             "Training on it would report a loss of 0 and learn nothing."
         )
     return data
+
+
+def with_progress(path: Path, what: str, console: Console | None, tokenize: Callable[[Callable[[], None]], T]) -> T:
+    """`tokenize(advance)` under a progress bar over the lines of `path` (a file of `what`: an error if missing)."""
+    from clawtune.progress import progress_bar
+
+    if not path.is_file():
+        raise TrainError(f"{path}: no such {what}")
+    with open(path, "rb") as f:
+        lines = sum(1 for _ in f)
+    with progress_bar("tokenizing {task.description}", console) as progress:
+        task = progress.add_task(path.name, total=lines)
+        return tokenize(lambda: progress.advance(task))
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -382,7 +394,9 @@ class Start:
     checkpoint: Path | None = None  # the one --resume names (never rotated away nor written over)
     previous: dict[str, Any] | None = None  # its manifest
     resume_from: Path | None = None  # exactly: the same data order, optimizer and schedule
-    init_from: Path | None = None  # the seed's retraining: these weights, new data, fresh optimizer and schedule
+    # the weights the model is built from: the seed's retraining (new data, fresh optimizer and schedule); with DPO
+    # also its reference, which a resumed DPO run keeps (`dpo.reference_start`)
+    init_from: Path | None = None
     step_offset: int = 0  # checkpoint names continue the numbering of the run this one continues
     start_step: int = 0  # the Trainer's step it resumes at
     resume_tokens: dict[str, int] | None = None  # the token counters it had
