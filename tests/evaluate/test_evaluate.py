@@ -359,7 +359,7 @@ def test_an_endpoints_failures_are_retried_and_then_counted_as_errors_not_wrong_
     from clawtune.evaluate.run import EvalOptions, run_evaluation
     from clawtune.problems import Problems
 
-    from .conftest import chat_server
+    from ..conftest import chat_server
 
     waits: list[float] = []
     monkeypatch.setattr(openai_http, "_sleep", waits.append)
@@ -382,10 +382,10 @@ def test_an_endpoints_failures_are_retried_and_then_counted_as_errors_not_wrong_
         report = run_evaluation(
             EvalOptions(
                 test_set=test_set,
-                model_dir=str(evaluated["root"] / "out" / "checkpoint-3"),
+                model_dir=str(evaluated["root"] / "out" / "checkpoint-4"),
                 baseline_endpoint=url,
                 baseline_model="big-general-model",
-                metrics=("accuracy", "tool_calls"),
+                metrics="accuracy,tool_calls",
                 limit=12,
                 max_new_tokens=16,
                 output=tmp_path / "report",

@@ -143,9 +143,9 @@ def test_dpo_continues_the_checkpoint_against_it_and_raises_the_preference_margi
     assert sum(gains) / len(gains) > 1.0, (reference, tuned)
 
     # It loads as any adapter does: the serving engine's reader and the inference loader.
-    from clawtune.serve.lora import read_adapter
+    from clawtune.serve.lora import adapter_matrices
 
-    weights = read_adapter(tmp_path / "v2")
+    weights = adapter_matrices(tmp_path / "v2")
     assert any("lm_head" in name for name in weights) and any("q_proj" in name for name in weights)
     assert read_manifest(tmp_path / "v2")["objective"] == "dpo"
 
