@@ -103,6 +103,9 @@ def test_init_writes_the_seed_values_and_does_not_overwrite(tmp_path, capsys):
     ) == seed.training.model_dump(exclude={"gradient_accumulation_steps", "packing", "scheduler", "seed"})
     assert loaded.output_dir == tmp_path / "fine-tuned-model"
     assert "# LoRA rank" in config.read_text()
+    assert loaded.objective == "sft" and "# sft | dpo" in config.read_text(), "the objective is a line to change"
+    config.write_text(config.read_text().replace('objective: "sft"', 'objective: "dpo"'))
+    assert load_config(config, check_files=False).objective == "dpo"
     assert main(args) == 2
     assert "exists; pass --force" in capsys.readouterr().err
     assert main([*args[:5], "qlora", *args[6:], "--force"]) == 0

@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from clawtune.data.recipe import CATEGORIES
 from clawtune.evaluate.backends import EndpointBackend, Generation, Item, LocalBackend, example_items, load_items
@@ -19,6 +19,9 @@ from clawtune.generation import SystemPromptPolicy
 from clawtune.problems import Problems
 
 ALPHA = 0.05
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,10 +45,23 @@ class Side:
         """This side on the items at `keep` (the other sets as they are)."""
         return replace(
             self,
-            generations=[self.generations[i] for i in keep],
-            scores=[self.scores[i] for i in keep],
-            judged=[self.judged[i] for i in keep] if self.judged else [],
+            generations=pick(self.generations, keep),
+            scores=pick(self.scores, keep),
+            judged=pick(self.judged, keep) if self.judged else [],
         )
+
+
+def pick(values: list[T], keep: list[int]) -> list[T]:
+    """The entries of a per-item list at `keep`."""
+    return [values[i] for i in keep]
+
+
+def keep_answered(
+    errors: dict[str, dict[str, Any]], name: str, items: list[Item], base: list[Generation], tuned: list[Generation]
+) -> list[int]:
+    """The items of set `name` both sides answered; what each side failed to answer is counted in `errors[name]`."""
+    errors[name] = errored(items, base, tuned)
+    return both_answered(base, tuned)
 
 
 def both_answered(base: list[Generation], tuned: list[Generation]) -> list[int]:
@@ -535,32 +551,29 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
     base, tuned = sides["baseline"], sides["model"]
     # An endpoint that still failed after its retries gave no answer: the item is counted under "errors" and left
     # out of every figure of both sides (the pairs stay paired), never scored as a wrong answer.
-    errors = {"test": errored(items, base.generations, tuned.generations)}
-    keep = both_answered(base.generations, tuned.generations)
-    items, base, tuned = [items[i] for i in keep], base.subset(keep), tuned.subset(keep)
+    errors: dict[str, dict[str, Any]] = {}
+    keep = keep_answered(errors, "test", items, base.generations, tuned.generations)
+    items, base, tuned = pick(items, keep), base.subset(keep), tuned.subset(keep)
     if general:
-        errors["general"] = errored(general, base.general_generations, tuned.general_generations)
-        keep = both_answered(base.general_generations, tuned.general_generations)
-        general = [general[i] for i in keep]
+        keep = keep_answered(errors, "general", general, base.general_generations, tuned.general_generations)
+        general = pick(general, keep)
         for side in (base, tuned):
-            side.forgetting = [side.forgetting[i] for i in keep]
-            side.general_generations = [side.general_generations[i] for i in keep]
+            side.forgetting = pick(side.forgetting, keep)
+            side.general_generations = pick(side.general_generations, keep)
     if base.held_out is not None and tuned.held_out is not None:
-        errors["held_out"] = errored(failures, base.held_out.generations, tuned.held_out.generations)
-        keep = both_answered(base.held_out.generations, tuned.held_out.generations)
+        keep = keep_answered(errors, "held_out", failures, base.held_out.generations, tuned.held_out.generations)
         failures, base.held_out, tuned.held_out = (
-            [failures[i] for i in keep],
+            pick(failures, keep),
             base.held_out.subset(keep),
             tuned.held_out.subset(keep),
         )
     if cases:
-        errors["benchmark"] = errored(bench_items, base.benchmark_generations, tuned.benchmark_generations)
-        keep = both_answered(base.benchmark_generations, tuned.benchmark_generations)
-        cases = [cases[i] for i in keep]
+        keep = keep_answered(errors, "benchmark", bench_items, base.benchmark_generations, tuned.benchmark_generations)
+        cases = pick(cases, keep)
         for side in (base, tuned):
-            side.benchmark = [side.benchmark[i] for i in keep]
-            side.benchmark_reasons = [side.benchmark_reasons[i] for i in keep]
-            side.benchmark_generations = [side.benchmark_generations[i] for i in keep]
+            side.benchmark = pick(side.benchmark, keep)
+            side.benchmark_reasons = pick(side.benchmark_reasons, keep)
+            side.benchmark_generations = pick(side.benchmark_generations, keep)
     if not items:
         first = errors["test"]["examples"][0]
         raise EvalError(

@@ -279,6 +279,7 @@ TEMPLATE = """\
 # Preset: {preset}.
 base_model: "{base_model}"   # a Hugging Face id, a local folder, or clawtune/tiny-agent
 method: "{method}"           # lora | qlora (4-bit base, CUDA) | full
+objective: "sft"             # sft | dpo (preference pairs: collect-failures' pairs.jsonl, continuing a checkpoint)
 data:
   train: "{train}"
   validation: "{validation}"

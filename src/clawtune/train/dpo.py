@@ -22,18 +22,41 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from clawtune.artifacts.manifest import sha256_file
 from clawtune.artifacts.render import IGNORE, TemplateError, render_example
 from clawtune.messages import Message, normalize_example
+from clawtune.models import load_model, load_tokenizer
 from clawtune.problems import Problems
-from clawtune.train.plan import TrainError
+from clawtune.train.config import FTConfig
+from clawtune.train.options import TrainOptions
+from clawtune.train.plan import Plan, TrainError, plan_run
+from clawtune.train.run import (
+    Meter,
+    Start,
+    base_manifest,
+    build,
+    count_parameters,
+    fit_out,
+    is_main_process,
+    last_log,
+    make_callbacks,
+    notes,
+    quiet_transformers,
+    ready_output,
+    report_problems,
+    resolve_start,
+    run_summary,
+    run_trainer,
+    save,
+    training_arguments,
+    with_progress,
+)
 
 PAIRS = "pairs.jsonl"
 INSTALL_HINT = "pip install 'clawtune[dpo]'"
@@ -282,75 +305,66 @@ def as_rows(data: PairData) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------- the run
 
 
-def load_pairs(path: Path, tokenizer: Any, options: Any, problems: Problems, console: Console | None) -> PairData:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+def train_dpo(options: TrainOptions) -> tuple[dict[str, Any], Any]:
+    """`ft train` with `objective: dpo`; returns the summary (also written beside the adapter) and the trainer.
 
+    SFT's story (`run.train`) with pairs for examples: plan -> where it starts (and its reference) -> the pairs (a dry
+    run stops here) -> the model, its reference and its manifest -> TRL's trainer -> train -> summarise and save."""
+    trl = require_trl()
+    quiet_transformers()
+    main = is_main_process()
+    console = Console(soft_wrap=True) if (main and not options.quiet) else None
     config = options.config
-    if not path.is_file():
-        raise TrainError(f"{path}: no such pairs file")
-    with open(path, "rb") as f:
-        lines = sum(1 for _ in f)
-    with Progress(
-        TextColumn("tokenizing {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=console is None,
-        transient=True,
-    ) as progress:
-        task = progress.add_task(path.name, total=lines)
-        data = read_pairs(
-            path,
-            tokenizer,
-            config.training.max_seq_length,
-            config.training.truncation,
-            problems,
-            progress=lambda: progress.advance(task),
+    plan = plan_run(options)
+    if config.training.replay is not None:
+        plan.notes.append(
+            "training.replay: not used by objective dpo (it mixes chat examples; a preference run has pairs): the "
+            "reference model's pull (dpo.beta) is what keeps the model near the checkpoint it continues"
         )
-    if not data.pairs:
-        reasons = ", ".join(f"{k}: {v}" for k, v in data.skipped.items())
-        raise TrainError(
-            f"{path}: no usable preference pair ({data.read} read; {reasons or 'file empty'}). Each line needs "
-            '"prompt" (messages), "chosen" and "rejected" (the answers: assistant and tool messages), as '
-            f"collect-failures writes them in {PAIRS}"
-        )
-    return data
+    notes(plan.notes, main)
+    start = reference_start(options)
+    data_path = pairs_path(options, start)
+    ready_output(options, start, main)
+    data = load_run_pairs(options, data_path, main, console)
+    if options.dry_run:
+        return dry_run_pairs(options, plan, data, start, console), None
+    model = build(options, plan, start)
+    manifest = dpo_manifest(options, model, data, start, trl.__version__)
+    trainer = make_dpo_trainer(trl, options, plan, model, data, manifest, start, console)
+    result, runtime = run_trainer(trainer, start)
+    summary = summarise_dpo(options, plan, trainer, data, start, result, runtime)
+    save(config.output_dir, trainer, manifest, summary, start, main, console)
+    return summary, trainer
 
 
-def reference_start(options: Any) -> tuple[Path | None, Path | None, Path | None, dict[str, Any] | None]:
-    """(checkpoint given, weights to start from, checkpoint to resume an interrupted DPO run from, its manifest).
+def reference_start(options: TrainOptions) -> Start:
+    """Where the run starts (`resolve_start`), with its reference in `init_from`: the weights the model starts from.
 
     A checkpoint of an SFT run (or any run, with --data) is continued into a new DPO run, its weights the reference.
     A checkpoint of a DPO run without --data is that run interrupted: it resumes (optimizer, schedule, steps) with
     the same reference as before, the weights that run started from (its manifest's parent)."""
-    from clawtune.artifacts.manifest import find_checkpoint, read_manifest
-
-    config = options.config
-    if options.resume is None:
-        return None, None, None, None
-    checkpoint = find_checkpoint(options.resume)
-    previous = read_manifest(checkpoint)
-    if previous.get("base_model") != config.base_model or previous.get("kind") != config.method:
+    start = resolve_start(options, resumes=lambda previous: previous.get("objective") == "dpo")
+    if start.resume_from is None:
+        return start
+    parent = ((start.previous or {}).get("parent") or {}).get("path")
+    if parent is not None and not Path(parent).is_dir():
         raise TrainError(
-            f"{checkpoint}: trained as {previous.get('kind')} on {previous.get('base_model')}, "
-            f"but the config says {config.method} on {config.base_model}"
+            f"{start.checkpoint}: resuming this DPO run needs its reference, the checkpoint it started from "
+            f"({parent}), which is gone; continue it as a new run instead (--data with its pairs file)"
         )
-    if options.data is None and previous.get("objective") == "dpo":
-        parent = (previous.get("parent") or {}).get("path")
-        if parent is not None and not Path(parent).is_dir():
-            raise TrainError(
-                f"{checkpoint}: resuming this DPO run needs its reference, the checkpoint it started from "
-                f"({parent}), which is gone; continue it as a new run instead (--data with its pairs file)"
-            )
-        return checkpoint, Path(parent) if parent else None, checkpoint, previous
-    return checkpoint, checkpoint, None, previous
+    start.init_from = Path(parent) if parent else None
+    return start
+
+
+def pairs_path(options: TrainOptions, start: Start) -> Path:
+    """The pairs to train on: an interrupted run's own, unchanged; else --data's or the config's."""
+    if start.resume_from is not None:
+        return interrupted_pairs(start.resume_from, start.previous or {})
+    return pairs_file(options.data) if options.data is not None else options.config.data.train
 
 
 def interrupted_pairs(checkpoint: Path, manifest: dict[str, Any]) -> Path:
     """The pairs file an interrupted DPO run trained on, as it was (its sha256 in the manifest)."""
-    from clawtune.artifacts.manifest import sha256_file
-
     recorded = manifest.get("training_data") or {}
     path = Path(recorded.get("path") or "")
     if not recorded.get("path") or not path.is_file():
@@ -366,156 +380,152 @@ def interrupted_pairs(checkpoint: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
-def train_dpo(options: Any) -> tuple[dict[str, Any], Any]:
-    """`ft train` with `objective: dpo`; returns the summary (also written beside the adapter) and the trainer."""
-    import torch
-    import transformers
+@dataclass
+class RunPairs:
+    """What a DPO run trains and validates on, tokenized."""
 
-    from clawtune import __version__
-    from clawtune.artifacts.files import write_json_atomic
-    from clawtune.artifacts.manifest import LOSS_PLOT, SUMMARY, find_checkpoint, sha256_file, write_manifest
-    from clawtune.models import fingerprint, load_model, load_tokenizer, resolve
-    from clawtune.train.plan import plan_run
-    from clawtune.train.run import (
-        Meter,
-        build_model,
-        count_parameters,
-        is_main_process,
-        make_callbacks,
-        peak_memory,
-        plot_losses,
-        prepare_output,
-        training_arguments,
-    )
-    from clawtune.train.trainer import AtomicCheckpoints
+    path: Path
+    tokenizer: Any
+    template_source: str
+    train: PairData
+    validation: PairData | None
 
-    trl = require_trl()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    main = is_main_process()
-    console = Console(soft_wrap=True) if (main and not options.quiet) else None
-    err = Console(stderr=True, soft_wrap=True)
+    @property
+    def tokens(self) -> int:
+        return sum(p.tokens for p in self.train.pairs)
+
+
+def load_run_pairs(options: TrainOptions, data_path: Path, main: bool, console: Console | None) -> RunPairs:
+    """The chat template chosen, the pairs tokenized (bad ones skipped and reported)."""
     config = options.config
-    plan = plan_run(options)
-    if config.training.replay is not None:
-        plan.notes.append(
-            "training.replay: not used by objective dpo (it mixes chat examples; a preference run has pairs): the "
-            "reference model's pull (dpo.beta) is what keeps the model near the checkpoint it continues"
-        )
-    for note in plan.notes if main else []:
-        err.print(f"[yellow]note[/]: {note}", highlight=False)
-
-    checkpoint, init_from, resume_from, previous = reference_start(options)
-    step_offset = 0
-    if previous is not None:
-        step_offset = int(previous.get("step_offset") or 0) if resume_from else int(previous.get("step") or 0)
-    data_path = pairs_file(options.data) if options.data is not None else config.data.train
-    if resume_from is not None:  # an interrupted run continues on its own pairs, unchanged
-        data_path = interrupted_pairs(resume_from, previous or {})
-    if main and not options.dry_run:
-        prepare_output(config.output_dir, checkpoint, options.force)
-
     tokenizer, template_source = load_tokenizer(config.base_model, config.chat_template, training=True)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     problems = Problems(strict=options.strict, keep=1000)
-    train = load_pairs(data_path, tokenizer, options, problems, console)
+    train = load_pairs(data_path, tokenizer, config, problems, console)
     validation = None
     if config.data.validation is not None and options.data is None:
-        validation = load_pairs(config.data.validation, tokenizer, options, problems, console)
-    if main and problems.items:
-        for problem in problems.items[:10]:
-            err.print(f"[yellow]skipped[/] {problem}", highlight=False)
-        if len(problems) > 10:
-            err.print(f"... and {len(problems) - 10} more ({dict(problems.counts)})", highlight=False)
-    tokens = sum(p.tokens for p in train.pairs)
-    if options.dry_run:
-        t = config.training
-        per_step = t.batch_size * t.gradient_accumulation_steps * plan.world_size
-        steps = options.max_steps or max(1, -(-len(train.pairs) // per_step)) * max(1, round(t.epochs))
-        report = {"objective": "dpo", "pairs": len(train.pairs), "tokens": tokens, "steps": steps, "notes": plan.notes}
-        if console is not None:
-            console.print(
-                f"dry run, objective dpo: {len(train.pairs)} pairs ({tokens:,} tokens, both sides) from {data_path}, "
-                f"about {steps} steps of {per_step} pairs; reference: "
-                + (f"{init_from} (frozen)" if init_from else f"{config.base_model} (the new adapter starts at it)"),
-                highlight=False,
-            )
-        return report, None
+        validation = load_pairs(config.data.validation, tokenizer, config, problems, console)
+    report_problems(problems, main)
+    return RunPairs(data_path, tokenizer, template_source, train, validation)
 
-    transformers.set_seed(config.training.seed)
-    model = build_model(options, plan, init_from)
-    ref_model = None
-    if config.method == "full":  # the reference: the resumed weights (or the base), loaded again and frozen
-        ref_model = load_model(str(init_from) if init_from else config.base_model, dtype=model.dtype).eval()
-        ref_model.requires_grad_(False)
-    trainable, total = count_parameters(model)
-    base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    reference = (
-        f"{init_from} (frozen copy of its adapter)" if init_from and config.method != "full"
-        else f"{init_from} (frozen)" if init_from
-        else f"{config.base_model} (the new adapter starts at zero)"
-    )  # fmt: skip
-    manifest = {
-        "kind": config.method,
+
+def load_pairs(path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None) -> PairData:
+    t = config.training
+    data = with_progress(
+        path,
+        "pairs file",
+        console,
+        lambda advance: read_pairs(path, tokenizer, t.max_seq_length, t.truncation, problems, progress=advance),
+    )
+    if not data.pairs:
+        reasons = ", ".join(f"{k}: {v}" for k, v in data.skipped.items())
+        raise TrainError(
+            f"{path}: no usable preference pair ({data.read} read; {reasons or 'file empty'}). Each line needs "
+            '"prompt" (messages), "chosen" and "rejected" (the answers: assistant and tool messages), as '
+            f"collect-failures writes them in {PAIRS}"
+        )
+    return data
+
+
+def reference(options: TrainOptions, start: Start) -> str:
+    """The model the KL term holds the trained one near, in words."""
+    init_from, config = start.init_from, options.config
+    if init_from and config.method != "full":
+        return f"{init_from} (frozen copy of its adapter)"
+    if init_from:
+        return f"{init_from} (frozen)"
+    return f"{config.base_model} (the new adapter starts at zero)"
+
+
+def dry_run_pairs(
+    options: TrainOptions, plan: Plan, data: RunPairs, start: Start, console: Console | None
+) -> dict[str, Any]:
+    """`--dry-run`: the pairs, the steps they make and the reference, printed; nothing trained."""
+    t = options.config.training
+    pairs = len(data.train.pairs)
+    per_step = t.batch_size * t.gradient_accumulation_steps * plan.world_size
+    steps = options.max_steps or max(1, -(-pairs // per_step)) * max(1, round(t.epochs))
+    if console is not None:
+        init_from = start.init_from
+        console.print(
+            f"dry run, objective dpo: {pairs} pairs ({data.tokens:,} tokens, both sides) from {data.path}, "
+            f"about {steps} steps of {per_step} pairs; reference: "
+            + (f"{init_from} (frozen)" if init_from else f"{options.config.base_model} (the new adapter starts at it)"),
+            highlight=False,
+        )
+    return {"objective": "dpo", "pairs": pairs, "tokens": data.tokens, "steps": steps, "notes": plan.notes}
+
+
+def dpo_manifest(options: TrainOptions, model: Any, data: RunPairs, start: Start, trl_version: str) -> dict[str, Any]:
+    """What every checkpoint carries (`base_manifest`), with the objective, the pairs and the reference it continues."""
+    config = options.config
+    if start.resume_from is not None:  # an interrupted DPO run: its manifest already names parent and reference
+        parent = (start.previous or {}).get("parent")
+    elif start.checkpoint is not None:
+        parent = {
+            "path": str(start.checkpoint.resolve()),
+            "step": (start.previous or {}).get("step"),
+            "how": "dpo reference",
+        }
+    else:
+        parent = None
+    return {
+        **base_manifest(options, model, data.tokenizer, data.template_source, trl=trl_version),
         "objective": "dpo",
-        "base_model": config.base_model,
-        "base_model_path": resolve(config.base_model),
-        "base_revision": getattr(base_config, "_commit_hash", None),
-        "base_fingerprint": fingerprint(base_config.to_dict(), tokenizer),
-        "chat_template": {"source": template_source, "file": "chat_template.jinja"},
-        "config": json.loads(config.model_dump_json()),
-        "clawtune": __version__,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__},
         "training_data": {
-            "path": str(data_path.resolve()),
-            "sha256": sha256_file(data_path),
+            "path": str(data.path.resolve()),
+            "sha256": sha256_file(data.path),
             "format": "preference pairs (prompt, chosen, rejected)",
-            "pairs": len(train.pairs),
-            "examples": len(train.pairs),
+            "pairs": len(data.train.pairs),
+            "examples": len(data.train.pairs),
         },
-        "dpo": {**config.dpo.model_dump(), "reference": reference},
-        "parent": (
-            {
-                "path": str((init_from or checkpoint).resolve()),  # type: ignore[union-attr]
-                "step": (previous or {}).get("step") if not resume_from else None,
-                "how": "dpo reference",
-            }
-            if init_from is not None
-            else None
-        ),
+        "dpo": {**config.dpo.model_dump(), "reference": reference(options, start)},
+        "parent": parent,
     }
-    if resume_from is not None:  # an interrupted DPO run: its manifest already names parent and reference
-        manifest["parent"] = (previous or {}).get("parent")
 
-    meter = Meter()
-    resume_tokens = None
-    start_step = 0
-    if resume_from is not None:
-        state = json.loads((resume_from / "trainer_state.json").read_text())
-        resume_tokens = state.get("stateful_callbacks", {}).get("MeterState", {}).get("attributes")
-        start_step = int(state.get("global_step") or 0)
+
+def make_dpo_trainer(
+    trl: Any,
+    options: TrainOptions,
+    plan: Plan,
+    model: Any,
+    data: RunPairs,
+    manifest: dict[str, Any],
+    start: Start,
+    console: Console | None,
+) -> Any:
+    """TRL's DPOTrainer (clawtune's subclass) over the pairs, against the reference, with the meter and the bar."""
+    from datasets import Dataset
+
+    from clawtune.train.trainer import AtomicCheckpoints
 
     class ClawtuneDPOTrainer(AtomicCheckpoints, trl.DPOTrainer):  # type: ignore[misc,name-defined]
         """TRL's DPOTrainer on pairs clawtune already rendered and tokenized; clawtune's checkpoints."""
+
+        clawtune_meter: Meter
 
         def _prepare_dataset(self, dataset: Any, *args: Any, **kwargs: Any) -> Any:
             return dataset  # tokenized by `read_pairs` with clawtune's templates and masks (render.py)
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             if model.training:
-                attention, scored = inputs["attention_mask"], inputs["completion_mask"]
+                meter, attention, scored = self.clawtune_meter, inputs["attention_mask"], inputs["completion_mask"]
                 meter.tokens += int(attention.sum())
                 meter.run_tokens += int(attention.sum())
                 meter.trained += int(scored.sum())
             return super().compute_loss(model, inputs, *args, **kwargs)
 
-    from datasets import Dataset
-
+    config = options.config
+    ref_model = None
+    if config.method == "full":  # the reference: the resumed weights (or the base), loaded again and frozen
+        ref_model = load_model(str(start.init_from or config.base_model), dtype=model.dtype).eval()
+        ref_model.requires_grad_(False)
+    trainable, total = count_parameters(model)  # before TRL adds the reference adapter
     args = training_arguments(
         options,
         plan,
-        validation is not None,
+        data.validation is not None,
         list(getattr(model, "_no_split_modules", None) or []),
         args_class=functools.partial(
             trl.DPOConfig,
@@ -528,98 +538,48 @@ def train_dpo(options: Any) -> tuple[dict[str, Any], Any]:
             gradient_checkpointing=False,  # build_model enables it on the model (non-reentrant) when configured
         ),
     )
+    meter = Meter()
     trainer = ClawtuneDPOTrainer(
         model=model,
         ref_model=ref_model,
         args=args,
-        data_collator=PairCollator(tokenizer.pad_token_id),
-        train_dataset=Dataset.from_list(as_rows(train)),
-        eval_dataset=Dataset.from_list(as_rows(validation)) if validation else None,
-        processing_class=tokenizer,
-        callbacks=make_callbacks(meter, console, resume_tokens),
+        data_collator=PairCollator(data.tokenizer.pad_token_id),
+        train_dataset=Dataset.from_list(as_rows(data.train)),
+        eval_dataset=Dataset.from_list(as_rows(data.validation)) if data.validation else None,
+        processing_class=data.tokenizer,
+        callbacks=make_callbacks(meter, console, start.resume_tokens),
     )
     if hasattr(model, "peft_config") and "ref" in model.peft_config:
         # TRL added the reference as a second adapter: the checkpoint holds the trained one only.
         model.save_pretrained = functools.partial(model.save_pretrained, selected_adapters=["default"])
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.clawtune_manifest = manifest
-    trainer.clawtune_keep = config.training.save_total_limit
-    trainer.clawtune_step_offset = step_offset
-    trainer.clawtune_protect = checkpoint
+    fit_out(trainer, options, manifest, start, meter, (trainable, total))
     if console is not None:
         console.print(
             f"dpo ({config.method}) on {config.base_model} ({plan.device}, {'bf16' if plan.bf16 else 'fp32'}): "
-            f"{trainable:,} trainable of {total:,} parameters; {len(train.pairs)} pairs, {tokens:,} tokens; "
-            f"reference {reference}" + (f"; resuming from {resume_from}" if resume_from else ""),
+            f"{trainable:,} trainable of {total:,} parameters; {len(data.train.pairs)} pairs, {data.tokens:,} tokens; "
+            f"reference {reference(options, start)}"
+            + (f"; resuming from {start.resume_from}" if start.resume_from else ""),
             highlight=False,
         )
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    runtime = time.perf_counter() - started
+    return trainer
 
-    steps_ran = trainer.state.global_step - start_step
-    mean_loss = result.training_loss * trainer.state.global_step / steps_ran if steps_ran > 0 else None
-    logged = [e for e in trainer.state.log_history if "loss" in e]
-    last = logged[-1] if logged and logged[-1]["step"] > start_step else {}
-    summary = {
-        "base_model": config.base_model,
-        "method": config.method,
-        "objective": "dpo",
-        "reference": reference,
-        "device": plan.device,
-        "processes": plan.world_size,
-        "precision": "bf16" if plan.bf16 else "fp32",
-        "trainable_parameters": trainable,
-        "total_parameters": total,
+
+def summarise_dpo(
+    options: TrainOptions, plan: Plan, trainer: Any, data: RunPairs, start: Start, result: Any, runtime: float
+) -> dict[str, Any]:
+    """training-summary.json of a DPO run: `run_summary` with the pairs, the reference and the reward margins."""
+    train, validation = data.train, data.validation
+    trained_on = {
         "pairs": {"read": train.read, "used": len(train.pairs), "skipped": train.skipped},
         "validation_pairs": {"read": validation.read, "used": len(validation.pairs)} if validation else None,
-        "steps": trainer.state.global_step,
-        "step_offset": step_offset,
-        "epochs": trainer.state.epoch,
-        "tokens_seen": meter.tokens,
-        "trained_tokens_seen": meter.trained,
-        "this_run": {
-            "steps": steps_ran,
-            "mean_loss": mean_loss,
-            "last_loss": last.get("loss"),
-            "last_reward_margin": last.get("rewards/margins"),
-            "last_reward_accuracy": last.get("rewards/accuracies"),
-            "runtime_s": round(runtime, 2),
-            "non_pad_tokens": meter.run_tokens,
-            "non_pad_tokens_per_s": round(meter.run_tokens / runtime, 1) if runtime else None,
-        },
-        "peak_memory_bytes": peak_memory(plan.device),
-        "final_train_loss": mean_loss,
-        "losses": [{"step": e["step"] + step_offset, "loss": e["loss"]} for e in logged],
-        "reward_margins": [
-            {"step": e["step"] + step_offset, "margin": e["rewards/margins"]} for e in logged if "rewards/margins" in e
-        ],
-        "eval_losses": [
-            {"step": e["step"] + step_offset, "loss": e["eval_loss"]}
-            for e in trainer.state.log_history
-            if "eval_loss" in e
-        ],
-        "checkpoint": str(find_checkpoint(config.output_dir)),
-        "resumed_from": str(resume_from) if resume_from else None,
-        "resumed_at_step": start_step + step_offset if resume_from else None,
-        "initialised_from": str(init_from) if init_from else None,
-        "notes": plan.notes,
     }
-    out = config.output_dir
-    trainer.save_model(str(out))
-    if main:
-        write_manifest(out, {**manifest, "step": trainer.state.global_step + step_offset, "step_offset": step_offset})
-        write_json_atomic(out / SUMMARY, summary)
-        plot_losses(summary, out / LOSS_PLOT)
-        if console is not None:
-            margin = summary["this_run"]["last_reward_margin"]
-            console.print(
-                f"[green]done[/]: dpo, {steps_ran} steps"
-                + ("" if mean_loss is None else f", mean loss {mean_loss:.4f}")
-                + ("" if margin is None else f", last reward margin {margin:.4f}")
-                + f"; adapter and manifest in {out}, last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}",
-                highlight=False,
-            )
-    return summary, trainer
+    summary = run_summary(options, plan, trainer, start, result, runtime, trained_on)
+    last = last_log(trainer, start)
+    summary["this_run"].update(
+        last_reward_margin=last.get("rewards/margins"), last_reward_accuracy=last.get("rewards/accuracies")
+    )
+    logged = [e for e in trainer.state.log_history if "rewards/margins" in e and "loss" in e]
+    summary["reward_margins"] = [
+        {"step": e["step"] + start.step_offset, "margin": e["rewards/margins"]} for e in logged
+    ]
+    return {"objective": "dpo", "reference": reference(options, start), **summary}

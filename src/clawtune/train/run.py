@@ -17,9 +17,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -46,6 +47,8 @@ from clawtune.train.plan import Plan, TrainError, lora_config, plan_run
 from clawtune.train.replay import build_mix, describe
 from clawtune.train.trainer import make_trainer_class
 
+T = TypeVar("T")
+
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -57,24 +60,21 @@ def is_main_process() -> bool:
 def load_data(
     path: Path, tokenizer: Any, config: FTConfig, problems: Problems, console: Console | None
 ) -> TokenizedData:
-    from clawtune.progress import progress_bar
-
-    if not path.is_file():
-        raise TrainError(f"{path}: no such data file")
-    with open(path, "rb") as f:
-        lines = sum(1 for _ in f)
-    with progress_bar("tokenizing {task.description}", console) as progress:
-        task = progress.add_task(path.name, total=lines)
-        data = tokenize_file(
+    data = with_progress(
+        path,
+        "data file",
+        console,
+        lambda advance: tokenize_file(
             path,
             tokenizer,
             config.training.max_seq_length,
             config.training.truncation,
             problems,
-            progress=lambda: progress.advance(task),
+            progress=advance,
             train_on_inputs=config.training.train_on_inputs,
             max_refused=config.data.max_refused,
-        )
+        ),
+    )
     if not data.examples:
         reasons = ", ".join(f"{k}: {v}" for k, v in data.counts.items() if k.startswith(("skipped", "refused")))
         raise TrainError(
@@ -82,6 +82,19 @@ def load_data(
             "Training on it would report a loss of 0 and learn nothing."
         )
     return data
+
+
+def with_progress(path: Path, what: str, console: Console | None, tokenize: Callable[[Callable[[], None]], T]) -> T:
+    """`tokenize(advance)` under a progress bar over the lines of `path` (a file of `what`: an error if missing)."""
+    from clawtune.progress import progress_bar
+
+    if not path.is_file():
+        raise TrainError(f"{path}: no such {what}")
+    with open(path, "rb") as f:
+        lines = sum(1 for _ in f)
+    with progress_bar("tokenizing {task.description}", console) as progress:
+        task = progress.add_task(path.name, total=lines)
+        return tokenize(lambda: progress.advance(task))
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -381,14 +394,17 @@ class Start:
     checkpoint: Path | None = None  # the one --resume names (never rotated away nor written over)
     previous: dict[str, Any] | None = None  # its manifest
     resume_from: Path | None = None  # exactly: the same data order, optimizer and schedule
-    init_from: Path | None = None  # the seed's retraining: these weights, new data, fresh optimizer and schedule
+    # the weights the model is built from: the seed's retraining (new data, fresh optimizer and schedule); with DPO
+    # also its reference, which a resumed DPO run keeps (`dpo.reference_start`)
+    init_from: Path | None = None
     step_offset: int = 0  # checkpoint names continue the numbering of the run this one continues
     start_step: int = 0  # the Trainer's step it resumes at
     resume_tokens: dict[str, int] | None = None  # the token counters it had
 
 
-def resolve_start(options: TrainOptions) -> Start:
-    """--resume: the checkpoint, checked against the config; with --data its weights continue on new data."""
+def resolve_start(options: TrainOptions, resumes: Callable[[dict[str, Any]], bool] | None = None) -> Start:
+    """--resume: the checkpoint, checked against the config; with --data its weights continue on new data, as they
+    also do when `resumes` (given the checkpoint's manifest) says this run cannot resume that one's exactly."""
     if options.resume is None:
         return Start()
     config = options.config
@@ -399,7 +415,7 @@ def resolve_start(options: TrainOptions) -> Start:
             f"{checkpoint}: trained as {previous.get('kind')} on {previous.get('base_model')}, "
             f"but the config says {config.method} on {config.base_model}"
         )
-    if options.data is not None:
+    if options.data is not None or (resumes is not None and not resumes(previous)):
         return Start(checkpoint, previous, init_from=checkpoint, step_offset=int(previous.get("step") or 0))
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     return Start(
@@ -416,10 +432,15 @@ def prepare(options: TrainOptions, start: Start, main: bool) -> Path:
     """The file to train on (found before --force clears anything), then the output folder made ready."""
     config = options.config
     data_path = data_file(options.data) if options.data is not None else config.data.train
-    if main and not options.dry_run:
-        prepare_output(config.output_dir, start.checkpoint, options.force)
+    ready_output(options, start, main)
     notes(check_holdouts(data_path, config), main)
     return data_path
+
+
+def ready_output(options: TrainOptions, start: Start, main: bool) -> None:
+    """The output folder made ready for this run (`prepare_output`), by the main process of a real run only."""
+    if main and not options.dry_run:
+        prepare_output(options.config.output_dir, start.checkpoint, options.force)
 
 
 @dataclass
@@ -470,13 +491,19 @@ def load_run_data(
     if warmup:
         plan.notes.append(warmup)
         notes([warmup], main)
-    if main and problems.items:
-        err = Console(stderr=True, soft_wrap=True)
-        for problem in problems.items[:10]:
-            err.print(f"[yellow]skipped[/] {problem}", highlight=False)
-        if len(problems) > 10:
-            err.print(f"... and {len(problems) - 10} more ({dict(problems.counts)})", highlight=False)
+    report_problems(problems, main)
     return RunData(train_path, mix, tokenizer, template_source, train, validation, train_set, eval_set)
+
+
+def report_problems(problems: Problems, main: bool) -> None:
+    """The lines skipped while reading (the first ten, then how many more), on stderr from the main process."""
+    if not main or not problems.items:
+        return
+    err = Console(stderr=True, soft_wrap=True)
+    for problem in problems.items[:10]:
+        err.print(f"[yellow]skipped[/] {problem}", highlight=False)
+    if len(problems) > 10:
+        err.print(f"... and {len(problems) - 10} more ({dict(problems.counts)})", highlight=False)
 
 
 def dry_run(options: TrainOptions, plan: Plan, data: RunData, main: bool) -> dict[str, Any]:
@@ -498,31 +525,40 @@ def build(options: TrainOptions, plan: Plan, start: Start) -> Any:
 
 
 def build_manifest(options: TrainOptions, model: Any, data: RunData, start: Start) -> dict[str, Any]:
-    """What every checkpoint carries: the base model and its fingerprint, the template, the config, the versions, the
-    data it was trained on and the checkpoint it continues."""
-    import torch
-    import transformers
-
-    config = options.config
-    base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    """What every checkpoint carries (`base_manifest`), the data it was trained on and the checkpoint it continues."""
     parent = None
     if start.checkpoint is not None:
         how = "resume" if start.resume_from else "new data"
         parent = {"path": str(start.checkpoint.resolve()), "step": (start.previous or {}).get("step"), "how": how}
     return {
-        "kind": config.method,
-        "base_model": config.base_model,
-        "base_model_path": resolve(config.base_model),
-        "base_revision": getattr(base_config, "_commit_hash", None),
-        "base_fingerprint": fingerprint(base_config.to_dict(), data.tokenizer),
-        "chat_template": {"source": data.template_source, "file": "chat_template.jinja"},
-        "config": json.loads(options.config.model_dump_json()),
-        "clawtune": __version__,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        **base_manifest(options, model, data.tokenizer, data.template_source),
         # what it was trained on (a retrain's --data or the replay mix; else the config's file) and what it continues
         "training_data": data.mix
         or {"path": str(data.path.resolve()), "sha256": sha256_file(data.path), "examples": len(data.train.examples)},
         "parent": parent,
+    }
+
+
+def base_manifest(
+    options: TrainOptions, model: Any, tokenizer: Any, template_source: str, **versions: str
+) -> dict[str, Any]:
+    """What every checkpoint carries whatever its objective: the base model and its fingerprint, the template, the
+    config and the versions (torch, transformers and `versions`, e.g. TRL's)."""
+    import torch
+    import transformers
+
+    config = options.config
+    base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    return {
+        "kind": config.method,
+        "base_model": config.base_model,
+        "base_model_path": resolve(config.base_model),
+        "base_revision": getattr(base_config, "_commit_hash", None),
+        "base_fingerprint": fingerprint(base_config.to_dict(), tokenizer),
+        "chat_template": {"source": template_source, "file": "chat_template.jinja"},
+        "config": json.loads(config.model_dump_json()),
+        "clawtune": __version__,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, **versions},
     }
 
 
@@ -536,8 +572,6 @@ def make_run_trainer(
     console: Console | None,
 ) -> Any:
     """clawtune's Trainer over the packed data, with the meter, the progress bar and what its checkpoints carry."""
-    from transformers.trainer_callback import PrinterCallback
-
     config = options.config
     meter = Meter()
     trainable, total = count_parameters(model)
@@ -550,14 +584,8 @@ def make_run_trainer(
         processing_class=data.tokenizer,
         callbacks=make_callbacks(meter, console, start.resume_tokens),
     )
-    trainer.remove_callback(PrinterCallback)  # the progress bar and the summary say it, without a dict per log
     trainer.clawtune_attention = plan.attention
-    trainer.clawtune_manifest = manifest
-    trainer.clawtune_keep = config.training.save_total_limit
-    trainer.clawtune_meter = meter
-    trainer.clawtune_step_offset = start.step_offset
-    trainer.clawtune_protect = start.checkpoint  # never rotated away nor written over: the loop compares and rolls back
-    trainer.clawtune_parameters = (trainable, total)
+    fit_out(trainer, options, manifest, start, meter, (trainable, total))
     if console is not None:
         train = data.train
         console.print(
@@ -571,6 +599,26 @@ def make_run_trainer(
             highlight=False,
         )
     return trainer
+
+
+def fit_out(
+    trainer: Any,
+    options: TrainOptions,
+    manifest: dict[str, Any],
+    start: Start,
+    meter: Meter,
+    parameters: tuple[int, int],
+) -> None:
+    """What any clawtune trainer (SFT's or DPO's) reads when it checkpoints and what `summarise` reads off it."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # the progress bar and the summary say it, without a dict per log
+    trainer.clawtune_manifest = manifest
+    trainer.clawtune_keep = options.config.training.save_total_limit
+    trainer.clawtune_meter = meter
+    trainer.clawtune_step_offset = start.step_offset
+    trainer.clawtune_protect = start.checkpoint  # never rotated away nor written over: the loop compares and rolls back
+    trainer.clawtune_parameters = parameters  # (trainable, total)
 
 
 def run_trainer(trainer: Any, start: Start) -> tuple[Any, float]:
@@ -587,7 +635,27 @@ def run_trainer(trainer: Any, start: Start) -> tuple[Any, float]:
 def summarise(
     options: TrainOptions, plan: Plan, trainer: Any, data: RunData, start: Start, result: Any, runtime: float
 ) -> dict[str, Any]:
-    """training-summary.json: the run's figures, the losses, and where it started and ended."""
+    """training-summary.json of an SFT run: `run_summary` with the examples and rows it trained on."""
+    trained_on = {
+        "packing": options.config.training.packing,
+        "examples": dict(data.train.counts),
+        "validation_examples": dict(data.validation.counts) if data.validation else None,
+        "rows": len(data.train_set),
+    }
+    return run_summary(options, plan, trainer, start, result, runtime, trained_on)
+
+
+def run_summary(
+    options: TrainOptions,
+    plan: Plan,
+    trainer: Any,
+    start: Start,
+    result: Any,
+    runtime: float,
+    trained_on: dict[str, Any],
+) -> dict[str, Any]:
+    """training-summary.json, whatever the objective: the run's figures, what it trained on (`trained_on`: the
+    objective's own counts), the losses, and where it started and ended."""
     import torch
 
     config = options.config
@@ -607,12 +675,9 @@ def summarise(
         "processes": plan.world_size,
         "precision": "bf16" if plan.bf16 else "fp32",
         "attention": plan.attention,
-        "packing": config.training.packing,
         "trainable_parameters": trainable,
         "total_parameters": total,
-        "examples": dict(data.train.counts),
-        "validation_examples": dict(data.validation.counts) if data.validation else None,
-        "rows": len(data.train_set),
+        **trained_on,
         "steps": trainer.state.global_step,
         "step_offset": step_offset,
         "epochs": trainer.state.epoch,
@@ -621,7 +686,7 @@ def summarise(
         "this_run": {
             "steps": steps_ran,
             "mean_loss": mean_loss,
-            "last_loss": logged[-1]["loss"] if logged and logged[-1]["step"] > start_step else None,
+            "last_loss": last_log(trainer, start).get("loss"),
             "runtime_s": round(runtime, 2),
             "non_pad_tokens": run_tokens,
             "non_pad_tokens_per_s": round(run_tokens / runtime, 1) if runtime else None,
@@ -640,6 +705,12 @@ def summarise(
         "initialised_from": str(start.init_from) if start.init_from else None,
         "notes": plan.notes,
     }
+
+
+def last_log(trainer: Any, start: Start) -> dict[str, Any]:
+    """The last training step logged by this run ({} if none: a resumed run's history holds the earlier run's too)."""
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    return logged[-1] if logged and logged[-1]["step"] > start.start_step else {}
 
 
 def save(
@@ -667,9 +738,13 @@ def save(
     )
     mean_loss, last = this_run["mean_loss"], this_run["last_loss"]
     loss = "no step run" if mean_loss is None else f"mean loss over them {mean_loss:.4f}"
+    margin = this_run.get("last_reward_margin")  # a preference run's (DPO)
     console.print(
-        f"[green]done[/]: {ran}, {loss}"
+        "[green]done[/]: "
+        + (f"{summary['objective']}, " if summary.get("objective") else "")
+        + f"{ran}, {loss}"
         + (f", last logged {last:.4f}" if last is not None else "")
+        + (f", last reward margin {margin:.4f}" if margin is not None else "")
         + f"; {this_run['non_pad_tokens_per_s']:,} non-pad tokens/s; adapter and manifest in "
         f"{out}, last checkpoint {summary['checkpoint']}, summary {out / SUMMARY}, plot {out / LOSS_PLOT}",
         highlight=False,
