@@ -30,7 +30,7 @@ demo: install
 	$(VENV)/bin/clawtune demo --output ./demo-output
 
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: everything but the real-OpenClaw integration tests and the tests marked slow (those that train or
 # generate with the tiny model, the README walkthrough, the demo, the gateway fuzzing, the A/B and canary tests that
