@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clawtune.artifacts.files import atomic_write, replace_folder, write_json_atomic, write_jsonl_atomic
+from clawtune.artifacts.files import atomic_write, replace_folder, write_json_atomic, write_jsonl_atomic, write_reports
 
 
 def test_a_replaced_file_keeps_its_mode_and_its_secret_is_never_readable_on_the_way(tmp_path: Path) -> None:
@@ -72,3 +72,24 @@ def test_replace_folder_puts_the_old_folder_back_when_the_new_one_cannot_go_in(
     with pytest.raises(OSError, match="disk gone"):
         replace_folder(staging, target)
     assert (target / "old.txt").read_text() == "old"
+
+
+def test_a_report_is_written_as_three_whole_files_that_name_each_other(tmp_path: Path) -> None:
+    """evaluate's and ab-test's reports: JSON (values JSON has no type for as text), Markdown and HTML, each whole, and
+    the JSON names all three; a second write with a failing renderer leaves the first files as they were."""
+    from datetime import date
+
+    folder = tmp_path / "eval"
+    paths = write_reports(folder, "eval-report", {"when": date(2026, 12, 3), "n": 1}, "# report\n", "<p>report</p>")
+    assert sorted(p.name for p in folder.iterdir()) == ["eval-report.html", "eval-report.json", "eval-report.md"]
+    import json
+
+    written = json.loads((folder / "eval-report.json").read_text())
+    assert written == {"when": "2026-12-03", "n": 1, "files": paths}
+    assert (folder / "eval-report.md").read_text() == "# report\n"
+    with pytest.raises(TypeError):
+        write_reports(folder, "eval-report", {"n": 2}, "# new\n", None)  # type: ignore[arg-type]
+    assert json.loads((folder / "eval-report.json").read_text())["n"] == 2  # written before the failure, whole
+    assert (folder / "eval-report.md").read_text() == "# new\n"
+    assert (folder / "eval-report.html").read_text() == "<p>report</p>"  # the old one, not half of the new
+    assert sorted(p.name for p in folder.iterdir()) == ["eval-report.html", "eval-report.json", "eval-report.md"]

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -55,11 +55,24 @@ def write_text_atomic(path: Path, text: str) -> None:
         f.write(text)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """`data` as indented JSON (UTF-8, not ASCII-escaped, a final newline), replacing `path` in one rename."""
+def write_json_atomic(path: Path, data: Any, default: Callable[[Any], Any] | None = None) -> None:
+    """`data` as indented JSON (UTF-8, not ASCII-escaped, a final newline), replacing `path` in one rename; `default`
+    as json.dump's, for values JSON has no type for."""
     with atomic_write(path) as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
+        json.dump(data, f, indent=2, ensure_ascii=False, default=default)
         f.write("\n")
+
+
+def write_reports(folder: Path, stem: str, report: dict[str, Any], markdown: str, html: str) -> dict[str, str]:
+    """A report as `{stem}.json` (with the paths of all three), `{stem}.md` and `{stem}.html` in `folder`, each
+    replaced in one rename; returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {kind: folder / f"{stem}.{ext}" for kind, ext in (("json", "json"), ("markdown", "md"), ("html", "html"))}
+    paths = {kind: str(path) for kind, path in files.items()}
+    write_json_atomic(files["json"], {**report, "files": paths}, default=str)
+    write_text_atomic(files["markdown"], markdown)
+    write_text_atomic(files["html"], html)
+    return paths
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[Any]) -> None:

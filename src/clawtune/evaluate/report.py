@@ -7,13 +7,14 @@ intervals, per-category accuracy, the verdict, and the worst failures with their
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from clawtune.artifacts.files import write_reports as write_report_files
 
 # (key in a side's summary, label, kind): kind says how to format and whether higher is better.
 ROWS = [
@@ -282,14 +283,5 @@ Rates show their 95% bootstrap interval in brackets.</p>
 
 
 def write_reports(report: dict[str, Any], folder: Path) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {
-        "json": folder / "eval-report.json",
-        "markdown": folder / "eval-report.md",
-        "html": folder / "eval-report.html",
-    }
-    payload = {**report, "files": {k: str(v) for k, v in files.items()}}
-    files["json"].write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    files["markdown"].write_text(markdown(report), encoding="utf-8")
-    files["html"].write_text(html_page(report), encoding="utf-8")
-    return {k: str(v) for k, v in files.items()}
+    """eval-report.{json,md,html} in `folder`."""
+    return write_report_files(folder, "eval-report", report, markdown(report), html_page(report))

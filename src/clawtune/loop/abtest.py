@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from clawtune.artifacts.files import write_reports as write_report_files
 from clawtune.loop import sequential
 from clawtune.loop.options import DEFAULT_ENDPOINT, GUARDRAILS, ABTestOptions, registration
 from clawtune.problems import InputError
@@ -718,13 +719,7 @@ table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px sol
 
 def write_reports(report: dict[str, Any], folder: Path) -> dict[str, str]:
     """ab-test-report.{json,md,html} in `folder` (rewritten on every run: the same inputs give the same files)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {k: folder / f"ab-test-report.{ext}" for k, ext in (("json", "json"), ("markdown", "md"), ("html", "html"))}
-    payload = {**report, "files": {k: str(v) for k, v in files.items()}}
-    files["json"].write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    files["markdown"].write_text(markdown(report), encoding="utf-8")
-    files["html"].write_text(html_page(report), encoding="utf-8")
-    return {k: str(v) for k, v in files.items()}
+    return write_report_files(folder, "ab-test-report", report, markdown(report), html_page(report))
 
 
 # ---- the gateway's admin API ------------------------------------------------------------------------------------
