@@ -301,6 +301,8 @@ def serve(
     ] = None,
 ) -> None:
     """An OpenAI-compatible server: one base model, many adapters, remote engines; routing by id, tags, A/B split."""
+    # The body stays here: it composes the gateway (serve) with the A/B tests' watchdog (loop) and the dashboard (ui),
+    # and only the command line sits above all three layers.
     import signal
 
     from clawtune.extras import require
@@ -384,53 +386,13 @@ def ui_command(
     ] = None,
 ) -> None:
     """A web page over the runs, data, evaluations, the gateway's traffic, experiments and failures to review."""
-    import secrets
-
     from clawtune.extras import require
 
     require("uvicorn", "serve", "clawtune ui")
     require("fastapi", "serve", "clawtune ui")
-    import uvicorn
+    from clawtune.ui.command import run_ui
 
-    from clawtune.loop.gateway import resolve_log
-    from clawtune.serve.app import bind
-    from clawtune.ui.app import UISettings, loopback_url, standalone
-
-    if not runs.is_dir():
-        raise InputError(f"--runs {runs}: no such folder")
-    keys = [admin_key] if admin_key else []
-    log_path = resolve_log(log)
-    if config is not None:
-        from clawtune.serve.config import load, resolve_path
-
-        served = load(config)
-        keys += served.server.admin_keys
-        if log is None:
-            log_path = resolve_path(served.server.data_dir, config.parent) / "requests.sqlite"
-        if served.server.port:  # port 0: the gateway's port is known only to it; --endpoint says it
-            endpoint = endpoint or loopback_url(served.server.host, served.server.port)
-    generated = not keys
-    if generated:
-        keys = [secrets.token_urlsafe(18)]  # shown once on the terminal, never written anywhere
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (--port)") from None
-    bound = sock.getsockname()
-    settings = UISettings(runs.resolve(), log_path.resolve(), keys, endpoint=endpoint)
-    hosts = ["127.0.0.1", "localhost", "::1", "[::1]"] + ([host] if host not in ("0.0.0.0", "::") else ["*"])
-    app = standalone(settings, hosts)
-    url = f"http://{'[' + bound[0] + ']' if ':' in bound[0] else bound[0]}:{bound[1]}/ui/"
-    typer.echo(f"clawtune ui on {url} (runs under {settings.root}, log {settings.log}); Ctrl-C stops")
-    if generated:
-        typer.echo(f"admin key for this session: {keys[0]}")
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, server_header=False))
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sock.close()
+    run_ui(runs, log, host, port, config, admin_key, endpoint)
 
 
 @app.command("chat")

@@ -726,7 +726,9 @@ def write_reports(report: dict[str, Any], folder: Path) -> dict[str, str]:
 
 
 class AdminClient:
-    """The few admin calls the test needs (the standard library: one JSON request at a time)."""
+    """The few admin calls the test needs (the standard library: one JSON request at a time). Not through
+    `openai_http.Client`'s retries, on purpose: promote, rollback and pause are not safe to send twice, and a gateway
+    that fails them is reported, not retried."""
 
     def __init__(self, endpoint: str, admin_key: str | None, timeout: float = 30.0) -> None:
         self.base = endpoint.rstrip("/").removesuffix("/v1")
