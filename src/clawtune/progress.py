@@ -6,7 +6,10 @@ so callers never branch on whether one is shown.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def progress_bar(label: str, console: Any, fields: str | None = None, transient: bool = True) -> Any:
@@ -20,3 +23,12 @@ def progress_bar(label: str, console: Any, fields: str | None = None, transient:
         columns.append(TextColumn(fields))
     columns.append(TimeRemainingColumn())
     return Progress(*columns, console=console, disable=console is None, transient=transient)
+
+
+def track(items: Sequence[T], label: str, console: Any) -> Iterator[T]:
+    """`items`, one at a time, with the bar advancing over them (none without a console)."""
+    with progress_bar(label, console) as bar:
+        task = bar.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)

@@ -378,9 +378,11 @@ class Collector:
     def _progress(self, items: list[Failure], what: str) -> Any:
         if not self.options.progress or not items:
             return items
-        from rich.progress import track
+        import rich
 
-        return track(items, description=what, transient=True)
+        from clawtune.progress import track
+
+        return track(items, what, rich.get_console())
 
     # -- writing --
     def write(self, failures: list[Failure], held: set[str]) -> dict[str, Any]:
