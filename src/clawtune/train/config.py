@@ -296,6 +296,7 @@ training:
   max_seq_length: {max_seq_length}
   save_steps: {save_steps}
   gradient_accumulation_steps: 1
+  gradient_checkpointing: {gradient_checkpointing}
   packing: true              # each example attends only to itself within a packed row
   scheduler: "cosine"
   seed: 42
@@ -317,6 +318,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "warmup_steps": "100",
         "max_seq_length": "4096",
         "save_steps": "500",
+        "gradient_checkpointing": "true   # recompute activations in the backward pass: much less memory, ~1/3 more compute",
         "target_modules": SEED_MODULES,
         "replay": "  # replay:                     # against forgetting: shares of the mix (clawtune.train.replay)\n"
         "  #   original: 0.25             # a retrain (--data with --resume): the resumed checkpoint's own data\n"
@@ -329,6 +331,7 @@ PRESETS: dict[str, dict[str, str]] = {
         "warmup_steps": "10        # tiny-agent: a short run; 100 would outlast it",
         "max_seq_length": "1024   # tiny-agent: the sample agent's examples are under 700 tokens",
         "save_steps": "50",
+        "gradient_checkpointing": "false  # tiny-agent: its activations are small; recomputing them cost 1.5x the time",
         "target_modules": " [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, lm_head]"
         "   # tiny-agent: every linear layer and the output layer (a 192-wide model learns new words only there)",
         "replay": "  replay:          # tiny-agent: against forgetting (without it the demo's general accuracy falls to 0)\n"
