@@ -1,2 +1,2 @@
-"""Training: the typed `ft-config.yaml` and `ft init`, the dry-run estimate, chat-template checks, tokenizing and
-packing, replay, the trainer, and `ft train` itself (`run`)."""
+"""Training: the typed `ft-config.yaml` and `ft init`, the plan and the dry-run estimate, chat-template checks,
+tokenizing and packing, replay, the trainer, preference training (`dpo`), and `ft train` itself (`run`)."""
