@@ -42,6 +42,7 @@ from clawtune.train.run import (
     base_manifest,
     build,
     count_parameters,
+    data_file,
     fit_out,
     is_main_process,
     last_log,
@@ -103,20 +104,7 @@ def require_trl() -> Any:
 
 def pairs_file(path: Path) -> Path:
     """--data with `objective: dpo`: a pairs file, or the folder `collect-failures` wrote (its pairs.jsonl)."""
-
-    if not path.is_dir():
-        return path
-    pairs = path / PAIRS
-    if not pairs.is_file():
-        raise TrainError(
-            f"--data {path}: a folder, but not one `clawtune agent collect-failures` wrote (no {PAIRS} in it)"
-        )
-    if pairs.stat().st_size == 0:
-        raise TrainError(
-            f"--data {path}: {PAIRS} is empty: no failure has both a failed answer and a correction yet (fill in "
-            "review.jsonl and run collect-failures again with --corrections, or give it a --teacher)"
-        )
-    return pairs
+    return data_file(path, PAIRS, "no failure has both a failed answer and a correction yet")
 
 
 # --------------------------------------------------------------------------------------------------- reading pairs

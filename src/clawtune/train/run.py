@@ -786,22 +786,22 @@ def plot_losses(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def data_file(path: Path) -> Path:
-    """--data: a file of examples, or the folder `collect-failures` wrote (its corrected.jsonl), as the seed's
-    `--data "./failure-cases/"` passes it."""
+def data_file(path: Path, name: str = "corrected.jsonl", empty: str = "no failure has a correction yet") -> Path:
+    """--data: a file of examples, or the folder `collect-failures` wrote (its `name`: corrected.jsonl, or DPO's
+    pairs.jsonl), as the seed's `--data "./failure-cases/"` passes it; `empty` says why that file can be empty."""
     if not path.is_dir():
         return path
-    corrected = path / "corrected.jsonl"
-    if not corrected.is_file():
+    found = path / name
+    if not found.is_file():
         raise TrainError(
-            f"--data {path}: a folder, but not one `clawtune agent collect-failures` wrote (no corrected.jsonl in it)"
+            f"--data {path}: a folder, but not one `clawtune agent collect-failures` wrote (no {name} in it)"
         )
-    if corrected.stat().st_size == 0:
+    if found.stat().st_size == 0:
         raise TrainError(
-            f"--data {path}: corrected.jsonl is empty: no failure has a correction yet (fill in review.jsonl and run "
-            "collect-failures again with --corrections, or give it a --teacher)"
+            f"--data {path}: {name} is empty: {empty} (fill in review.jsonl and run collect-failures again with "
+            "--corrections, or give it a --teacher)"
         )
-    return corrected
+    return found
 
 
 def prepare_output(out: Path, resumed: Path | None, force: bool) -> list[Path]:
