@@ -81,28 +81,35 @@ def _digest(folder: Path) -> dict[str, str]:
     }
 
 
+def train_tiny_lora(folder: Path, name: str, rows: list[dict[str, Any]], steps: int, **training: Any) -> Path:
+    """`ft train` of a LoRA on every linear layer of the tiny model with a large step (so the adapter matters), on
+    `rows`, for `steps` steps, into `folder/name` (its data and config beside it); `training` adds to the config's
+    training section. Returns the run's folder."""
+    from clawtune.cli import main
+
+    write_jsonl(folder / f"{name}.jsonl", rows)
+    config = {
+        "base_model": "clawtune/tiny-agent",
+        "method": "lora",
+        "data": {"train": str(folder / f"{name}.jsonl")},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
+        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, **training},
+        "output_dir": str(folder / name),
+        "tracking": {"tensorboard": False},
+    }
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["ft", "train", "--config", str(folder / f"{name}.yaml"), "--max-steps", str(steps)]) == 0
+    return folder / name
+
+
 @pytest.fixture(scope="session")
 def tiny_lora(tmp_path_factory: pytest.TempPathFactory, sample_data: Path) -> Iterator[Path]:
     """One tiny LoRA run, trained once for the tests that need a trained adapter (export, evaluation, serving): four
     steps on every linear layer of the tiny model with a large step, so the adapter matters. Yields its last
     checkpoint (`<run>/checkpoint-4`). Shared: copy the run (`copy_run`) before writing into it (`ft evaluate` writes
     eval/ into the model folder); the session's end checks that no test wrote into it."""
-    from clawtune.cli import main
-
     folder = tmp_path_factory.mktemp("tiny-lora")
-    write_jsonl(folder / "small.jsonl", read_jsonl(sample_data / "raw.jsonl")[:12])
-    config = {
-        "base_model": "clawtune/tiny-agent",
-        "method": "lora",
-        "data": {"train": str(folder / "small.jsonl")},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "save_steps": 100},
-        "output_dir": str(folder / "out"),
-        "tracking": {"tensorboard": False},
-    }
-    (folder / "ft-config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    assert main(["ft", "train", "--config", str(folder / "ft-config.yaml"), "--max-steps", "4"]) == 0
-    run = folder / "out"
+    run = train_tiny_lora(folder, "out", read_jsonl(sample_data / "raw.jsonl")[:12], steps=4, save_steps=100)
     before = _digest(run)
     yield run / "checkpoint-4"
     assert _digest(run) == before, f"a test wrote into the shared tiny LoRA run {run}: copy it first (copy_run)"

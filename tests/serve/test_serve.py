@@ -27,7 +27,7 @@ from clawtune.serve.config import ServeConfigError, load, parse
 from clawtune.serve.engine import Engine, GenRequest
 from clawtune.serve.log import RequestLog
 
-from ..conftest import copy_run, read_jsonl, write_jsonl
+from ..conftest import copy_run, read_jsonl, train_tiny_lora
 from ..integration.fake_openai import FakeOpenAI
 from ..serve_fakes import ScriptedEngine
 from ..serve_fakes import config as _config
@@ -576,19 +576,7 @@ def adapters(tmp_path_factory: pytest.TempPathFactory, sample_data: Path, tiny_l
     folder = tmp_path_factory.mktemp("serve-adapters")
     rows = read_jsonl(sample_data / "raw.jsonl")
     runs = {"alpha": copy_run(tiny_lora, folder / "alpha-out").parent}
-    write_jsonl(folder / "beta.jsonl", rows[12:22])
-    config = {
-        "base_model": "clawtune/tiny-agent",
-        "method": "lora",
-        "data": {"train": str(folder / "beta.jsonl")},
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-        "training": {"batch_size": 2, "epochs": 1, "learning_rate": 0.01, "warmup_steps": 0, "seed": 2},
-        "output_dir": str(folder / "beta-out"),
-        "tracking": {"tensorboard": False},
-    }
-    (folder / "beta.yaml").write_text(yaml.safe_dump(config))
-    assert main(["ft", "train", "--config", str(folder / "beta.yaml"), "--max-steps", "3"]) == 0
-    runs["beta"] = folder / "beta-out"
+    runs["beta"] = train_tiny_lora(folder, "beta-out", rows[12:22], steps=3, seed=2)
     out = {}
     for name, run in runs.items():
         target = folder / "exports" / name
