@@ -20,8 +20,9 @@ from clawtune.artifacts.manifest import MANIFEST, checkpoints, read_manifest
 from clawtune.artifacts.render import IGNORE, TemplateError, render_example
 from clawtune.cli import main
 from clawtune.models import load_model, load_tokenizer
+from clawtune.train.attention import document_mask, flatten, isolate, model_implementation
 from clawtune.train.config import load_config
-from clawtune.train.data import Collator, document_mask, pack
+from clawtune.train.data import Collator, pack
 from clawtune.train.options import TrainOptions
 from clawtune.train.plan import TrainError
 from clawtune.train.run import train
@@ -138,29 +139,49 @@ def test_pack_places_every_example_once_within_capacity() -> None:
 
 @pytest.mark.parametrize(
     "attention",
-    ["sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)],  # flex: torch.compile
+    ["sdpa_varlen", "sdpa", "eager", pytest.param("flex_attention", marks=pytest.mark.slow)],  # flex: torch.compile
 )
 def test_packed_example_logits_equal_alone(tokenizer: Any, attention: str) -> None:
-    model = load_model("clawtune/tiny-agent", dtype=torch.float32, attn_implementation=attention).eval()
+    implementation = model_implementation(attention)
+    model = load_model("clawtune/tiny-agent", dtype=torch.float32, attn_implementation=implementation).eval()
     first = render_example(tokenizer, TOOL_EXAMPLE)
     second = render_example(
         tokenizer, {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello."}]}
     )
     collate = Collator(tokenizer.pad_token_id)
-    packed, alone = collate([[first, second]]), collate([[second]])
+    # Three rows: two examples packed, the second alone and padded to the first row's width, the first alone.
+    packed = collate([[first, second], [second], [first]])
+    alone = collate([[second]])
 
-    def logits(batch: dict[str, Any], mask: Any) -> Any:
+    def logits(batch: dict[str, Any], **isolation: Any) -> Any:
         with torch.no_grad():
-            return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask).logits
+            return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **isolation).logits
 
     n, k = len(first.input_ids), len(second.input_ids)
-    reference = logits(alone, document_mask(alone["document_ids"], attention, torch.float32))[0, :k]
-    isolated = logits(packed, document_mask(packed["document_ids"], attention, torch.float32))[0, n : n + k]
-    assert torch.allclose(isolated, reference, atol=1e-5)
+    reference = logits(alone, **isolate(alone["document_ids"], attention, torch.float32))[0, :k]
+    out = logits(packed, **isolate(packed["document_ids"], attention, torch.float32))
+    assert torch.allclose(out[0, n : n + k], reference, atol=1e-5)
+    assert torch.allclose(out[1, :k], reference, atol=1e-5)  # padding after it changes nothing
+    assert torch.allclose(out[2, :n], out[0, :n], atol=1e-5)
+    assert torch.isfinite(out).all()  # padding positions too
     # Restarting positions with the usual padding mask does not isolate: the second example sees the first.
-    leaky = logits(packed, torch.ones_like(packed["input_ids"]))[0, n : n + k]
+    leaky = logits(packed, attention_mask=torch.ones_like(packed["input_ids"]))[0, n : n + k]
     assert not torch.allclose(leaky, reference, atol=1e-3)
     assert packed["labels"][0, n] == IGNORE  # no example is trained to follow the previous one
+
+
+def test_varlen_attention_keeps_padding_masks_without_packing(tokenizer: Any) -> None:
+    """Unpacked batches (and DPO's) pass a 2-D padding mask: the registered implementation honours it like sdpa."""
+    ids = torch.tensor([[5, 6, 7, 8], [5, 6, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    got = {}
+    for attention in ("sdpa_varlen", "sdpa"):
+        model = load_model(
+            "clawtune/tiny-agent", dtype=torch.float32, attn_implementation=model_implementation(attention)
+        )
+        with torch.no_grad():
+            got[attention] = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(got["sdpa_varlen"], got["sdpa"], atol=1e-6)
 
 
 def test_selective_logits_give_the_stock_loss_and_gradients(tokenizer: Any) -> None:
@@ -183,6 +204,36 @@ def test_selective_logits_give_the_stock_loss_and_gradients(tokenizer: Any) -> N
     ours.backward()
     assert torch.allclose(ours, stock, atol=1e-6)
     assert torch.allclose(model.model.layers[0].self_attn.q_proj.weight.grad, expected, atol=1e-6)
+
+
+def test_flattened_varlen_batch_gives_the_padded_batchs_loss_and_gradients(tokenizer: Any) -> None:
+    """varlen training lays a batch's rows end to end without padding: same loss and gradients as the masked batch."""
+    first, second = (
+        render_example(tokenizer, TOOL_EXAMPLE),
+        render_example(
+            tokenizer,
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there."}]},
+        ),
+    )
+    batch = Collator(tokenizer.pad_token_id)([[first, second], [second], [first]])
+    trained = (batch["labels"][:, 1:] != IGNORE).sum()
+    results = []
+    for attention in ("sdpa", "sdpa_varlen"):
+        model = load_model(
+            "clawtune/tiny-agent", dtype=torch.float32, attn_implementation=model_implementation(attention)
+        )
+        inputs = {k: batch[k] for k in ("input_ids", "labels", "position_ids")}
+        if attention == "sdpa":
+            inputs.update(isolate(batch["document_ids"], attention, torch.float32))
+        else:
+            inputs = flatten(inputs, batch["document_ids"])
+            assert inputs["input_ids"].shape == (1, int((batch["document_ids"] >= 0).sum()))
+        loss = selective_loss(model, inputs, trained)
+        loss.backward()
+        results.append((loss.detach(), model.model.layers[1].mlp.down_proj.weight.grad.clone()))
+    (masked, masked_grad), (flat, flat_grad) = results
+    assert torch.allclose(flat, masked, atol=1e-5)
+    assert torch.allclose(flat_grad, masked_grad, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- trainer runs

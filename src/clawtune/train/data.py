@@ -1,10 +1,7 @@
-"""Training data: tokenized examples, isolated packing, batches and the attention masks that keep examples apart.
+"""Training data: tokenized examples, isolated packing and batches.
 
 Packing puts several examples in one row (best-fit decreasing, so rows are nearly full) and restarts positions at
-each example. Position ids alone do NOT isolate examples with every attention implementation (measured: transformers
-5.x with sdpa/eager/flex lets a packed example see its neighbours), so each row also carries document ids, from which
-an explicit block-diagonal causal mask is built on the device: a 4-D boolean mask for sdpa, an additive one for
-eager, a sparse BlockMask for flex attention. A test checks that an example's logits are the same packed or alone.
+each example. Each row also carries document ids, from which `attention.isolate` keeps the examples apart.
 """
 
 from __future__ import annotations
@@ -198,26 +195,3 @@ class Collator:
                 documents[r, at : at + n] = d
                 at += n
         return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "document_ids": documents}
-
-
-def document_mask(documents: torch.Tensor, implementation: str, dtype: torch.dtype) -> Any:
-    """The attention mask that lets each token see only earlier tokens of its own example.
-
-    Padding (document -1) attends to earlier padding only, so no softmax row is empty; it carries no loss.
-    """
-    import torch
-
-    batch, length = documents.shape
-    if implementation == "flex_attention":
-        from torch.nn.attention.flex_attention import create_block_mask
-
-        def mask_mod(b: Any, h: Any, q: Any, kv: Any) -> Any:
-            return (documents[b, q] == documents[b, kv]) & (q >= kv)
-
-        return create_block_mask(mask_mod, batch, None, length, length, device=documents.device)
-    causal = torch.ones(length, length, dtype=torch.bool, device=documents.device).tril()
-    mask = (documents[:, :, None] == documents[:, None, :]) & causal
-    mask = mask[:, None]
-    if implementation == "eager":
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    return mask

@@ -74,8 +74,8 @@ def plan_run(options: TrainOptions) -> Plan:
             why = "clawtune's isolated packing and masks are not wired into Unsloth's patched model yet"
         notes.append(f"use_unsloth: {why}; training with transformers + PEFT instead")
     attention = config.training.attention
-    if attention == "auto":
-        attention = "sdpa"
+    if attention == "auto":  # sdpa per packed example skips the blocks between them (train/attention.py)
+        attention = "sdpa_varlen" if config.training.packing else "sdpa"
     strategy = config.training.distributed
     fsdp = world > 1 and (strategy == "fsdp" or (strategy == "auto" and config.method == "full"))
     return Plan(device=device, bf16=bf16, attention=attention, world_size=world, notes=notes, fsdp=fsdp)

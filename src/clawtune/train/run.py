@@ -40,6 +40,7 @@ from clawtune.artifacts.manifest import (
 )
 from clawtune.models import TINY_AGENT, fingerprint, load_model, load_tokenizer, resolve
 from clawtune.problems import InputError, Problems
+from clawtune.train.attention import model_implementation
 from clawtune.train.config import FTConfig
 from clawtune.train.data import Collator, TokenizedData, make_dataset, tokenize_file
 from clawtune.train.options import TrainOptions
@@ -106,7 +107,7 @@ def build_model(options: TrainOptions, plan: Plan, init_from: Path | None) -> An
 
     config = options.config
     dtype = torch.bfloat16 if plan.bf16 else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": plan.attention}
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": model_implementation(plan.attention)}
     if config.method == "qlora":
         from transformers import BitsAndBytesConfig
 

@@ -1,6 +1,6 @@
 """clawtune's subclass of transformers' Trainer: the model forward and the loss, the checkpoints.
 
-- Document masks are built on the device from each row's document ids (see `data.py`).
+- Packed examples are kept apart from each row's document ids (see `attention.py`).
 - Logits are computed only where a label is trained (`logits_to_keep` with the positions whose next token carries
   loss): in agent data most tokens are system prompts, tool schemas and tool results, and a 128k-vocabulary model's
   full logits (fp32, with their gradient) are the largest tensor of a step. The loss is the same as the stock one
@@ -22,7 +22,7 @@ from typing import Any
 from clawtune.artifacts.files import replace_folder
 from clawtune.artifacts.manifest import rotate, write_manifest
 from clawtune.artifacts.render import IGNORE
-from clawtune.train.data import document_mask
+from clawtune.train.attention import VARLEN, flatten, isolate
 
 
 def selective_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any) -> Any:
@@ -138,14 +138,17 @@ def make_trainer_class() -> type:
 
             inputs = dict(inputs)
             documents = inputs.pop("document_ids")
-            if int(documents.max()) > 0:  # a packed row: keep its examples apart
-                dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-                inputs["attention_mask"] = document_mask(documents, self.clawtune_attention, dtype)
-            else:
-                inputs["attention_mask"] = (documents >= 0).to(torch.long)
+            # a packed row: keep its examples apart (varlen also skips the padding of unpacked rows)
             if model.training and self.clawtune_meter is not None:
                 self.clawtune_meter.count(documents, inputs["labels"])
-            if return_outputs:  # evaluation wants the full logits
+            if self.clawtune_attention == VARLEN and not return_outputs:
+                inputs.update(flatten(inputs, documents))  # no padding at all: one row of every example
+            elif int(documents.max()) > 0 or self.clawtune_attention == VARLEN:
+                dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+                inputs.update(isolate(documents, self.clawtune_attention, dtype))
+            else:
+                inputs["attention_mask"] = (documents >= 0).to(torch.long)
+            if return_outputs:  # evaluation wants the full logits, in the batch's own shape
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             loss = selective_loss(model, inputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
