@@ -151,3 +151,32 @@ def test_a_real_base_takes_a_general_file_of_the_users(tmp_path: Path, data: Pat
     config = config.model_copy(update={"training": config.training.model_copy(update={"replay": replay})})
     mix = build_mix(config, data / "first.jsonl", None, tmp_path / "e", [])
     assert mix is not None and mix["sources"][1]["path"] == str(mine) and mix["sources"][1]["examples"] == 12
+
+
+def test_general_replay_is_trained_under_the_system_prompt_the_model_is_served_with(tmp_path: Path, data: Path) -> None:
+    """Serving applies the trained prompt to every request, general ones too: replay them under it."""
+    from clawtune.generation import policy_of_examples
+    from clawtune.models.general import replay_set
+    from clawtune.train.replay import build_mix
+
+    config = load_config(config_file(tmp_path, data, "f", replay={"general": 0.5}))
+    first = read_jsonl(data / "first.jsonl")
+    policy = policy_of_examples(first)
+    assert policy is not None and policy.policy == "replace"  # the sample agent's export replaces OpenClaw's prompt
+    mix = build_mix(config, data / "first.jsonl", None, tmp_path / "f", [])
+    assert mix is not None and mix["sources"][1]["system_prompt"] == policy.record()
+    general = [e for e in read_jsonl(Path(mix["path"])) if e["metadata"].get("replay") == "general"]
+    assert len(general) == 12
+    assert all(e["messages"][0] == {"role": "system", "content": policy.prompt} for e in general)
+    assert all(sum(m["role"] == "system" for m in e["messages"]) == 1 for e in general)
+    assert sorted(json.dumps(e["messages"][1:]) for e in general) == sorted(  # the mix is shuffled
+        json.dumps([m for m in e["messages"] if m["role"] != "system"]) for e in replay_set(12)
+    )
+    # data exported keeping each session's own prompt: the general conversations keep theirs
+    kept = write_jsonl(tmp_path / "kept.jsonl", [{**e, "metadata": {"system_prompt": "keep"}} for e in first])
+    mix = build_mix(config, kept, None, tmp_path / "g", [])
+    assert mix is not None and "system_prompt" not in mix["sources"][1]
+    general = [e for e in read_jsonl(Path(mix["path"])) if e["metadata"].get("replay") == "general"]
+    assert sorted(json.dumps(e["messages"]) for e in general) == sorted(
+        json.dumps(e["messages"]) for e in replay_set(12)
+    )

@@ -21,7 +21,9 @@ from typing import Any
 
 from clawtune.artifacts.files import write_jsonl_atomic
 from clawtune.artifacts.manifest import sha256_file, training_file
+from clawtune.data.provenance import trained_policy
 from clawtune.data.validate import iter_examples
+from clawtune.generation import SystemPromptPolicy, policy_of_examples
 from clawtune.messages import Example
 from clawtune.problems import InputError, Problems
 from clawtune.train.config import FTConfig
@@ -64,6 +66,11 @@ def _marked(example: Example, source: str) -> Example:
     metadata = dict(example.get("metadata") or {})
     metadata["replay"] = source
     return {**example, "metadata": metadata}
+
+
+def _under(example: Example, policy: SystemPromptPolicy) -> Example:
+    metadata = {**(example.get("metadata") or {}), "system_prompt": policy.policy}
+    return {**example, "messages": policy.apply(list(example["messages"])), "metadata": metadata}
 
 
 def build_mix(
@@ -126,6 +133,13 @@ def build_mix(
                 "of yours (training.replay.general_file: OpenAI chat JSONL, e.g. a sample of an instruction dataset "
                 "the base was tuned on); only the bundled tiny model has its own"
             )
+        policy = policy_of_examples(new) or (trained_policy(parent) if parent is not None else None)
+        if policy is not None and policy.policy != "keep":
+            # Served, the model sees every request under its trained system prompt (`generation.SystemPromptPolicy`),
+            # general questions included: replay them under it too, or the prompt alone tells the model "agent task"
+            # and general skill survives only under prompts it will never be served with.
+            picked = [_under(e, policy) for e in picked]
+            general["system_prompt"] = policy.record()
         mix += [_marked(e, "general") for e in picked]
         sources.append({"source": "general", **general, "examples": len(picked), "share": replay.general})
     rng.shuffle(mix)
