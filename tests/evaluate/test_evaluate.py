@@ -405,3 +405,32 @@ def test_an_endpoints_failures_are_retried_and_then_counted_as_errors_not_wrong_
     md = (tmp_path / "report" / "eval-report.md").read_text()
     assert "errors: test: baseline 2, fine-tuned 0 without an answer; 2 items left out" in md
     assert 'id="errors">errors: test: baseline 2' in (tmp_path / "report" / "eval-report.html").read_text()
+
+
+def test_a_checkpoints_answers_are_reused_within_a_process_only_for_the_same_settings(
+    tiny_lora: Any, sample_data: Any
+) -> None:
+    """The gate asks the resumed checkpoint what its own evaluation asked: same files, merge, limit -> same answers."""
+    from clawtune.evaluate import backends
+    from clawtune.evaluate.backends import LocalBackend, load_items
+    from clawtune.models.checkpoint import load_for_inference
+    from clawtune.problems import Problems
+
+    items = load_items(sample_data / "test.jsonl", Problems(), limit=6)
+    backends.ANSWERS.clear()
+    first = LocalBackend(load_for_inference(str(tiny_lora), merge=True), 4, 16)
+    answered = first.generate(items)
+    again = LocalBackend(load_for_inference(str(tiny_lora), merge=True), 4, 16)
+    assert [g.message for g in again.generate(items)] == [g.message for g in answered]
+    assert first.reused == 0 and again.reused == len(items)
+    for other in (
+        LocalBackend(load_for_inference(str(tiny_lora), merge=True), 4, 8),  # another token limit
+        LocalBackend(load_for_inference(str(tiny_lora)), 4, 16),  # not merged
+        LocalBackend(load_for_inference("clawtune/tiny-agent"), 4, 16),  # no manifest: never cached
+        LocalBackend(load_for_inference("clawtune/tiny-agent"), 4, 16),
+    ):
+        other.generate(items)
+        assert other.reused == 0
+    backends.ANSWERS.clear()
+    fresh = LocalBackend(load_for_inference(str(tiny_lora), merge=True), 4, 16)
+    assert [g.message for g in fresh.generate(items)] == [g.message for g in answered]  # what generating again gives

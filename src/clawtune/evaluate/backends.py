@@ -70,6 +70,32 @@ def example_items(example: dict[str, Any], name: str) -> list[Item]:
     ]
 
 
+# The greedy answers each checkpoint gave in this process, by its files, merge state, token limit and stop tokens,
+# then by rendered prompt. The gate (`ft evaluate --baseline` a checkpoint) asks the checkpoint a retrain resumed from
+# the same test and general turns that checkpoint's own evaluation asked, in the same process in `clawtune demo`:
+# those answers are reused, not generated again. Only checkpoints with a manifest (sha256 of every file) are cached;
+# a model id or folder without one may change on disk.
+ANSWERS: dict[str, dict[str, Generation]] = {}
+
+
+def answers_key(loaded: Any, max_new_tokens: int, stop: frozenset[int], device: str) -> str | None:
+    import hashlib
+    import json
+
+    manifest = loaded.manifest
+    if not manifest or not manifest.get("files"):
+        return None
+    identity = [
+        manifest["files"],
+        manifest.get("base_fingerprint"),
+        loaded.merged,
+        max_new_tokens,
+        sorted(stop),
+        device,
+    ]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class LocalBackend:
     """Greedy batched generation with a locally loaded model (see `models.checkpoint`), as the gateway would serve
     it: the same system-prompt policy (the checkpoint's, unless `policy` is given), the same stop tokens, the same
@@ -89,6 +115,9 @@ class LocalBackend:
         self.policy = policy or KEEP
         self.stop_ids = stop_token_ids(loaded.tokenizer, getattr(loaded.model, "generation_config", None))
         self.kind = "local"
+        device = str(next(loaded.model.parameters()).device)
+        self.answers_key = answers_key(loaded, max_new_tokens, self.stop_ids, device)
+        self.reused = 0  # answers taken from an earlier evaluation of this checkpoint in this process
 
     def prompt_text(self, item: Item) -> str:
         from clawtune.artifacts.render import render_text, template_messages
@@ -102,10 +131,15 @@ class LocalBackend:
         tokenizer, model = self.loaded.tokenizer, self.loaded.model
         tokenizer.padding_side = "left"
         texts = [self.prompt_text(item) for item in items]
+        known = ANSWERS.setdefault(self.answers_key, {}) if self.answers_key else {}
+        results: list[Generation | None] = [known.get(t) for t in texts]
+        reused = sum(r is not None for r in results)
+        self.reused += reused
+        if progress is not None and reused:
+            progress(reused)
         encoded = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-        order = sorted(range(len(items)), key=lambda i: len(encoded[i]))
+        order = sorted((i for i in range(len(items)) if results[i] is None), key=lambda i: len(encoded[i]))
         stop = self.stop_ids
-        results: list[Generation | None] = [None] * len(items)
         device = next(model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
@@ -135,7 +169,7 @@ class LocalBackend:
                 new = new[: ends[0]] if ends else new
                 raw = tokenizer.decode(new, skip_special_tokens=False)
                 parsed = parse_reply(raw)
-                results[i] = Generation(
+                results[i] = known[texts[i]] = Generation(
                     parsed.message, raw, parsed.invalid, elapsed, len(encoded[i]), len(new), None, elapsed / len(batch)
                 )
             if progress is not None:

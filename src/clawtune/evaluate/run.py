@@ -114,7 +114,8 @@ def _backend(options: EvalOptions, which: str) -> Any:
         if not options.model_dir or not (folder / MANIFEST).is_file():
             raise EvalError("no baseline: give --baseline (a model) or --baseline-endpoint with --baseline-model")
         name = read_manifest(folder)["base_model"]
-    return LocalBackend(load_for_inference(name), options.batch_size, options.max_new_tokens, policy)
+    # merged as the model side is: faster, and the same answers as that checkpoint's own evaluation (the gate's case)
+    return LocalBackend(load_for_inference(name, merge=True), options.batch_size, options.max_new_tokens, policy)
 
 
 def check_inputs(options: EvalOptions) -> None:
@@ -546,6 +547,13 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         if failures:
             side.held_out = Side(label, backend.name, backend.kind)
             _answer(side.held_out, backend, failures, options, console, judge=False)
+        reused = getattr(backend, "reused", 0)  # an endpoint has no cache
+        if console and reused:
+            console.print(
+                f"{label}: {reused} answers reused from this checkpoint's evaluation earlier in this process "
+                "(same files, prompts and settings; greedy)",
+                highlight=False,
+            )
         sides[which] = side
         del backend
     base, tuned = sides["baseline"], sides["model"]

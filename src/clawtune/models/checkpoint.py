@@ -25,6 +25,7 @@ class Loaded:
     tokenizer: Any
     manifest: dict[str, Any] | None
     base_model: str
+    merged: bool = False  # an adapter folded into the base weights (`merge`)
 
 
 def verify_files(folder: Path, manifest: dict[str, Any]) -> None:
@@ -94,4 +95,5 @@ def load_for_inference(
         model = PeftModel.from_pretrained(base, str(folder))
         if merge:
             model = model.merge_and_unload()
-    return Loaded(str(folder), model.to(device).eval(), tokenizer, manifest, base_name)
+    merged = merge and manifest.get("kind") != "full"
+    return Loaded(str(folder), model.to(device).eval(), tokenizer, manifest, base_name, merged)
