@@ -200,6 +200,7 @@ class EndpointBackend:
         self.policy = policy or KEEP  # a served fine-tune applies its own; a baseline may need one
         self.timeout = timeout
         self.kind = "endpoint"
+        self.reused = 0  # an endpoint's answers are never reused (see ANSWERS)
 
     def generate(self, items: list[Item], progress: Any = None) -> list[Generation]:
         from clawtune.openai_http import ERRORS

@@ -547,10 +547,9 @@ def run_evaluation(options: EvalOptions) -> dict[str, Any]:
         if failures:
             side.held_out = Side(label, backend.name, backend.kind)
             _answer(side.held_out, backend, failures, options, console, judge=False)
-        reused = getattr(backend, "reused", 0)  # an endpoint has no cache
-        if console and reused:
+        if console and backend.reused:
             console.print(
-                f"{label}: {reused} answers reused from this checkpoint's evaluation earlier in this process "
+                f"{label}: {backend.reused} answers reused from this checkpoint's evaluation earlier in this process "
                 "(same files, prompts and settings; greedy)",
                 highlight=False,
             )

@@ -70,7 +70,7 @@ def _marked(example: Example, source: str) -> Example:
 
 def _under(example: Example, policy: SystemPromptPolicy) -> Example:
     metadata = {**(example.get("metadata") or {}), "system_prompt": policy.policy}
-    return {**example, "messages": policy.apply(list(example["messages"])), "metadata": metadata}
+    return {**example, "messages": policy.apply(example["messages"]), "metadata": metadata}
 
 
 def build_mix(
